@@ -1,0 +1,15 @@
+//! prep: audited, leak-free chest X-ray training sets, and CheXNet fine-tuning on them.
+//!
+//! One module per concern: `manifest` (bags: BagIt, records, provenance, Croissant, verify),
+//! `source` (source descriptions and metadata adapters), `filter` (the filter stage), and
+//! `train` (the model side, behind the `train` feature).
+
+pub mod error;
+pub mod filter;
+pub mod manifest;
+pub mod progress;
+pub mod source;
+#[cfg(feature = "train")]
+pub mod train;
+
+pub use error::{Error, Result};

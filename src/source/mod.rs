@@ -1,0 +1,305 @@
+//! Data sources described by TOML files in `metadata/` (column names, label and view
+//! vocabularies, how files are located), and the adapters that turn a source's metadata into
+//! candidate images with a verdict for each.
+
+mod folder;
+mod table;
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+pub use folder::read_folder;
+pub use table::{decode_text, read_table, Encoding};
+
+/// The descriptions shipped with prep, compiled in so the binary works from anywhere.
+const BUILTIN: &[(&str, &str)] = &[
+    ("cohen", include_str!("../../metadata/cohen.toml")),
+    ("nih", include_str!("../../metadata/nih-chestxray14.toml")),
+    ("folder", include_str!("../../metadata/image-folder.toml")),
+];
+
+/// Names accepted by `--source` besides a path to a `.toml` file.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A metadata table with one row per image.
+    Table,
+    /// Every image under a folder, one label for all.
+    Folder,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDesc {
+    pub name: String,
+    pub title: String,
+    pub url: String,
+    pub license: String,
+    pub kind: Kind,
+    /// Default metadata file name inside the dataset folder.
+    #[serde(default)]
+    pub metadata_file: Option<String>,
+    #[serde(default)]
+    pub columns: Columns,
+    #[serde(default)]
+    pub files: Files,
+    #[serde(default)]
+    pub findings: Findings,
+    #[serde(default)]
+    pub views: Views,
+    #[serde(default)]
+    pub modality: Option<Modality>,
+    #[serde(default)]
+    pub pcr: Option<Pcr>,
+    #[serde(default)]
+    pub patients: Patients,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Columns {
+    pub file: Option<String>,
+    pub folder: Option<String>,
+    pub patient_id: Option<String>,
+    pub view: Option<String>,
+    pub modality: Option<String>,
+    pub finding: Option<String>,
+    pub pcr: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locate {
+    /// `DIR/<folder column>/<file column>` (or `DIR/<file column>` without a folder column).
+    #[default]
+    Column,
+    /// Find the file by name anywhere under DIR (ChestX-ray14 ships in 12 sub-folders).
+    Search,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    #[serde(default)]
+    pub locate: Locate,
+    /// File extensions (lower case) counted as images by folder sources.
+    #[serde(default)]
+    pub extensions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Findings {
+    /// When set, a finding is judged by its last segment after this separator
+    /// (`Pneumonia/Viral/COVID-19` → `COVID-19`).
+    #[serde(default)]
+    pub segment_separator: Option<String>,
+    #[serde(default)]
+    pub covid: Vec<String>,
+    #[serde(default)]
+    pub healthy: Vec<String>,
+    /// Findings that mean "not labelled" (`todo`, `Unknown`, blank): never used as negatives.
+    #[serde(default)]
+    pub unlabelled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Views {
+    /// Frontal projections, compared case-insensitively after trimming.
+    #[serde(default)]
+    pub frontal: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modality {
+    pub xray: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pcr {
+    pub positive: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patients {
+    /// Groups of patient ids that are the same person (used by `prep split`).
+    #[serde(default)]
+    pub aliases: Vec<Vec<String>>,
+}
+
+/// What a finding means for labelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    Covid,
+    Healthy,
+    Diseased,
+    Unlabelled,
+}
+
+impl Class {
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Covid => "covid",
+            Class::Healthy => "healthy",
+            Class::Diseased => "diseased",
+            Class::Unlabelled => "unlabelled",
+        }
+    }
+}
+
+fn eq_ci(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+impl SourceDesc {
+    /// A built-in name (`cohen`, `nih`, `folder`) or a path to a description file.
+    pub fn load(name_or_path: &str) -> Result<SourceDesc> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return toml::from_str(text).map_err(|source| Error::SourceDescription {
+                path: PathBuf::from(format!("metadata/{name_or_path}.toml (built in)")),
+                source,
+            });
+        }
+        let path = Path::new(name_or_path);
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+            return toml::from_str(&text).map_err(|source| Error::SourceDescription {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Err(Error::Usage(format!(
+            "unknown source {name_or_path:?}: use one of {} or a path to a .toml description",
+            builtin_names().join(", ")
+        )))
+    }
+
+    /// Classify a finding with the source's vocabulary.
+    pub fn classify(&self, finding: &str) -> Class {
+        let f = &self.findings;
+        let whole = finding.trim();
+        let seg = match &f.segment_separator {
+            Some(sep) if !sep.is_empty() => {
+                whole.rsplit(sep.as_str()).next().unwrap_or(whole).trim()
+            }
+            _ => whole,
+        };
+        let any = |list: &[String], v: &str| list.iter().any(|x| eq_ci(x, v));
+        if any(&f.unlabelled, whole) || any(&f.unlabelled, seg) {
+            Class::Unlabelled
+        } else if any(&f.covid, seg) || any(&f.covid, whole) {
+            Class::Covid
+        } else if any(&f.healthy, whole) || any(&f.healthy, seg) {
+            Class::Healthy
+        } else {
+            Class::Diseased
+        }
+    }
+
+    pub fn is_frontal(&self, view: &str) -> bool {
+        self.views.frontal.iter().any(|v| eq_ci(v, view))
+    }
+
+    pub fn is_xray(&self, modality: &str) -> bool {
+        match &self.modality {
+            Some(m) => m.xray.iter().any(|v| eq_ci(v, modality)),
+            None => true,
+        }
+    }
+
+    pub fn is_pcr_positive(&self, value: &str) -> bool {
+        match &self.pcr {
+            Some(p) => p.positive.iter().any(|v| eq_ci(v, value)),
+            None => false,
+        }
+    }
+}
+
+/// What a stage wants from a source: which classes to keep and the extra rules.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub keep: BTreeSet<Class>,
+    pub require_pcr: bool,
+    /// File names to drop (e.g. the images CheXNet was pre-trained on).
+    pub exclude_list: BTreeSet<String>,
+    /// For folder sources: the label of every image.
+    pub folder_label: Option<String>,
+}
+
+/// One image a source names, before its file is looked at.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Line of the metadata file (header = line 1); empty for folder sources.
+    pub source_row: String,
+    /// The path as the metadata gives it, relative to the dataset folder, `/`-separated.
+    pub file: String,
+    pub patient_id: String,
+    pub view: String,
+    pub finding: String,
+    /// `Ok(label)` to keep, or `Err((reason code, detail))` when metadata rules drop it.
+    pub verdict: std::result::Result<String, (String, String)>,
+}
+
+impl Candidate {
+    pub fn drop(&mut self, code: &str, detail: impl Into<String>) {
+        self.verdict = Err((code.to_string(), detail.into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cohen_vocabulary() {
+        let s = SourceDesc::load("cohen").unwrap();
+        assert_eq!(s.classify("Pneumonia/Viral/COVID-19"), Class::Covid);
+        assert_eq!(s.classify("COVID-19"), Class::Covid);
+        assert_eq!(s.classify(" Pneumonia/Viral/COVID-19 "), Class::Covid);
+        assert_eq!(s.classify("No Finding"), Class::Healthy);
+        assert_eq!(s.classify("todo"), Class::Unlabelled);
+        assert_eq!(s.classify("Unknown"), Class::Unlabelled);
+        assert_eq!(s.classify(""), Class::Unlabelled);
+        assert_eq!(s.classify("Pneumonia/Viral/Herpes "), Class::Diseased);
+        assert_eq!(s.classify("Pneumonia/Viral/SARS"), Class::Diseased);
+        for v in [
+            "PA",
+            "AP",
+            "AP Supine",
+            "AP Erect",
+            "ap erect",
+            "AP semi erect",
+            "APS",
+        ] {
+            assert!(s.is_frontal(v), "{v}");
+        }
+        for v in ["L", "Axial", "Coronal", ""] {
+            assert!(!s.is_frontal(v), "{v}");
+        }
+        assert!(s.is_xray("X-ray") && !s.is_xray("CT"));
+        assert!(s.is_pcr_positive("Y") && !s.is_pcr_positive("Unclear") && !s.is_pcr_positive(""));
+    }
+
+    #[test]
+    fn nih_vocabulary() {
+        let s = SourceDesc::load("nih").unwrap();
+        assert_eq!(s.classify("No Finding"), Class::Healthy);
+        assert_eq!(s.classify("Cardiomegaly|Effusion"), Class::Diseased);
+        assert!(s.is_frontal("PA") && s.is_frontal("AP") && !s.is_frontal("LL"));
+    }
+
+    #[test]
+    fn unknown_source_is_a_usage_error() {
+        assert!(matches!(SourceDesc::load("nope"), Err(Error::Usage(_))));
+    }
+}

@@ -1,0 +1,26 @@
+//! The model side, on libtorch through tch. For now: checks that libtorch loads and computes,
+//! and which devices it sees (`prep doctor`).
+
+use crate::error::Result;
+use tch::{Device, Kind, Tensor};
+
+/// What libtorch reports about itself on this machine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TorchInfo {
+    pub threads: i32,
+    pub cuda_available: bool,
+    pub cuda_devices: i64,
+    /// A small computation on the CPU (sum of 1..=4), proving the library really runs.
+    pub self_test: f64,
+}
+
+pub fn torch_info() -> Result<TorchInfo> {
+    let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).to_device(Device::Cpu);
+    let self_test = t.f_sum(Kind::Float)?.f_double_value(&[])?;
+    Ok(TorchInfo {
+        threads: tch::get_num_threads(),
+        cuda_available: tch::Cuda::is_available(),
+        cuda_devices: tch::Cuda::device_count(),
+        self_test,
+    })
+}
