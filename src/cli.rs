@@ -31,6 +31,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
     Doctor,
+    /// Generate a small synthetic dataset laid out like the real sources (with their traps),
+    /// run the stages on it, verify every bag, and print where everything is.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -96,4 +99,23 @@ pub struct VerifyArgs {
     /// The bag folder to check.
     #[arg(value_name = "BAG")]
     pub bag: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the synthetic datasets (datasets/) and the bags (bags/).
+    #[arg(long, value_name = "DIR", default_value = "demo-out")]
+    pub out: PathBuf,
+
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+
+    /// Side of the synthetic images in pixels.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=4096))]
+    pub size: u32,
+
+    /// Replace bags left by an earlier demo run.
+    #[arg(long)]
+    pub force: bool,
 }

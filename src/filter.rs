@@ -77,7 +77,16 @@ pub fn probe_image(bytes: &[u8]) -> std::result::Result<(u32, u32), (String, Str
         image::ImageError::Limits(l) => ("image-too-large".to_string(), l.to_string()),
         other => ("unreadable-image".to_string(), other.to_string()),
     };
-    let (w, h) = reader(bytes)?.into_dimensions().map_err(classify)?;
+    let r = reader(bytes)?;
+    // The JPEG decoder fills a cut-off scan with grey instead of failing: check for the
+    // end-of-image marker after the last start-of-scan ourselves.
+    if r.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
+        return Err((
+            "unreadable-image".into(),
+            "truncated JPEG: no end-of-image marker after the last scan".into(),
+        ));
+    }
+    let (w, h) = r.into_dimensions().map_err(classify)?;
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err((
             "image-too-large".into(),
@@ -92,6 +101,16 @@ pub fn probe_image(bytes: &[u8]) -> std::result::Result<(u32, u32), (String, Str
     }
     let img = reader(bytes)?.decode().map_err(classify)?;
     Ok((img.width(), img.height()))
+}
+
+/// Entropy-coded data stuffs every 0xFF with 0x00, so 0xFFD9 after the last 0xFFDA can only be
+/// the real end-of-image marker.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// A metadata path made safe: relative, no `..`, no root, no drive. None when unsafe.

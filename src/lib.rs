@@ -4,11 +4,13 @@
 //! `source` (source descriptions and metadata adapters), `filter` (the filter stage), and
 //! `train` (the model side, behind the `train` feature).
 
+pub mod demo;
 pub mod error;
 pub mod filter;
 pub mod manifest;
 pub mod progress;
 pub mod source;
+pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -106,6 +106,26 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
                 Ok(ExitCode::from(EXIT_VERIFY))
             }
         }
+        Command::Demo(args) => {
+            let outcome = prep::demo::run(&args.out, args.seed, args.size, args.force, &argv)?;
+            println!("synthetic datasets: {}", outcome.datasets.display());
+            for (name, o) in &outcome.stages {
+                let excluded: usize = o.excluded_by_reason.values().sum();
+                let reasons: Vec<String> = o
+                    .excluded_by_reason
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                println!(
+                    "{name:<14} kept {:>3}, excluded {:>3} ({})",
+                    o.kept,
+                    excluded,
+                    reasons.join(", ")
+                );
+                println!("{:<14} bag: {} (verified)", "", o.bag.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => {
             println!("prep {}", env!("CARGO_PKG_VERSION"));
             let commit = env!("PREP_GIT_COMMIT");

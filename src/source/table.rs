@@ -6,13 +6,17 @@ use std::path::Path;
 
 /// How to read a metadata file's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Encoding {
     /// UTF-8; if the file is not valid UTF-8, read it as Windows-1252 and warn.
+    #[serde(rename = "auto")]
     Auto,
     /// UTF-8 only: anything else is an error.
+    #[value(name = "utf-8")]
+    #[serde(rename = "utf-8")]
     Utf8,
     /// Windows-1252 (Figure1's metadata.csv).
+    #[value(name = "windows-1252")]
+    #[serde(rename = "windows-1252")]
     Windows1252,
 }
 

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The real binary.
+pub fn prep() -> Command {
+    let mut c = Command::cargo_bin("prep").expect("binary built");
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// ../shared/data beside the repository, or None with a printed reason.
+pub fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIP: {} is absent (the real data is not in this checkout)",
+            p.display()
+        );
+        None
+    }
+}
+
+/// A Python interpreter that can import `module`: $PREP_PYTHON, then the repo's .venv (made by
+/// `make test`), then python3. None with a printed reason.
+pub fn python_with(module: &str) -> Option<PathBuf> {
+    let mut cands = Vec::new();
+    if let Ok(p) = std::env::var("PREP_PYTHON") {
+        cands.push(PathBuf::from(p));
+    }
+    cands.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    cands.push(PathBuf::from("python3"));
+    for c in cands {
+        let ok = std::process::Command::new(&c)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(c);
+        }
+    }
+    eprintln!("SKIP: no Python with `{module}` (run `make test`, which installs it into .venv)");
+    None
+}
+
+/// sha256 of every file under `dir`, by path relative to it.
+pub fn tree_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(
+                rel,
+                hex::encode(Sha256::digest(std::fs::read(e.path()).unwrap())),
+            );
+        }
+    }
+    out
+}
+
+/// Every file of a bag except bag-info.txt (the one file allowed to differ: Bagging-Date).
+pub fn bag_without_date(bag: &Path) -> BTreeMap<String, String> {
+    let mut t = tree_hashes(bag);
+    t.remove("bag-info.txt");
+    t
+}
+
+pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut rdr = csv::Reader::from_path(path).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    rdr.records()
+        .map(|r| {
+            let r = r.unwrap();
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
