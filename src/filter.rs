@@ -416,6 +416,7 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         croissant: CroissantSpec {
             license: cfg.source.license.clone(),
             url: cfg.source.url.clone(),
+            cite_as: cfg.source.citation.clone(),
             table: "data/records.csv".into(),
             columns: record_columns(),
             image_globs: globs,

@@ -16,11 +16,14 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded from (seed, item id): never from order or threads.
     pub fn new(seed: u64, id: &str) -> Rng {
-        let mut h = seed ^ 0x9E37_79B9_7F4A_7C15;
+        // FNV-1a of the id, combined with the fully mixed seed (a plain XOR of seed and id
+        // bytes lets different (seed, id) pairs collide).
+        let mut h = 0xCBF2_9CE4_8422_2325u64;
         for b in id.bytes() {
             h = (h ^ b as u64).wrapping_mul(0x0100_0000_01B3);
         }
-        Rng(h)
+        let mut s = Rng(seed);
+        Rng(h ^ s.next_u64())
     }
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

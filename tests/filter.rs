@@ -621,17 +621,8 @@ fn real_samples_kept_set_matches_an_independent_reading() {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
-        if let Some(py) = python_with("mlcroissant") {
-            let o = std::process::Command::new(&py)
-                .args(["-c", "import sys; from mlcroissant.scripts.validate import main; sys.argv=['validate','--jsonld',sys.argv[1]]; main()"])
-                .arg(out.join("croissant.json"))
-                .output();
-            let o = o.unwrap();
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(
-                o.status.success() && !err.contains("error(s)"),
-                "mlcroissant: {err}"
-            );
+        if let Some((ok, err)) = croissant_validate(&out.join("croissant.json")) {
+            assert!(ok, "mlcroissant: {err}");
         }
     }
     // The whole sample set, as folders.

@@ -31,6 +31,8 @@ pub struct CroissantSpec {
     pub license: String,
     /// Where the original data lives, for people; never fetched.
     pub url: String,
+    /// Citation of the underlying data (`citeAs`); empty when unknown.
+    pub cite_as: String,
     /// The table, relative to the bag root (e.g. `data/records.csv`).
     pub table: String,
     /// Columns of the table with their types and a description.
@@ -114,6 +116,10 @@ impl CroissantSpec {
                 "field": fields,
             }],
         });
+        let mut doc = doc;
+        if !self.cite_as.is_empty() {
+            doc["citeAs"] = json!(self.cite_as);
+        }
         let mut v = serde_json::to_vec_pretty(&doc).expect("croissant serialises");
         v.push(b'\n');
         Ok(v)

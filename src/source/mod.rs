@@ -41,6 +41,9 @@ pub struct SourceDesc {
     pub title: String,
     pub url: String,
     pub license: String,
+    /// How to cite the source (Croissant `citeAs`).
+    #[serde(default)]
+    pub citation: String,
     pub kind: Kind,
     /// Default metadata file name inside the dataset folder.
     #[serde(default)]

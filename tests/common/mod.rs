@@ -92,3 +92,16 @@ pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
         })
         .collect()
 }
+
+/// Run `mlcroissant validate --jsonld FILE`; None (with a printed reason) when not installed.
+/// Returns (accepted, stderr). Warnings are fine; errors are not.
+pub fn croissant_validate(file: &Path) -> Option<(bool, String)> {
+    let py = python_with("mlcroissant")?;
+    let script = match py.parent() {
+        Some(dir) if dir.join("mlcroissant").is_file() => dir.join("mlcroissant"),
+        _ => PathBuf::from("mlcroissant"),
+    };
+    let o = std::process::Command::new(script).args(["validate", "--jsonld"]).arg(file).output().ok()?;
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    Some((o.status.success() && !err.contains("error(s)"), err))
+}
