@@ -631,3 +631,33 @@ fn encode_jpeg(img: &GrayImage) -> Result<Vec<u8>> {
         .map_err(|e| Error::Usage(format!("jpeg encode: {e}")))?;
     Ok(out)
 }
+
+/// A PNG that is only a signature and an IHDR chunk claiming `w`×`h` pixels: the crafted header
+/// that must be refused before any pixel memory is taken.
+pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    png
+}
+
+/// CRC-32 as PNG chunks use it (bitwise; only used for a 17-byte chunk).
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}

@@ -8,12 +8,14 @@ use tempfile::tempdir;
 
 #[test]
 fn help_lists_the_subcommands_and_exit_codes() {
-    prep()
-        .arg("--help")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("filter").and(predicate::str::contains("verify")).and(predicate::str::contains("verification failed")));
-    prep().args(["filter", "--help"]).assert().success().stdout(predicate::str::contains("--require-pcr").and(predicate::str::contains("Examples:")));
+    prep().arg("--help").assert().success().stdout(
+        predicate::str::contains("filter")
+            .and(predicate::str::contains("verify"))
+            .and(predicate::str::contains("verification failed")),
+    );
+    prep().args(["filter", "--help"]).assert().success().stdout(
+        predicate::str::contains("--require-pcr").and(predicate::str::contains("Examples:")),
+    );
     prep().arg("no-such-command").assert().code(2);
 }
 
@@ -21,7 +23,9 @@ fn help_lists_the_subcommands_and_exit_codes() {
 fn doctor_runs_libtorch() {
     let a = prep().arg("doctor").assert().success();
     if cfg!(feature = "train") {
-        a.stdout(predicate::str::contains("libtorch: loaded (self-test sum = 10)"));
+        a.stdout(predicate::str::contains(
+            "libtorch: loaded (self-test sum = 10)",
+        ));
     }
 }
 
@@ -36,9 +40,21 @@ fn demo_builds_and_verifies_every_bag() {
         .success()
         .stdout(predicate::str::contains("(verified)"));
     for bag in ["covid", "cohen-others", "normal"] {
-        prep().arg("verify").arg(out.join("bags").join(bag)).assert().success();
+        prep()
+            .arg("verify")
+            .arg(out.join("bags").join(bag))
+            .assert()
+            .success();
     }
     // A second run refuses to overwrite, and --force replaces.
-    prep().args(["demo", "--size", "64", "--out"]).arg(&out).assert().code(2);
-    prep().args(["demo", "--size", "64", "--force", "--out"]).arg(&out).assert().success();
+    prep()
+        .args(["demo", "--size", "64", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2);
+    prep()
+        .args(["demo", "--size", "64", "--force", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
 }

@@ -194,15 +194,7 @@ fn hostile_paths_never_leave_the_dataset() {
     let ds = t.path().join("ds");
     fs::create_dir_all(ds.join("images")).unwrap();
     // A real image outside the dataset that the metadata tries to reach three ways.
-    let img = prep::synth::encode_png(&prep::synth::chest_image(
-        32,
-        32,
-        1,
-        "x",
-        0.0,
-        Default::default(),
-    ))
-    .unwrap();
+    let img = small_png(32, 1, "x");
     fs::write(t.path().join("secret.png"), &img).unwrap();
     std::os::unix::fs::symlink(t.path().join("secret.png"), ds.join("images/link.png")).unwrap();
     let abs = t.path().join("secret.png");
@@ -247,15 +239,7 @@ fn damaged_and_crafted_images_are_excluded_with_their_reason() {
     fs::write(ds.join("images/trunc.jpg"), &jpg[..jpg.len() / 3]).unwrap();
     fs::write(ds.join("images/empty.png"), b"").unwrap();
     fs::write(ds.join("images/text.png"), b"this is not an image at all").unwrap();
-    // PNG signature + IHDR claiming 100000 x 100000 pixels.
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(100_000u32.to_be_bytes());
-    ihdr.extend(100_000u32.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    let mut huge = b"\x89PNG\r\n\x1a\n".to_vec();
-    huge.extend(13u32.to_be_bytes());
-    huge.extend(&ihdr);
-    huge.extend(crc32(&ihdr).to_be_bytes());
+    let huge = prep::synth::png_header_only(100_000, 100_000);
     fs::write(ds.join("images/huge.png"), &huge).unwrap();
     let mut csv = String::from("patientid,finding,view,modality,folder,filename\n");
     for (i, f) in [
@@ -284,21 +268,6 @@ fn damaged_and_crafted_images_are_excluded_with_their_reason() {
     assert_eq!(reasons["images/text.png"], "unreadable-image");
     assert_eq!(reasons["images/huge.png"], "image-too-large");
     assert_eq!(read_csv(&out.join("data/records.csv")).len(), 1);
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 #[test]
@@ -399,15 +368,7 @@ fn windows_1252_metadata_is_read_with_a_warning_or_refused() {
     let t = tempdir().unwrap();
     let ds = t.path().join("ds");
     fs::create_dir_all(ds.join("images")).unwrap();
-    let img = prep::synth::encode_png(&prep::synth::chest_image(
-        32,
-        32,
-        1,
-        "z",
-        0.0,
-        Default::default(),
-    ))
-    .unwrap();
+    let img = small_png(32, 1, "z");
     fs::write(ds.join("images/a.png"), &img).unwrap();
     let mut meta = b"patientid,finding,view,modality,folder,filename,notes\n".to_vec();
     meta.extend(b"1,COVID-19,PA,X-ray,images,a.png,temp 38\xB0C\n");

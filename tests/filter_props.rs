@@ -16,16 +16,41 @@ struct Row {
     file: usize,
 }
 
-const FINDINGS: &[&str] = &["Pneumonia/Viral/COVID-19", "COVID-19", "No Finding", "todo", "Pneumonia", ""];
+const FINDINGS: &[&str] = &[
+    "Pneumonia/Viral/COVID-19",
+    "COVID-19",
+    "No Finding",
+    "todo",
+    "Pneumonia",
+    "",
+];
 const VIEWS: &[&str] = &["PA", "AP Supine", "L", "Axial", "ap erect", ""];
 const MODALITIES: &[&str] = &["X-ray", "CT"];
 // Files: 0-3 real distinct images, 4 a copy of image 0, 5 missing, 6 an escape attempt.
-const FILES: &[&str] = &["a.png", "b.png", "c.png", "d.png", "a-copy.png", "gone.png", "../x.png"];
+const FILES: &[&str] = &[
+    "a.png",
+    "b.png",
+    "c.png",
+    "d.png",
+    "a-copy.png",
+    "gone.png",
+    "../x.png",
+];
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
     prop::collection::vec(
-        (0..FINDINGS.len(), 0..VIEWS.len(), 0..MODALITIES.len(), 0..FILES.len())
-            .prop_map(|(finding, view, modality, file)| Row { finding, view, modality, file }),
+        (
+            0..FINDINGS.len(),
+            0..VIEWS.len(),
+            0..MODALITIES.len(),
+            0..FILES.len(),
+        )
+            .prop_map(|(finding, view, modality, file)| Row {
+                finding,
+                view,
+                modality,
+                file,
+            }),
         1..14,
     )
 }

@@ -14,22 +14,44 @@ fn filter_outputs_are_stable() {
     let ds = t.path().join("cohen");
     prep::synth::cohen_like(&ds, 3, 64).unwrap();
     let out = t.path().join("bag");
-    prep().args(["filter", "--source", "cohen", "--dataset"]).arg(&ds).arg("--out").arg(&out).assert().success();
+    prep()
+        .args(["filter", "--source", "cohen", "--dataset"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     let tmp = t.path().to_string_lossy().into_owned();
     let clean = |s: String| s.replace(&tmp, "[TMP]");
-    insta::assert_snapshot!("records", clean(fs::read_to_string(out.join("data/records.csv")).unwrap()));
-    insta::assert_snapshot!("excluded", clean(fs::read_to_string(out.join("data/excluded.csv")).unwrap()));
-    let mut prov: serde_json::Value = serde_json::from_slice(&fs::read(out.join("data/provenance.json")).unwrap()).unwrap();
+    insta::assert_snapshot!(
+        "records",
+        clean(fs::read_to_string(out.join("data/records.csv")).unwrap())
+    );
+    insta::assert_snapshot!(
+        "excluded",
+        clean(fs::read_to_string(out.join("data/excluded.csv")).unwrap())
+    );
+    let mut prov: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("data/provenance.json")).unwrap()).unwrap();
     prov["prep_version"] = "[VERSION]".into();
     prov["git_commit"] = "[COMMIT]".into();
     prov["argv"][0] = "[BIN]".into();
-    insta::assert_snapshot!("provenance", clean(serde_json::to_string_pretty(&prov).unwrap()));
+    insta::assert_snapshot!(
+        "provenance",
+        clean(serde_json::to_string_pretty(&prov).unwrap())
+    );
     let bagit = fs::read_to_string(out.join("bagit.txt")).unwrap();
     insta::assert_snapshot!("bagit", bagit);
     let info: String = fs::read_to_string(out.join("bag-info.txt"))
         .unwrap()
         .lines()
-        .map(|l| if l.starts_with("Bagging-Date:") { "Bagging-Date: [DATE]".to_string() } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("Bagging-Date:") {
+                "Bagging-Date: [DATE]".to_string()
+            } else {
+                l.to_string()
+            }
+        })
         .map(|l| l.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"))
         .collect::<Vec<_>>()
         .join("\n");

@@ -14,7 +14,13 @@ fn make_bag() -> (TempDir, PathBuf) {
     let ds = t.path().join("cohen");
     prep::synth::cohen_like(&ds, 9, 48).unwrap();
     let out = t.path().join("bag");
-    prep().args(["filter", "--source", "cohen", "--dataset"]).arg(&ds).arg("--out").arg(&out).assert().success();
+    prep()
+        .args(["filter", "--source", "cohen", "--dataset"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     (t, out)
 }
 
@@ -24,15 +30,29 @@ fn first_image(bag: &Path) -> String {
 
 fn bagit_agrees(bag: &Path, valid: bool) {
     if let Some(py) = python_with("bagit") {
-        let o = std::process::Command::new(py).args(["-m", "bagit", "--validate"]).arg(bag).output().unwrap();
-        assert_eq!(o.status.success(), valid, "python bagit: {}", String::from_utf8_lossy(&o.stderr));
+        let o = std::process::Command::new(py)
+            .args(["-m", "bagit", "--validate"])
+            .arg(bag)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.success(),
+            valid,
+            "python bagit: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
 #[test]
 fn intact_bag_passes() {
     let (_t, bag) = make_bag();
-    prep().arg("verify").arg(&bag).assert().success().stdout(predicate::str::contains("intact"));
+    prep()
+        .arg("verify")
+        .arg(&bag)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("intact"));
     bagit_agrees(&bag, true);
 }
 
@@ -45,7 +65,12 @@ fn flipped_byte_is_named() {
     let k = bytes.len() / 2;
     bytes[k] ^= 0x01;
     fs::write(&p, bytes).unwrap();
-    prep().arg("verify").arg(&bag).assert().code(4).stdout(predicate::str::contains(format!("altered: {img}")));
+    prep()
+        .arg("verify")
+        .arg(&bag)
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains(format!("altered: {img}")));
     bagit_agrees(&bag, false);
 }
 
@@ -54,12 +79,10 @@ fn deleted_file_is_named() {
     let (_t, bag) = make_bag();
     let img = first_image(&bag);
     fs::remove_file(bag.join(&img)).unwrap();
-    prep()
-        .arg("verify")
-        .arg(&bag)
-        .assert()
-        .code(4)
-        .stdout(predicate::str::contains(format!("missing: {img}")).and(predicate::str::contains("Payload-Oxum")));
+    prep().arg("verify").arg(&bag).assert().code(4).stdout(
+        predicate::str::contains(format!("missing: {img}"))
+            .and(predicate::str::contains("Payload-Oxum")),
+    );
     bagit_agrees(&bag, false);
 }
 
@@ -72,7 +95,9 @@ fn added_file_is_named() {
         .arg(&bag)
         .assert()
         .code(4)
-        .stdout(predicate::str::contains("extra: data/images/covid/intruder.png"));
+        .stdout(predicate::str::contains(
+            "extra: data/images/covid/intruder.png",
+        ));
     bagit_agrees(&bag, false);
 }
 
@@ -80,34 +105,51 @@ fn added_file_is_named() {
 fn changed_tag_file_and_oxum_are_named() {
     let (_t, bag) = make_bag();
     let c = bag.join("croissant.json");
-    let text = fs::read_to_string(&c).unwrap().replace("prep-filter-cohen", "tampered");
+    let text = fs::read_to_string(&c)
+        .unwrap()
+        .replace("prep-filter-cohen", "tampered");
     fs::write(&c, text).unwrap();
     let info = bag.join("bag-info.txt");
     let text = fs::read_to_string(&info).unwrap();
     let text: String = text
         .lines()
-        .map(|l| if l.starts_with("Payload-Oxum") { "Payload-Oxum: 1.1".to_string() } else { l.to_string() })
+        .map(|l| {
+            if l.starts_with("Payload-Oxum") {
+                "Payload-Oxum: 1.1".to_string()
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     fs::write(&info, text + "\n").unwrap();
-    prep()
-        .arg("verify")
-        .arg(&bag)
-        .assert()
-        .code(4)
-        .stdout(predicate::str::contains("altered: croissant.json").and(predicate::str::contains("Payload-Oxum is 1.1")));
+    prep().arg("verify").arg(&bag).assert().code(4).stdout(
+        predicate::str::contains("altered: croissant.json")
+            .and(predicate::str::contains("Payload-Oxum is 1.1")),
+    );
 }
 
 #[test]
 fn not_a_bag_is_bad_input_or_failure() {
     let t = tempdir().unwrap();
-    prep().arg("verify").arg(t.path().join("nope")).assert().code(3);
-    prep().arg("verify").arg(t.path()).assert().code(4).stdout(predicate::str::contains("bagit.txt: missing"));
+    prep()
+        .arg("verify")
+        .arg(t.path().join("nope"))
+        .assert()
+        .code(3);
+    prep()
+        .arg("verify")
+        .arg(t.path())
+        .assert()
+        .code(4)
+        .stdout(predicate::str::contains("bagit.txt: missing"));
 }
 
 #[test]
 fn bag_croissant_is_accepted_by_mlcroissant() {
     let (_t, bag) = make_bag();
-    let Some((ok, err)) = croissant_validate(&bag.join("croissant.json")) else { return };
+    let Some((ok, err)) = croissant_validate(&bag.join("croissant.json")) else {
+        return;
+    };
     assert!(ok, "mlcroissant: {err}");
 }

@@ -47,8 +47,13 @@ pub fn hash_bytes(bytes: &[u8]) -> String {
 
 /// Streaming sha256 of a file and its length.
 pub fn hash_file(path: &Path) -> Result<(String, u64)> {
+    hash_file_with::<Sha256>(path)
+}
+
+/// Streaming hash of a file with any digest, and its length.
+pub(crate) fn hash_file_with<D: Digest>(path: &Path) -> Result<(String, u64)> {
     let mut f = fs::File::open(path).map_err(|e| Error::read(path, e))?;
-    let mut h = Sha256::new();
+    let mut h = D::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {

@@ -1,6 +1,6 @@
 //! `prep verify`: re-hash a bag and name every missing, extra or altered file.
 
-use super::bag::hash_file;
+use super::bag::hash_file_with;
 use super::decode_manifest_path;
 use crate::error::{Error, Result};
 use crate::progress;
@@ -8,7 +8,6 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256, Sha512};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 #[derive(Debug, Default)]
@@ -45,22 +44,8 @@ enum Algo {
 
 fn hash_with(algo: Algo, path: &Path) -> Result<(String, u64)> {
     match algo {
-        Algo::Sha256 => hash_file(path),
-        Algo::Sha512 => {
-            let mut f = fs::File::open(path).map_err(|e| Error::read(path, e))?;
-            let mut h = Sha512::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                let k = f.read(&mut buf).map_err(|e| Error::read(path, e))?;
-                if k == 0 {
-                    break;
-                }
-                h.update(&buf[..k]);
-                n += k as u64;
-            }
-            Ok((hex::encode(h.finalize()), n))
-        }
+        Algo::Sha256 => hash_file_with::<Sha256>(path),
+        Algo::Sha512 => hash_file_with::<Sha512>(path),
     }
 }
 

@@ -101,7 +101,24 @@ pub fn croissant_validate(file: &Path) -> Option<(bool, String)> {
         Some(dir) if dir.join("mlcroissant").is_file() => dir.join("mlcroissant"),
         _ => PathBuf::from("mlcroissant"),
     };
-    let o = std::process::Command::new(script).args(["validate", "--jsonld"]).arg(file).output().ok()?;
+    let o = std::process::Command::new(script)
+        .args(["validate", "--jsonld"])
+        .arg(file)
+        .output()
+        .ok()?;
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     Some((o.status.success() && !err.contains("error(s)"), err))
+}
+
+/// A small synthetic radiograph as PNG bytes.
+pub fn small_png(side: u32, seed: u64, id: &str) -> Vec<u8> {
+    prep::synth::encode_png(&prep::synth::chest_image(
+        side,
+        side,
+        seed,
+        id,
+        0.0,
+        Default::default(),
+    ))
+    .unwrap()
 }
