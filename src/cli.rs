@@ -31,6 +31,18 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
     Doctor,
+    /// Run a pipeline file: every stage in order, skipping those whose output is current.
+    ///
+    /// A stage is skipped when its command line, the prep build and the fingerprints of its
+    /// inputs match the stamp left beside its output when it last finished, and its output is
+    /// unchanged (bags are re-verified). So an interrupted run resumes where it stopped, and a
+    /// changed parameter re-runs that stage and the stages downstream of it.
+    #[command(after_help = "Examples:
+  prep run pipelines/demo.toml
+  prep run pipelines/perez-bir-2020.toml --set cohen=/data/covid-chestxray-dataset
+  prep run pipelines/demo.toml --from split      # re-run split and everything after it
+  prep run pipelines/demo.toml --only inpaint --dry-run")]
+    Run(RunArgs),
     /// Generate a small synthetic dataset laid out like the real sources (with their traps),
     /// run the stages on it, verify every bag, and print where everything is.
     Demo(DemoArgs),
@@ -118,4 +130,27 @@ pub struct DemoArgs {
     /// Replace bags left by an earlier demo run.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file (see pipelines/).
+    #[arg(value_name = "PIPELINE.toml")]
+    pub pipeline: PathBuf,
+
+    /// Set a pipeline variable, e.g. --set cohen=/data/covid-chestxray-dataset (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+
+    /// Run this stage (whatever its state) and every stage after it.
+    #[arg(long, value_name = "STAGE", conflicts_with = "only")]
+    pub from: Option<String>,
+
+    /// Run only this stage (whatever its state).
+    #[arg(long, value_name = "STAGE")]
+    pub only: Option<String>,
+
+    /// Print the plan and what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

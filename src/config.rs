@@ -106,3 +106,15 @@ pub fn filter_config(a: FilterArgs, argv: Vec<String>) -> Result<FilterConfig> {
         argv,
     })
 }
+
+/// `--set NAME=VALUE` pairs.
+pub fn parse_sets(sets: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    sets.iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Error::Usage(format!("--set {s:?}: expected NAME=VALUE")))
+        })
+        .collect()
+}

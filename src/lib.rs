@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod filter;
 pub mod manifest;
+pub mod pipeline;
 pub mod progress;
 pub mod source;
 pub mod synth;

@@ -126,6 +126,7 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => run_pipeline(args),
         Command::Doctor => {
             println!("prep {}", env!("CARGO_PKG_VERSION"));
             let commit = env!("PREP_GIT_COMMIT");
@@ -161,4 +162,40 @@ fn doctor_torch() -> Result<(), Error> {
 fn doctor_torch() -> Result<(), Error> {
     println!("libtorch: not built in (built without the `train` feature)");
     Ok(())
+}
+
+fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
+    let sets = config::parse_sets(&args.sets)?;
+    let pipeline = prep::pipeline::PipelineFile::load(&args.pipeline)?;
+    let plan = pipeline.plan(&sets)?;
+    if args.dry_run {
+        for (i, st) in plan.iter().enumerate() {
+            let why = prep::pipeline::needs_run(st)?.unwrap_or_else(|| "up to date".into());
+            println!("[{}/{}] {} ({why}): prep {}", i + 1, plan.len(), st.name, st.argv.join(" "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::read("/proc/self/exe", e))?;
+    let mut exec = |st: &prep::pipeline::PlannedStage| -> Result<(), Error> {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(&st.argv);
+        if st.out.exists() {
+            cmd.arg("--force");
+        }
+        let status = cmd.status().map_err(|e| Error::read(&exe, e))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "stage {} failed ({status}): prep {}",
+                st.name,
+                st.argv.join(" ")
+            )))
+        }
+    };
+    let mut log = |line: &str| println!("{line}");
+    let done = prep::pipeline::run(&plan, args.from.as_deref(), args.only.as_deref(), &mut exec, &mut log)?;
+    let ran = done.iter().filter(|(_, r)| *r).count();
+    println!("pipeline {}: {} stage(s) run, {} skipped", args.pipeline.display(), ran, done.len() - ran);
+    Ok(ExitCode::SUCCESS)
 }

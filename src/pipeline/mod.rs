@@ -1,0 +1,390 @@
+//! `prep run`: a pipeline file names its inputs, each stage's command and parameters, and its
+//! outputs. Stages run in order as separate `prep` processes; a stage whose command line, prep
+//! build and inputs are unchanged since its output was made is skipped, so an interrupted run
+//! resumes where it stopped and a changed parameter re-runs exactly the stages downstream of it.
+//!
+//! ```toml
+//! [vars]
+//! data = "datasets"                 # override with --set data=/elsewhere
+//!
+//! [[stage]]
+//! name = "covid"
+//! command = "filter"                # any prep subcommand
+//! out = "bags/covid"                # becomes --out; other stages refer to it as ${covid}
+//! [stage.args]                      # key = value becomes --key value; true becomes --key
+//! source = "cohen"
+//! dataset = "${data}/cohen"
+//!
+//! [stage.grid]                      # optional: one run per combination, out/<key>-<value>_...
+//! lr = [0.01, 0.001]
+//! ```
+
+use crate::error::{Error, Result};
+use crate::manifest::{hash_bytes, hash_file, manifest_sha256, verify_bag};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+    #[serde(rename = "stage", default)]
+    pub stages: Vec<StageSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    pub command: String,
+    pub out: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, toml::Value>,
+    /// Positional arguments, after the subcommand.
+    #[serde(default)]
+    pub positional: Vec<String>,
+    #[serde(default)]
+    pub grid: BTreeMap<String, Vec<toml::Value>>,
+}
+
+/// One concrete process to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStage {
+    /// The stage's name, with its grid point when it has one (`train[lr=0.01]`).
+    pub name: String,
+    pub stage: String,
+    pub out: PathBuf,
+    /// Arguments after `prep`, including `--out OUT`.
+    pub argv: Vec<String>,
+    /// Paths among the arguments that exist or are other stages' outputs: what the stage reads.
+    pub inputs: Vec<PathBuf>,
+    /// The grid point (key, value) pairs; empty without a grid.
+    pub grid_point: Vec<(String, String)>,
+}
+
+/// What a stamp beside a finished output records; a stage is skipped only when all of it
+/// matches again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub prep_version: String,
+    pub git_commit: String,
+    pub argv: Vec<String>,
+    pub inputs: BTreeMap<String, String>,
+    pub output: String,
+}
+
+fn value_str(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Replace `${name}` by vars and by earlier stages' outputs.
+fn substitute(text: &str, vars: &BTreeMap<String, String>, ctx: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(k) = rest.find("${") {
+        out.push_str(&rest[..k]);
+        let end = rest[k..].find('}').ok_or_else(|| Error::Usage(format!("{ctx}: unclosed ${{ in {text:?}")))?;
+        let key = &rest[k + 2..k + end];
+        let v = vars.get(key).ok_or_else(|| {
+            Error::Usage(format!("{ctx}: unknown variable ${{{key}}} (known: {})", vars.keys().cloned().collect::<Vec<_>>().join(", ")))
+        })?;
+        out.push_str(v);
+        rest = &rest[k + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl PipelineFile {
+    pub fn load(path: &Path) -> Result<PipelineFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::bad_input(path, format!("not a valid pipeline: {e}")))
+    }
+
+    /// Expand variables (`sets` override `[vars]`) and grids into the processes to run, in order.
+    /// Relative paths are taken relative to `base` (the folder prep run was started in).
+    pub fn plan(&self, sets: &BTreeMap<String, String>) -> Result<Vec<PlannedStage>> {
+        let mut vars: BTreeMap<String, String> = self.vars.iter().map(|(k, v)| (k.clone(), value_str(v))).collect();
+        for (k, v) in sets {
+            if !vars.contains_key(k) {
+                return Err(Error::Usage(format!("--set {k}=...: the pipeline has no variable {k:?}")));
+            }
+            vars.insert(k.clone(), v.clone());
+        }
+        let mut planned = Vec::new();
+        let mut outs: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for (i, st) in self.stages.iter().enumerate() {
+            let ctx = format!("stage {} ({})", i + 1, st.name);
+            if vars.contains_key(&st.name) || outs.contains_key(&st.name) {
+                return Err(Error::Usage(format!("{ctx}: the name {:?} is already used", st.name)));
+            }
+            let out = PathBuf::from(substitute(&st.out, &vars, &ctx)?);
+            // Grid: the cartesian product, in key order then value order.
+            let mut points: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
+            for (k, values) in &st.grid {
+                if values.is_empty() {
+                    return Err(Error::Usage(format!("{ctx}: grid {k} has no values")));
+                }
+                points = points
+                    .into_iter()
+                    .flat_map(|p| values.iter().map(move |v| { let mut q = p.clone(); q.push((k.clone(), v.clone())); q }))
+                    .collect();
+            }
+            for point in points {
+                let mut args = st.args.clone();
+                for (k, v) in &point {
+                    args.insert(k.clone(), v.clone());
+                }
+                let suffix: Vec<String> = point.iter().map(|(k, v)| format!("{k}-{}", safe(&value_str(v)))).collect();
+                let this_out = if suffix.is_empty() { out.clone() } else { out.join(suffix.join("_")) };
+                let mut argv = vec![st.command.clone()];
+                let mut inputs = Vec::new();
+                for p in &st.positional {
+                    let v = substitute(p, &vars_with(&vars, &outs), &ctx)?;
+                    note_input(&v, &mut inputs);
+                    argv.push(v);
+                }
+                for (k, v) in &args {
+                    let flag = format!("--{}", k.replace('_', "-"));
+                    let values: Vec<String> = match v {
+                        toml::Value::Boolean(true) => {
+                            argv.push(flag);
+                            continue;
+                        }
+                        toml::Value::Boolean(false) => continue,
+                        toml::Value::Array(a) => a.iter().map(value_str).collect(),
+                        other => vec![value_str(other)],
+                    };
+                    for raw in values {
+                        let v = substitute(&raw, &vars_with(&vars, &outs), &ctx)?;
+                        note_input(&v, &mut inputs);
+                        argv.push(flag.clone());
+                        argv.push(v);
+                    }
+                }
+                argv.push("--out".into());
+                argv.push(this_out.to_string_lossy().into_owned());
+                let grid_point = point.iter().map(|(k, v)| (k.clone(), value_str(v))).collect::<Vec<_>>();
+                let name = if grid_point.is_empty() {
+                    st.name.clone()
+                } else {
+                    format!("{}[{}]", st.name, grid_point.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+                };
+                planned.push(PlannedStage { name, stage: st.name.clone(), out: this_out, argv, inputs, grid_point });
+            }
+            outs.insert(st.name.clone(), out);
+        }
+        Ok(planned)
+    }
+}
+
+fn vars_with(vars: &BTreeMap<String, String>, outs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, String> {
+    let mut v = vars.clone();
+    for (k, p) in outs {
+        v.insert(k.clone(), p.to_string_lossy().into_owned());
+    }
+    v
+}
+
+fn note_input(v: &str, inputs: &mut Vec<PathBuf>) {
+    let p = PathBuf::from(v);
+    if (v.contains('/') || p.exists()) && !inputs.contains(&p) {
+        inputs.push(p);
+    }
+}
+
+fn safe(v: &str) -> String {
+    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+}
+
+/// Identity of an input: a bag's manifest hash, a file's hash, or for a raw folder the hash of
+/// its sorted (path, size, modification time) listing — cheap, and changes when files do.
+pub fn fingerprint(path: &Path) -> Result<String> {
+    if path.join("manifest-sha256.txt").is_file() {
+        return Ok(format!("bag:{}", manifest_sha256(path)?));
+    }
+    if path.is_file() {
+        return Ok(format!("file:{}", hash_file(path)?.0));
+    }
+    if path.is_dir() {
+        let mut listing = String::new();
+        for e in walkdir::WalkDir::new(path).sort_by_file_name() {
+            let e = e.map_err(|e| Error::read(path, e.into()))?;
+            if e.file_type().is_file() {
+                let m = e.metadata().map_err(|er| Error::read(e.path(), er.into()))?;
+                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+                listing.push_str(&format!("{}\t{}\t{}\n", e.path().strip_prefix(path).unwrap_or(e.path()).display(), m.len(), mtime));
+            }
+        }
+        return Ok(format!("dir:{}", hash_bytes(listing.as_bytes())));
+    }
+    Ok("absent".into())
+}
+
+/// Where the stamp of an output lives: beside it, hidden, so the output itself stays as the
+/// stage wrote it.
+pub fn stamp_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.prep-stage.json"))
+}
+
+pub fn current_stamp(stage: &PlannedStage) -> Result<Stamp> {
+    let mut inputs = BTreeMap::new();
+    for p in &stage.inputs {
+        inputs.insert(p.to_string_lossy().into_owned(), fingerprint(p)?);
+    }
+    Ok(Stamp {
+        prep_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("PREP_GIT_COMMIT").into(),
+        argv: stage.argv.clone(),
+        inputs,
+        output: String::new(),
+    })
+}
+
+/// Why a stage must run, or None when its output is current.
+pub fn needs_run(stage: &PlannedStage) -> Result<Option<String>> {
+    if !stage.out.exists() {
+        return Ok(Some("no output yet".into()));
+    }
+    let sp = stamp_path(&stage.out);
+    let Ok(text) = std::fs::read_to_string(&sp) else {
+        return Ok(Some("output has no stamp (interrupted or made by hand)".into()));
+    };
+    let Ok(old) = serde_json::from_str::<Stamp>(&text) else {
+        return Ok(Some("stamp unreadable".into()));
+    };
+    let mut now = current_stamp(stage)?;
+    if old.prep_version != now.prep_version || old.git_commit != now.git_commit {
+        return Ok(Some("prep changed".into()));
+    }
+    if old.argv != now.argv {
+        return Ok(Some("parameters changed".into()));
+    }
+    if let Some((k, _)) = now.inputs.iter().find(|(k, v)| old.inputs.get(*k) != Some(v)) {
+        return Ok(Some(format!("input {k} changed")));
+    }
+    if stage.out.join("bagit.txt").is_file() {
+        if !verify_bag(&stage.out)?.is_intact() {
+            return Ok(Some("output bag fails verification".into()));
+        }
+    }
+    now.output = fingerprint(&stage.out)?;
+    if now.output != old.output {
+        return Ok(Some("output changed since it was made".into()));
+    }
+    Ok(None)
+}
+
+/// Record that `stage` finished, with the identity of what it read and wrote.
+pub fn write_stamp(stage: &PlannedStage) -> Result<()> {
+    let mut s = current_stamp(stage)?;
+    s.output = fingerprint(&stage.out)?;
+    let p = stamp_path(&stage.out);
+    let tmp = p.with_extension("tmp");
+    let mut bytes = serde_json::to_vec_pretty(&s).expect("stamp serialises");
+    bytes.push(b'\n');
+    std::fs::write(&tmp, bytes).map_err(|e| Error::write(&tmp, e))?;
+    std::fs::rename(&tmp, &p).map_err(|e| Error::write(&p, e))
+}
+
+/// Run every planned stage in order (`from`/`only` select by stage name). `exec` runs one
+/// stage's argv and fails if the stage fails.
+pub fn run(
+    plan: &[PlannedStage],
+    from: Option<&str>,
+    only: Option<&str>,
+    exec: &mut dyn FnMut(&PlannedStage) -> Result<()>,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<(String, bool)>> {
+    for sel in [from, only].into_iter().flatten() {
+        if !plan.iter().any(|p| p.stage == sel) {
+            return Err(Error::Usage(format!("no stage named {sel:?}")));
+        }
+    }
+    let mut started = from.is_none();
+    let mut done = Vec::new();
+    let total = plan.len();
+    for (i, st) in plan.iter().enumerate() {
+        if from == Some(st.stage.as_str()) {
+            started = true;
+        }
+        let selected = match only {
+            Some(o) => o == st.stage,
+            None => started,
+        };
+        let forced = from == Some(st.stage.as_str()) || only == Some(st.stage.as_str());
+        let reason = if forced { Some("selected with --from/--only".to_string()) } else { needs_run(st)? };
+        match (selected, reason) {
+            (false, _) => {
+                log(&format!("[{}/{total}] {}: not selected", i + 1, st.name));
+                done.push((st.name.clone(), false));
+            }
+            (true, None) => {
+                log(&format!("[{}/{total}] {}: up to date, skipped ({})", i + 1, st.name, st.out.display()));
+                done.push((st.name.clone(), false));
+            }
+            (true, Some(why)) => {
+                log(&format!("[{}/{total}] {}: running ({why})", i + 1, st.name));
+                let _ = std::fs::remove_file(stamp_path(&st.out));
+                exec(st)?;
+                write_stamp(st)?;
+                done.push((st.name.clone(), true));
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = r#"
+[vars]
+data = "d"
+[[stage]]
+name = "covid"
+command = "filter"
+out = "o/covid"
+[stage.args]
+source = "cohen"
+dataset = "${data}/cohen"
+require_pcr = true
+label_others = false
+[[stage]]
+name = "train"
+command = "train"
+out = "o/runs"
+[stage.args]
+data = "${covid}"
+[stage.grid]
+lr = [0.01, 0.001]
+epochs = [5, 10, 20]
+"#;
+
+    #[test]
+    fn plans_vars_outputs_and_grids() {
+        let p: PipelineFile = toml::from_str(P).unwrap();
+        let plan = p.plan(&BTreeMap::from([("data".into(), "/x".into())])).unwrap();
+        assert_eq!(plan.len(), 1 + 6);
+        assert_eq!(plan[0].argv, ["filter", "--dataset", "/x/cohen", "--require-pcr", "--source", "cohen", "--out", "o/covid"]);
+        assert_eq!(plan[1].argv, ["train", "--data", "o/covid", "--epochs", "5", "--lr", "0.01", "--out", "o/runs/epochs-5_lr-0.01"]);
+        assert_eq!(plan[1].name, "train[epochs=5,lr=0.01]");
+        assert!(plan[1].inputs.contains(&PathBuf::from("o/covid")));
+        assert!(p.plan(&BTreeMap::from([("nope".into(), "1".into())])).is_err());
+    }
+
+    #[test]
+    fn unknown_variable_is_a_usage_error() {
+        let p: PipelineFile = toml::from_str("[[stage]]\nname='a'\ncommand='filter'\nout='${missing}/x'\n").unwrap();
+        assert!(matches!(p.plan(&BTreeMap::new()), Err(Error::Usage(m)) if m.contains("missing")));
+    }
+}
