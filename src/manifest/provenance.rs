@@ -10,8 +10,8 @@ pub struct Provenance {
     /// Commit prep was built from, `-dirty` when the tree had changes; None outside git.
     pub git_commit: Option<String>,
     pub stage: String,
-    /// The command line, with the output path replaced by `$OUT` so that two runs into
-    /// different folders produce identical bags.
+    /// The command line, with the output path replaced by `$OUT` and `--force` left out, so
+    /// that two runs into different folders, or a re-run over an old bag, produce identical bags.
     pub argv: Vec<String>,
     /// Every parameter of the stage, defaults resolved.
     pub parameters: serde_json::Map<String, serde_json::Value>,
@@ -33,6 +33,7 @@ impl Provenance {
         let out_s = out.to_string_lossy();
         let argv = argv
             .into_iter()
+            .filter(|a| a != "--force")
             .map(|a| {
                 if a == out_s {
                     "$OUT".to_string()
