@@ -14,7 +14,7 @@ setup: libtorch
 # The main job on the embedded default: synthetic Cohen-layout data -> filtered, verified bags.
 demo: libtorch
 	$(CARGO) build --release
-	./target/release/prep demo --out demo-out --force
+	./target/release/prep demo --out demo-out
 
 # The whole test suite (the BagIt/Croissant validators come from PyPI into .venv).
 test: libtorch python

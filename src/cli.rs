@@ -44,7 +44,9 @@ pub enum Command {
   prep run pipelines/demo.toml --only inpaint --dry-run")]
     Run(RunArgs),
     /// Generate a small synthetic dataset laid out like the real sources (with their traps),
-    /// run the stages on it, verify every bag, and print where everything is.
+    /// run pipelines/demo.toml on it, verify every bag, and print where everything is.
+    ///
+    /// Running it again re-runs only what changed (like `prep run`).
     Demo(DemoArgs),
 }
 
@@ -126,10 +128,6 @@ pub struct DemoArgs {
     /// Side of the synthetic images in pixels.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=4096))]
     pub size: u32,
-
-    /// Replace bags left by an earlier demo run.
-    #[arg(long)]
-    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,14 @@ pub enum Error {
         problems: Vec<String>,
     },
 
+    /// A pipeline stage (a child prep process) failed; it printed its own error.
+    #[error("stage {stage} failed ({status}): prep {argv}")]
+    StageFailed {
+        stage: String,
+        status: String,
+        argv: String,
+    },
+
     #[cfg(feature = "train")]
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

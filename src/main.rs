@@ -107,22 +107,11 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             }
         }
         Command::Demo(args) => {
-            let outcome = prep::demo::run(&args.out, args.seed, args.size, args.force, &argv)?;
+            let mut log = |line: &str| println!("{line}");
+            let outcome = prep::demo::run(&args.out, args.seed, args.size, &mut log)?;
             println!("synthetic datasets: {}", outcome.datasets.display());
-            for (name, o) in &outcome.stages {
-                let excluded: usize = o.excluded_by_reason.values().sum();
-                let reasons: Vec<String> = o
-                    .excluded_by_reason
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect();
-                println!(
-                    "{name:<14} kept {:>3}, excluded {:>3} ({})",
-                    o.kept,
-                    excluded,
-                    reasons.join(", ")
-                );
-                println!("{:<14} bag: {} (verified)", "", o.bag.path.display());
+            for (name, out, _) in &outcome.stages {
+                println!("{name:<14} {} (verified)", out.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,31 +160,31 @@ fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
     if args.dry_run {
         for (i, st) in plan.iter().enumerate() {
             let why = prep::pipeline::needs_run(st)?.unwrap_or_else(|| "up to date".into());
-            println!("[{}/{}] {} ({why}): prep {}", i + 1, plan.len(), st.name, st.argv.join(" "));
+            println!(
+                "[{}/{}] {} ({why}): prep {}",
+                i + 1,
+                plan.len(),
+                st.name,
+                st.argv.join(" ")
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let exe = std::env::current_exe().map_err(|e| Error::read("/proc/self/exe", e))?;
-    let mut exec = |st: &prep::pipeline::PlannedStage| -> Result<(), Error> {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.args(&st.argv);
-        if st.out.exists() {
-            cmd.arg("--force");
-        }
-        let status = cmd.status().map_err(|e| Error::read(&exe, e))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::Usage(format!(
-                "stage {} failed ({status}): prep {}",
-                st.name,
-                st.argv.join(" ")
-            )))
-        }
-    };
+    let mut exec = prep::pipeline::exec_child;
     let mut log = |line: &str| println!("{line}");
-    let done = prep::pipeline::run(&plan, args.from.as_deref(), args.only.as_deref(), &mut exec, &mut log)?;
+    let done = prep::pipeline::run(
+        &plan,
+        args.from.as_deref(),
+        args.only.as_deref(),
+        &mut exec,
+        &mut log,
+    )?;
     let ran = done.iter().filter(|(_, r)| *r).count();
-    println!("pipeline {}: {} stage(s) run, {} skipped", args.pipeline.display(), ran, done.len() - ran);
+    println!(
+        "pipeline {}: {} stage(s) run, {} skipped",
+        args.pipeline.display(),
+        ran,
+        done.len() - ran
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -46,15 +46,13 @@ fn demo_builds_and_verifies_every_bag() {
             .assert()
             .success();
     }
-    // A second run refuses to overwrite, and --force replaces.
+    // A second run finds every stage up to date.
     prep()
         .args(["demo", "--size", "64", "--out"])
         .arg(&out)
         .assert()
-        .code(2);
-    prep()
-        .args(["demo", "--size", "64", "--force", "--out"])
-        .arg(&out)
-        .assert()
-        .success();
+        .success()
+        .stdout(
+            predicate::str::contains("up to date").and(predicate::str::contains("running").not()),
+        );
 }

@@ -61,18 +61,26 @@ label = "healthy"
 fn runs_then_skips_then_resumes_only_what_changed() {
     let t = tempdir().unwrap();
     let p = pipeline(t.path());
-    prep().arg("run").arg(&p).assert().success().stdout(predicate::str::contains("3 stage(s) run, 0 skipped"));
-    let first = tree_hashes(&t.path().join("bags/covid"));
-    prep().arg("run").arg(&p).assert().success().stdout(predicate::str::contains("0 stage(s) run, 3 skipped"));
-
-    // An interrupted stage leaves no stamp: only it runs again, and its bag comes out the same.
-    fs::remove_file(t.path().join("bags/.covid.prep-stage.json")).unwrap();
     prep()
         .arg("run")
         .arg(&p)
         .assert()
         .success()
-        .stdout(predicate::str::contains("covid: running").and(predicate::str::contains("1 stage(s) run, 2 skipped")));
+        .stdout(predicate::str::contains("3 stage(s) run, 0 skipped"));
+    let first = tree_hashes(&t.path().join("bags/covid"));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 stage(s) run, 3 skipped"));
+
+    // An interrupted stage leaves no stamp: only it runs again, and its bag comes out the same.
+    fs::remove_file(t.path().join("bags/.covid.prep-stage.json")).unwrap();
+    prep().arg("run").arg(&p).assert().success().stdout(
+        predicate::str::contains("covid: running")
+            .and(predicate::str::contains("1 stage(s) run, 2 skipped")),
+    );
     assert_eq!(bag_without_date(&t.path().join("bags/covid")), {
         let mut f = first.clone();
         f.remove("bag-info.txt");
@@ -82,30 +90,68 @@ fn runs_then_skips_then_resumes_only_what_changed() {
     // A damaged output is noticed and rebuilt.
     let rec = t.path().join("bags/normal/data/records.csv");
     fs::write(&rec, "tampered").unwrap();
-    prep().arg("run").arg(&p).assert().success().stdout(predicate::str::contains("normal: running"));
-    prep().arg("verify").arg(t.path().join("bags/normal")).assert().success();
-
-    // A changed input file re-runs the stages that read it.
-    let img = t.path().join("data/normal/n-000.png");
-    fs::write(&img, small_png(40, 99, "changed")).unwrap();
     prep()
         .arg("run")
         .arg(&p)
         .assert()
         .success()
-        .stdout(predicate::str::contains("normal: running").and(predicate::str::contains("1 stage(s) run, 2 skipped")));
+        .stdout(predicate::str::contains("normal: running"));
+    prep()
+        .arg("verify")
+        .arg(t.path().join("bags/normal"))
+        .assert()
+        .success();
+
+    // A changed input file re-runs the stages that read it.
+    let img = t.path().join("data/normal/n-000.png");
+    fs::write(&img, small_png(40, 99, "changed")).unwrap();
+    prep().arg("run").arg(&p).assert().success().stdout(
+        predicate::str::contains("normal: running")
+            .and(predicate::str::contains("1 stage(s) run, 2 skipped")),
+    );
 
     // --only and --dry-run.
-    prep().arg("run").arg(&p).args(["--only", "others"]).assert().success().stdout(predicate::str::contains("1 stage(s) run"));
-    prep().arg("run").arg(&p).arg("--dry-run").assert().success().stdout(predicate::str::contains("up to date"));
-    prep().arg("run").arg(&p).args(["--only", "nope"]).assert().code(2);
-    prep().arg("run").arg(&p).args(["--set", "nope=1"]).assert().code(2);
+    prep()
+        .arg("run")
+        .arg(&p)
+        .args(["--only", "others"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 stage(s) run"));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .arg("--dry-run")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("up to date"));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .args(["--only", "nope"])
+        .assert()
+        .code(2);
+    prep()
+        .arg("run")
+        .arg(&p)
+        .args(["--set", "nope=1"])
+        .assert()
+        .code(2);
 }
 
 #[test]
 fn a_failing_stage_stops_the_run_with_its_name() {
     let t = tempdir().unwrap();
     let p = pipeline(t.path());
-    prep().arg("run").arg(&p).args(["--set", &format!("data={}", t.path().join("nowhere").display())]).assert().failure().stderr(predicate::str::contains("stage covid failed"));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .args([
+            "--set",
+            &format!("data={}", t.path().join("nowhere").display()),
+        ])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("stage covid failed"));
     assert!(!t.path().join("bags/.covid.prep-stage.json").exists());
 }

@@ -53,7 +53,13 @@ fn filter_outputs_are_stable() {
             }
         })
         // The payload includes provenance.json, whose size follows the commit id.
-        .map(|l| if l.starts_with("Payload-Oxum:") { "Payload-Oxum: [BYTES].[FILES]".to_string() } else { l })
+        .map(|l| {
+            if l.starts_with("Payload-Oxum:") {
+                "Payload-Oxum: [BYTES].[FILES]".to_string()
+            } else {
+                l
+            }
+        })
         .map(|l| l.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"))
         .collect::<Vec<_>>()
         .join("\n");

@@ -90,10 +90,15 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>, ctx: &str) -> Result<
     let mut rest = text;
     while let Some(k) = rest.find("${") {
         out.push_str(&rest[..k]);
-        let end = rest[k..].find('}').ok_or_else(|| Error::Usage(format!("{ctx}: unclosed ${{ in {text:?}")))?;
+        let end = rest[k..]
+            .find('}')
+            .ok_or_else(|| Error::Usage(format!("{ctx}: unclosed ${{ in {text:?}")))?;
         let key = &rest[k + 2..k + end];
         let v = vars.get(key).ok_or_else(|| {
-            Error::Usage(format!("{ctx}: unknown variable ${{{key}}} (known: {})", vars.keys().cloned().collect::<Vec<_>>().join(", ")))
+            Error::Usage(format!(
+                "{ctx}: unknown variable ${{{key}}} (known: {})",
+                vars.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
         })?;
         out.push_str(v);
         rest = &rest[k + end + 1..];
@@ -105,16 +110,23 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>, ctx: &str) -> Result<
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<PipelineFile> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::read(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::bad_input(path, format!("not a valid pipeline: {e}")))
+        toml::from_str(&text)
+            .map_err(|e| Error::bad_input(path, format!("not a valid pipeline: {e}")))
     }
 
     /// Expand variables (`sets` override `[vars]`) and grids into the processes to run, in order.
     /// Relative paths are taken relative to `base` (the folder prep run was started in).
     pub fn plan(&self, sets: &BTreeMap<String, String>) -> Result<Vec<PlannedStage>> {
-        let mut vars: BTreeMap<String, String> = self.vars.iter().map(|(k, v)| (k.clone(), value_str(v))).collect();
+        let mut vars: BTreeMap<String, String> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), value_str(v)))
+            .collect();
         for (k, v) in sets {
             if !vars.contains_key(k) {
-                return Err(Error::Usage(format!("--set {k}=...: the pipeline has no variable {k:?}")));
+                return Err(Error::Usage(format!(
+                    "--set {k}=...: the pipeline has no variable {k:?}"
+                )));
             }
             vars.insert(k.clone(), v.clone());
         }
@@ -123,7 +135,10 @@ impl PipelineFile {
         for (i, st) in self.stages.iter().enumerate() {
             let ctx = format!("stage {} ({})", i + 1, st.name);
             if vars.contains_key(&st.name) || outs.contains_key(&st.name) {
-                return Err(Error::Usage(format!("{ctx}: the name {:?} is already used", st.name)));
+                return Err(Error::Usage(format!(
+                    "{ctx}: the name {:?} is already used",
+                    st.name
+                )));
             }
             let out = PathBuf::from(substitute(&st.out, &vars, &ctx)?);
             // Grid: the cartesian product, in key order then value order.
@@ -134,7 +149,13 @@ impl PipelineFile {
                 }
                 points = points
                     .into_iter()
-                    .flat_map(|p| values.iter().map(move |v| { let mut q = p.clone(); q.push((k.clone(), v.clone())); q }))
+                    .flat_map(|p| {
+                        values.iter().map(move |v| {
+                            let mut q = p.clone();
+                            q.push((k.clone(), v.clone()));
+                            q
+                        })
+                    })
                     .collect();
             }
             for point in points {
@@ -142,8 +163,15 @@ impl PipelineFile {
                 for (k, v) in &point {
                     args.insert(k.clone(), v.clone());
                 }
-                let suffix: Vec<String> = point.iter().map(|(k, v)| format!("{k}-{}", safe(&value_str(v)))).collect();
-                let this_out = if suffix.is_empty() { out.clone() } else { out.join(suffix.join("_")) };
+                let suffix: Vec<String> = point
+                    .iter()
+                    .map(|(k, v)| format!("{k}-{}", safe(&value_str(v))))
+                    .collect();
+                let this_out = if suffix.is_empty() {
+                    out.clone()
+                } else {
+                    out.join(suffix.join("_"))
+                };
                 let mut argv = vec![st.command.clone()];
                 let mut inputs = Vec::new();
                 for p in &st.positional {
@@ -171,13 +199,31 @@ impl PipelineFile {
                 }
                 argv.push("--out".into());
                 argv.push(this_out.to_string_lossy().into_owned());
-                let grid_point = point.iter().map(|(k, v)| (k.clone(), value_str(v))).collect::<Vec<_>>();
+                let grid_point = point
+                    .iter()
+                    .map(|(k, v)| (k.clone(), value_str(v)))
+                    .collect::<Vec<_>>();
                 let name = if grid_point.is_empty() {
                     st.name.clone()
                 } else {
-                    format!("{}[{}]", st.name, grid_point.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+                    format!(
+                        "{}[{}]",
+                        st.name,
+                        grid_point
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
                 };
-                planned.push(PlannedStage { name, stage: st.name.clone(), out: this_out, argv, inputs, grid_point });
+                planned.push(PlannedStage {
+                    name,
+                    stage: st.name.clone(),
+                    out: this_out,
+                    argv,
+                    inputs,
+                    grid_point,
+                });
             }
             outs.insert(st.name.clone(), out);
         }
@@ -185,7 +231,10 @@ impl PipelineFile {
     }
 }
 
-fn vars_with(vars: &BTreeMap<String, String>, outs: &BTreeMap<String, PathBuf>) -> BTreeMap<String, String> {
+fn vars_with(
+    vars: &BTreeMap<String, String>,
+    outs: &BTreeMap<String, PathBuf>,
+) -> BTreeMap<String, String> {
     let mut v = vars.clone();
     for (k, p) in outs {
         v.insert(k.clone(), p.to_string_lossy().into_owned());
@@ -201,7 +250,15 @@ fn note_input(v: &str, inputs: &mut Vec<PathBuf>) {
 }
 
 fn safe(v: &str) -> String {
-    v.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
+    v.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Identity of an input: a bag's manifest hash, a file's hash, or for a raw folder the hash of
@@ -218,9 +275,21 @@ pub fn fingerprint(path: &Path) -> Result<String> {
         for e in walkdir::WalkDir::new(path).sort_by_file_name() {
             let e = e.map_err(|e| Error::read(path, e.into()))?;
             if e.file_type().is_file() {
-                let m = e.metadata().map_err(|er| Error::read(e.path(), er.into()))?;
-                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-                listing.push_str(&format!("{}\t{}\t{}\n", e.path().strip_prefix(path).unwrap_or(e.path()).display(), m.len(), mtime));
+                let m = e
+                    .metadata()
+                    .map_err(|er| Error::read(e.path(), er.into()))?;
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                listing.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    e.path().strip_prefix(path).unwrap_or(e.path()).display(),
+                    m.len(),
+                    mtime
+                ));
             }
         }
         return Ok(format!("dir:{}", hash_bytes(listing.as_bytes())));
@@ -231,7 +300,10 @@ pub fn fingerprint(path: &Path) -> Result<String> {
 /// Where the stamp of an output lives: beside it, hidden, so the output itself stays as the
 /// stage wrote it.
 pub fn stamp_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     out.with_file_name(format!(".{name}.prep-stage.json"))
 }
 
@@ -256,7 +328,9 @@ pub fn needs_run(stage: &PlannedStage) -> Result<Option<String>> {
     }
     let sp = stamp_path(&stage.out);
     let Ok(text) = std::fs::read_to_string(&sp) else {
-        return Ok(Some("output has no stamp (interrupted or made by hand)".into()));
+        return Ok(Some(
+            "output has no stamp (interrupted or made by hand)".into(),
+        ));
     };
     let Ok(old) = serde_json::from_str::<Stamp>(&text) else {
         return Ok(Some("stamp unreadable".into()));
@@ -268,7 +342,11 @@ pub fn needs_run(stage: &PlannedStage) -> Result<Option<String>> {
     if old.argv != now.argv {
         return Ok(Some("parameters changed".into()));
     }
-    if let Some((k, _)) = now.inputs.iter().find(|(k, v)| old.inputs.get(*k) != Some(v)) {
+    if let Some((k, _)) = now
+        .inputs
+        .iter()
+        .find(|(k, v)| old.inputs.get(*k) != Some(v))
+    {
         return Ok(Some(format!("input {k} changed")));
     }
     if stage.out.join("bagit.txt").is_file() {
@@ -321,14 +399,23 @@ pub fn run(
             None => started,
         };
         let forced = from == Some(st.stage.as_str()) || only == Some(st.stage.as_str());
-        let reason = if forced { Some("selected with --from/--only".to_string()) } else { needs_run(st)? };
+        let reason = if forced {
+            Some("selected with --from/--only".to_string())
+        } else {
+            needs_run(st)?
+        };
         match (selected, reason) {
             (false, _) => {
                 log(&format!("[{}/{total}] {}: not selected", i + 1, st.name));
                 done.push((st.name.clone(), false));
             }
             (true, None) => {
-                log(&format!("[{}/{total}] {}: up to date, skipped ({})", i + 1, st.name, st.out.display()));
+                log(&format!(
+                    "[{}/{total}] {}: up to date, skipped ({})",
+                    i + 1,
+                    st.name,
+                    st.out.display()
+                ));
                 done.push((st.name.clone(), false));
             }
             (true, Some(why)) => {
@@ -341,6 +428,27 @@ pub fn run(
         }
     }
     Ok(done)
+}
+
+/// Run one stage as a child `prep` process (the same executable), adding `--force` when an
+/// earlier, stale output is in the way.
+pub fn exec_child(st: &PlannedStage) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::read("/proc/self/exe", e))?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(&st.argv);
+    if st.out.exists() {
+        cmd.arg("--force");
+    }
+    let status = cmd.status().map_err(|e| Error::read(&exe, e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::StageFailed {
+            stage: st.name.clone(),
+            status: status.to_string(),
+            argv: st.argv.join(" "),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -373,18 +481,48 @@ epochs = [5, 10, 20]
     #[test]
     fn plans_vars_outputs_and_grids() {
         let p: PipelineFile = toml::from_str(P).unwrap();
-        let plan = p.plan(&BTreeMap::from([("data".into(), "/x".into())])).unwrap();
+        let plan = p
+            .plan(&BTreeMap::from([("data".into(), "/x".into())]))
+            .unwrap();
         assert_eq!(plan.len(), 1 + 6);
-        assert_eq!(plan[0].argv, ["filter", "--dataset", "/x/cohen", "--require-pcr", "--source", "cohen", "--out", "o/covid"]);
-        assert_eq!(plan[1].argv, ["train", "--data", "o/covid", "--epochs", "5", "--lr", "0.01", "--out", "o/runs/epochs-5_lr-0.01"]);
+        assert_eq!(
+            plan[0].argv,
+            [
+                "filter",
+                "--dataset",
+                "/x/cohen",
+                "--require-pcr",
+                "--source",
+                "cohen",
+                "--out",
+                "o/covid"
+            ]
+        );
+        assert_eq!(
+            plan[1].argv,
+            [
+                "train",
+                "--data",
+                "o/covid",
+                "--epochs",
+                "5",
+                "--lr",
+                "0.01",
+                "--out",
+                "o/runs/epochs-5_lr-0.01"
+            ]
+        );
         assert_eq!(plan[1].name, "train[epochs=5,lr=0.01]");
         assert!(plan[1].inputs.contains(&PathBuf::from("o/covid")));
-        assert!(p.plan(&BTreeMap::from([("nope".into(), "1".into())])).is_err());
+        assert!(p
+            .plan(&BTreeMap::from([("nope".into(), "1".into())]))
+            .is_err());
     }
 
     #[test]
     fn unknown_variable_is_a_usage_error() {
-        let p: PipelineFile = toml::from_str("[[stage]]\nname='a'\ncommand='filter'\nout='${missing}/x'\n").unwrap();
+        let p: PipelineFile =
+            toml::from_str("[[stage]]\nname='a'\ncommand='filter'\nout='${missing}/x'\n").unwrap();
         assert!(matches!(p.plan(&BTreeMap::new()), Err(Error::Usage(m)) if m.contains("missing")));
     }
 }
