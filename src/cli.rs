@@ -31,6 +31,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
     Doctor,
+    /// Write one self-contained HTML page for an auditor: the lineage of bags with their
+    /// hashes, commands and parameters, exclusions per reason, class and patient counts per
+    /// split, the leakage check, before/after/mask thumbnails of inpainted images, training
+    /// curves, confusion matrix and repeats.
+    Report(ReportArgs),
     /// Run a pipeline file: every stage in order, skipping those whose output is current.
     ///
     /// A stage is skipped when its command line, the prep build and the fingerprints of its
@@ -151,4 +156,15 @@ pub struct RunArgs {
     /// Print the plan and what would run, run nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A bag, or a training run folder (its data bag and that bag's lineage are followed).
+    #[arg(value_name = "BAG|RUN")]
+    pub target: PathBuf,
+
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE.html", default_value = "report.html")]
+    pub out: PathBuf,
 }

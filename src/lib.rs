@@ -10,6 +10,7 @@ pub mod filter;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod source;
 pub mod synth;
 #[cfg(feature = "train")]

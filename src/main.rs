@@ -116,6 +116,11 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_pipeline(args),
+        Command::Report(args) => {
+            prep::report::write(&args.target, &args.out)?;
+            println!("report: {}", args.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => {
             println!("prep {}", env!("CARGO_PKG_VERSION"));
             let commit = env!("PREP_GIT_COMMIT");
