@@ -9,6 +9,7 @@ pub mod filter;
 pub mod manifest;
 pub mod progress;
 pub mod source;
+pub mod split;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -1,0 +1,3 @@
+//! `prep split`.
+
+pub mod phash;
