@@ -87,10 +87,12 @@ pub fn balance(units: &[Unit], ratio: [u32; 3], seed: u64) -> (Vec<bool>, Vec<Dr
         }
         let mut order: Vec<(&str, Vec<usize>)> = parts.into_iter().collect();
         order.sort_by_key(|(g, _)| seeded(seed, &format!("balance-{}", class.label()), g));
+        let sizes: Vec<usize> = order.iter().map(|(_, m)| m.len()).collect();
+        let chosen = pick_whole_groups(&sizes, targets[c]);
         let mut left = targets[c];
         let mut skipped: Vec<usize> = Vec::new(); // positions in `order`
         for (pos, (_, members)) in order.iter().enumerate() {
-            if members.len() <= left {
+            if chosen[pos] {
                 left -= members.len();
                 for &i in members {
                     keep[i] = true;
@@ -106,7 +108,8 @@ pub fn balance(units: &[Unit], ratio: [u32; 3], seed: u64) -> (Vec<bool>, Vec<Dr
             targets[c]
         );
         if left > 0 {
-            // No combination of whole groups met the target: cut the first skipped group.
+            // No combination of whole groups meets the target: cut the first skipped group
+            // (it is larger than what is left, or the whole-group pick would have taken it).
             let pos = skipped.remove(0);
             let (g, members) = &order[pos];
             let mut m = members.clone();
@@ -144,6 +147,43 @@ pub fn balance(units: &[Unit], ratio: [u32; 3], seed: u64) -> (Vec<bool>, Vec<Dr
     }
     drops.sort_by_key(|d| d.unit);
     (keep, drops, targets)
+}
+
+/// Which groups (sizes in seeded order) to keep so their sizes add up to `target`, or to the
+/// largest sum below it that whole groups can make. Subset sum by dynamic programming over
+/// suffixes, then a walk in seeded order that takes a group whenever the rest can still make
+/// the remainder: the earliest groups in seeded order win. Greedy above a size bound.
+pub fn pick_whole_groups(sizes: &[usize], target: usize) -> Vec<bool> {
+    let n = sizes.len();
+    let mut take = vec![false; n];
+    if (n as u64) * (target as u64 + 1) > 200_000_000 {
+        let mut left = target;
+        for (i, &s) in sizes.iter().enumerate() {
+            if s <= left {
+                left -= s;
+                take[i] = true;
+            }
+        }
+        return take;
+    }
+    // can[i][t]: groups i.. can make exactly t.
+    let w = target + 1;
+    let mut can = vec![false; (n + 1) * w];
+    can[n * w] = true;
+    for i in (0..n).rev() {
+        for t in 0..w {
+            can[i * w + t] = can[(i + 1) * w + t] || (sizes[i] <= t && can[(i + 1) * w + t - sizes[i]]);
+        }
+    }
+    let best = (0..w).rev().find(|&t| can[t]).unwrap_or(0);
+    let mut left = best;
+    for i in 0..n {
+        if sizes[i] <= left && can[(i + 1) * w + left - sizes[i]] {
+            take[i] = true;
+            left -= sizes[i];
+        }
+    }
+    take
 }
 
 /// Assign whole groups to splits so each class meets the fractions as closely as whole groups
@@ -282,6 +322,14 @@ mod tests {
             assert!(drops.iter().all(|d| d.reason == "balance"), "{seed}: {drops:?}");
             assert_eq!(drops.len(), 2);
         }
+    }
+
+    #[test]
+    fn whole_groups_meet_targets_when_any_combination_can() {
+        assert_eq!(pick_whole_groups(&[1, 1, 1, 3], 4), vec![true, false, false, true]);
+        assert_eq!(pick_whole_groups(&[3, 3], 4), vec![true, false]);
+        assert_eq!(pick_whole_groups(&[2, 5, 2], 4), vec![true, false, true]);
+        assert_eq!(pick_whole_groups(&[2, 2], 0), vec![false, false]);
     }
 
     #[test]

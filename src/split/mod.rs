@@ -305,8 +305,7 @@ fn fingerprints(files: &[PathBuf]) -> Result<Vec<Option<Fingerprint>>> {
 }
 
 fn near_duplicate_links(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Link> {
-    let pb = progress::bar(1, "near-duplicates");
-    let links = phash::find_matches(fps, p)
+    phash::find_matches(fps, p)
         .into_iter()
         .map(|m| Link {
             a: m.a,
@@ -317,9 +316,7 @@ fn near_duplicate_links(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Li
                 m.hamming, m.correlation
             ),
         })
-        .collect();
-    pb.finish_and_clear();
-    links
+        .collect()
 }
 
 pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
@@ -444,14 +441,15 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
 
     let name_of = |i: usize| format!("{}:{}", bag_names[items[i].bag], items[i].rec.id);
     let mut dup_rows = Vec::new();
+    let mut conflicts: BTreeSet<(usize, usize)> = BTreeSet::new();
     for l in &grouping.links {
         if matches!(l.reason, Reason::Patient | Reason::Declared) {
             continue;
         }
         let (a, b) = (&items[l.a], &items[l.b]);
-        if a.class != b.class && l.reason != Reason::Alias {
+        if a.class != b.class && l.reason != Reason::Alias && conflicts.insert((l.a, l.b)) {
             warnings.push(format!(
-                "the same image is {} as {} and {} as {} ({}); both stay in group {}",
+                "the same image is {} as {} and {} as {} (found as {}); both stay in group {}",
                 name_of(l.a),
                 a.class.label(),
                 name_of(l.b),

@@ -62,16 +62,38 @@ struct Rect {
     side: f32,
 }
 
-/// What near-duplicate matching keeps of one image.
+/// What near-duplicate matching keeps of one image: the grey thumbnail (~30 KB; its
+/// summed-area table is rebuilt only for candidate pairs) and the window hashes.
 #[derive(Debug, Clone)]
 pub struct Fingerprint {
     w: usize,
     h: usize,
-    /// Summed-area table of the grey thumbnail, (w+1)×(h+1).
-    integral: Vec<f64>,
+    thumb: Vec<u8>,
     probe: (u64, Rect),
     windows: Vec<(u64, Rect)>,
 }
+
+/// A thumbnail's summed-area table, (w+1)×(h+1): any box mean in four lookups.
+struct Plane {
+    w: usize,
+    h: usize,
+    integral: Vec<u32>,
+}
+
+impl Plane {
+    fn new(w: usize, h: usize, px: &[u8]) -> Plane {
+        let mut integral = vec![0u32; (w + 1) * (h + 1)];
+        for y in 0..h {
+            let mut row = 0u32;
+            for x in 0..w {
+                row += px[y * w + x] as u32;
+                integral[(y + 1) * (w + 1) + x + 1] = integral[y * (w + 1) + x + 1] + row;
+            }
+        }
+        Plane { w, h, integral }
+    }
+}
+
 
 /// A near-duplicate pair with its evidence.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,18 +125,12 @@ impl Fingerprint {
             image::imageops::thumbnail(&grey, w, h)
         };
         let (w, h) = (w as usize, h as usize);
-        let mut integral = vec![0f64; (w + 1) * (h + 1)];
-        for y in 0..h {
-            let mut row = 0f64;
-            for x in 0..w {
-                row += thumb.get_pixel(x as u32, y as u32)[0] as f64;
-                integral[(y + 1) * (w + 1) + x + 1] = integral[y * (w + 1) + x + 1] + row;
-            }
-        }
+        let thumb = thumb.into_raw();
+        let plane = Plane::new(w, h, &thumb);
         let mut fp = Fingerprint {
             w,
             h,
-            integral,
+            thumb,
             probe: (0, Rect { x: 0.0, y: 0.0, side: 1.0 }),
             windows: Vec::new(),
         };
@@ -125,7 +141,7 @@ impl Fingerprint {
             y: (h as f32 - side) / 2.0,
             side,
         };
-        fp.probe = (fp.hash(probe), probe);
+        fp.probe = (plane.hash(probe), probe);
         for &sc in SCALES {
             let side = (short * sc).max(1.0);
             let step = (side * STEP).max(1.0);
@@ -137,13 +153,19 @@ impl Fingerprint {
                     let x = if nx > 1 { fx * ix as f32 / (nx - 1) as f32 } else { 0.0 };
                     let y = if ny > 1 { fy * iy as f32 / (ny - 1) as f32 } else { 0.0 };
                     let r = Rect { x, y, side };
-                    fp.windows.push((fp.hash(r), r));
+                    fp.windows.push((plane.hash(r), r));
                 }
             }
         }
         fp
     }
 
+    fn plane(&self) -> Plane {
+        Plane::new(self.w, self.h, &self.thumb)
+    }
+}
+
+impl Plane {
     /// Mean grey level over a box of the thumbnail (fractional edges rounded to pixels).
     fn box_mean(&self, x0: f32, y0: f32, x1: f32, y1: f32) -> f32 {
         let cl = |v: f32, m: usize| (v.round().max(0.0) as usize).min(m);
@@ -158,8 +180,8 @@ impl Fingerprint {
             ya = yb - 1;
         }
         let i = |x: usize, y: usize| self.integral[y * (self.w + 1) + x];
-        let sum = i(xb, yb) - i(xa, yb) - i(xb, ya) + i(xa, ya);
-        (sum / ((xb - xa) * (yb - ya)) as f64) as f32
+        let sum = i(xb, yb) + i(xa, ya) - i(xa, yb) - i(xb, ya);
+        sum as f32 / ((xb - xa) * (yb - ya)) as f32
     }
 
     /// A window sampled to n×n cells by area averaging.
@@ -215,7 +237,7 @@ impl Fingerprint {
 
     /// Best correlation between `mine` and `theirs` shifted and scaled slightly: a coarse
     /// Pearson search at 24×24, a fine one at 48×48, then Spearman at the best place.
-    fn correlate(&self, mine: Rect, other: &Fingerprint, theirs: Rect) -> f32 {
+    fn correlate(&self, mine: Rect, other: &Plane, theirs: Rect) -> f32 {
         let fits = |r: &Rect| {
             r.x >= -0.5
                 && r.y >= -0.5
@@ -376,9 +398,12 @@ fn probe_hits(me: &Fingerprint, other: &Fingerprint, max: u32) -> Vec<(u32, Rect
 /// Compare two fingerprints; Some(match) when they show the same picture.
 pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u32, f32)> {
     let mut best: Option<(u32, f32)> = None;
-    for (me, other) in [(a, b), (b, a)] {
+    let mut planes: Option<(Plane, Plane)> = None;
+    for (me, other, flip) in [(a, b, false), (b, a, true)] {
         for (d, r) in probe_hits(me, other, p.max_hamming) {
-            let c = me.correlate(me.probe.1, other, r);
+            let (pa, pb) = planes.get_or_insert_with(|| (a.plane(), b.plane()));
+            let (pm, po) = if flip { (&*pb, &*pa) } else { (&*pa, &*pb) };
+            let c = pm.correlate(me.probe.1, po, r);
             if best.is_none_or(|(_, bc)| c > bc) {
                 best = Some((d, c));
             }
@@ -389,9 +414,11 @@ pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u3
 
 /// Every near-duplicate pair (a < b), in (a, b) order whatever the thread count.
 pub fn find_matches(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Match> {
-    (0..fps.len())
+    let pb = crate::progress::bar(fps.len() as u64, "near-duplicates");
+    let out = (0..fps.len())
         .into_par_iter()
         .flat_map_iter(|a| {
+            pb.inc(1);
             let mut out = Vec::new();
             if let Some(fa) = &fps[a] {
                 for (b, fb) in fps.iter().enumerate().skip(a + 1) {
@@ -409,7 +436,9 @@ pub fn find_matches(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Match>
             }
             out
         })
-        .collect()
+        .collect();
+    pb.finish_and_clear();
+    out
 }
 
 /// Best (hamming, correlation) between two images whatever the thresholds, for tuning.
