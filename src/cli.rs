@@ -27,6 +27,15 @@ pub enum Command {
     ///   prep filter --source nih --dataset chestxray14 --metadata Data_Entry_2017.csv --label-diseased --out bags/nih
     ///   prep filter --source folder --dataset chest_xray/train/NORMAL --label healthy --out bags/normal
     Filter(FilterArgs),
+    /// Split bags into leak-free train/val(/test) sets: whole patient groups per split
+    /// (patients, aliases, exact and near duplicates, cross-references), optionally balanced
+    /// to a class ratio; written as a bag in torchvision ImageFolder layout.
+    ///
+    /// Examples:
+    ///   prep split --balanced --covid bags/covid --healthy bags/others --diseased bags/others --out bags/split
+    ///   prep split --covid bags/covid --healthy bags/normal --diseased bags/nih --train 0.7 --val 0.15 --test 0.15 --classes three --out bags/split3
+    ///   prep split --check bags/split
+    Split(SplitArgs),
     /// Re-hash a bag and report every missing, extra or altered file by name (exit 4 if any).
     Verify(VerifyArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
@@ -167,4 +176,84 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, value_name = "FILE.html", default_value = "report.html")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// Bags of COVID-19 images (a bag with several labels gives its `covid` records).
+    #[arg(long, value_name = "BAG", num_args = 1.., action = clap::ArgAction::Append)]
+    pub covid: Vec<PathBuf>,
+
+    /// Bags of healthy images (a bag from `filter --label-others` gives its `healthy` records).
+    #[arg(long, value_name = "BAG", num_args = 1.., action = clap::ArgAction::Append)]
+    pub healthy: Vec<PathBuf>,
+
+    /// Bags of other-disease images (a bag from `filter --label-others` gives its `diseased`
+    /// records).
+    #[arg(long, value_name = "BAG", num_args = 1.., action = clap::ArgAction::Append)]
+    pub diseased: Vec<PathBuf>,
+
+    /// Output bag folder (refused if it exists and is not empty, unless --force).
+    #[arg(long, value_name = "BAG")]
+    pub out: Option<PathBuf>,
+
+    /// Fraction of each class for training.
+    #[arg(long, value_name = "F", default_value_t = 0.7)]
+    pub train: f64,
+
+    /// Fraction for validation [default: what train and test leave].
+    #[arg(long, value_name = "F")]
+    pub val: Option<f64>,
+
+    /// Fraction for a test split [default: none].
+    #[arg(long, value_name = "F")]
+    pub test: Option<f64>,
+
+    /// Down-sample to the largest set meeting --ratio exactly, dropping whole patients where
+    /// possible (what was left out goes to excluded.csv). Without it everything is kept and the
+    /// class proportions are reported.
+    #[arg(long)]
+    pub balanced: bool,
+
+    /// Class ratio covid:healthy:diseased for --balanced (2:1:1 = as many COVID images as
+    /// healthy and diseased together, the paper's best; 1:1:1 its other composition).
+    #[arg(long, value_name = "C:H:D", default_value = "2:1:1")]
+    pub ratio: String,
+
+    /// Class folders: `two` = covid / no-covid, `three` = covid / healthy / diseased.
+    #[arg(long, value_enum, default_value = "two")]
+    pub classes: ClassesArg,
+
+    /// Seed of every choice (balancing, assignment); same inputs and seed give the same bag.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Hard-link images into the bag where the filesystem allows (copies otherwise).
+    #[arg(long)]
+    pub link: bool,
+
+    /// Replace an existing output bag.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Skip perceptual near-duplicate detection (faster; exact duplicates are still found).
+    #[arg(long)]
+    pub no_near_duplicates: bool,
+
+    /// Grouping rules (near-duplicate thresholds, cross-references) [default: the built-in
+    /// metadata/split-rules.toml].
+    #[arg(long, value_name = "FILE.toml")]
+    pub rules: Option<PathBuf>,
+
+    /// Check a split instead of making one: re-derive the groups of a bag (or of a records CSV
+    /// with `split` and `patient_id` columns) and fail with exit code 4 if any group is in more
+    /// than one split.
+    #[arg(long, value_name = "BAG|CSV")]
+    pub check: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ClassesArg {
+    Two,
+    Three,
 }

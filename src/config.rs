@@ -118,3 +118,116 @@ pub fn parse_sets(sets: &[String]) -> Result<std::collections::BTreeMap<String, 
         })
         .collect()
 }
+
+/// `prep split`: either a check or a split configuration.
+pub enum SplitMode {
+    Check {
+        target: std::path::PathBuf,
+        rules: prep::split::Rules,
+        near_duplicates: bool,
+    },
+    Split(prep::split::SplitConfig),
+}
+
+pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<SplitMode> {
+    use prep::split::{assign::Fine, ClassMode, Rules, SplitConfig};
+    let rules = match &a.rules {
+        Some(p) => Rules::load(p)?,
+        None => Rules::builtin(),
+    };
+    let any_input = !(a.covid.is_empty() && a.healthy.is_empty() && a.diseased.is_empty());
+    if let Some(target) = a.check {
+        if any_input || a.out.is_some() || a.balanced {
+            return Err(Error::Usage(
+                "--check takes a bag or CSV only, not --covid/--healthy/--diseased/--out/--balanced".into(),
+            ));
+        }
+        if !target.exists() {
+            return Err(Error::bad_input(&target, "does not exist"));
+        }
+        return Ok(SplitMode::Check {
+            target,
+            rules,
+            near_duplicates: !a.no_near_duplicates,
+        });
+    }
+    let out = a
+        .out
+        .ok_or_else(|| Error::Usage("prep split needs --out BAG (or --check BAG)".into()))?;
+    if !any_input {
+        return Err(Error::Usage(
+            "prep split needs input bags: --covid BAG... and --healthy/--diseased BAG...".into(),
+        ));
+    }
+    let frac_ok = |f: f64| f.is_finite() && (0.0..=1.0).contains(&f);
+    let test = a.test.unwrap_or(0.0);
+    let val = a.val.unwrap_or(1.0 - a.train - test);
+    for (n, f) in [("--train", a.train), ("--val", val), ("--test", test)] {
+        if !frac_ok(f) {
+            return Err(Error::Usage(format!("{n} must be between 0 and 1 (got {f})")));
+        }
+    }
+    if a.train <= 0.0 || (a.train + val + test - 1.0).abs() > 1e-6 {
+        return Err(Error::Usage(format!(
+            "--train, --val and --test must add up to 1 with --train > 0 (got {} + {} + {})",
+            a.train, val, test
+        )));
+    }
+    let mut splits = vec![("train".to_string(), a.train), ("val".to_string(), val)];
+    if a.test.is_some() {
+        splits.push(("test".to_string(), test));
+    }
+    let ratio_given = argv.iter().any(|x| x == "--ratio" || x.starts_with("--ratio="));
+    if ratio_given && !a.balanced {
+        return Err(Error::Usage(
+            "--ratio applies with --balanced (without it every image is kept)".into(),
+        ));
+    }
+    let balance = if a.balanced {
+        let parts: Vec<&str> = a.ratio.split(':').collect();
+        let nums: Option<Vec<u32>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
+        match nums {
+            Some(v) if v.len() == 3 && v.iter().any(|&x| x > 0) && v.iter().all(|&x| x <= 1000) => {
+                Some([v[0], v[1], v[2]])
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "--ratio {:?} must be three whole numbers covid:healthy:diseased, e.g. 2:1:1",
+                    a.ratio
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    let mut inputs = Vec::new();
+    for (class, bags) in [
+        (Fine::Covid, &a.covid),
+        (Fine::Healthy, &a.healthy),
+        (Fine::Diseased, &a.diseased),
+    ] {
+        for b in bags {
+            if !b.is_dir() {
+                return Err(Error::bad_input(b, "input bag does not exist or is not a folder"));
+            }
+            inputs.push((class, b.clone()));
+        }
+    }
+    Ok(SplitMode::Split(SplitConfig {
+        inputs,
+        out,
+        splits,
+        balance,
+        classes: match a.classes {
+            crate::cli::ClassesArg::Two => ClassMode::Two,
+            crate::cli::ClassesArg::Three => ClassMode::Three,
+        },
+        seed: a.seed,
+        link: a.link,
+        force: a.force,
+        near_duplicates: !a.no_near_duplicates,
+        rules,
+        rules_file: a.rules,
+        argv,
+    }))
+}

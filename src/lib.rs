@@ -13,6 +13,7 @@ pub mod progress;
 pub mod report;
 pub mod source;
 pub mod synth;
+pub mod split;
 #[cfg(feature = "train")]
 pub mod train;
 

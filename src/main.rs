@@ -84,6 +84,7 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             println!("bag: {}", out.bag.path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Split(args) => run_split(config::split_config(args, argv)?),
         Command::Verify(args) => {
             let report = prep::manifest::verify_bag(&args.bag)?;
             if report.is_intact() {
@@ -192,4 +193,80 @@ fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
         done.len() - ran
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_split(mode: config::SplitMode) -> Result<ExitCode, Error> {
+    match mode {
+        config::SplitMode::Check {
+            target,
+            rules,
+            near_duplicates,
+        } => {
+            let r = prep::split::check(&target, &rules, near_duplicates)?;
+            println!(
+                "{}: no group crosses splits ({} images in {} groups)",
+                target.display(),
+                r.images,
+                r.groups
+            );
+            for (s, n) in &r.splits {
+                println!("  {s:<8} {n:>7} images");
+            }
+            print_merges(&r.merges);
+            Ok(ExitCode::SUCCESS)
+        }
+        config::SplitMode::Split(cfg) => {
+            let out = prep::split::run(&cfg)?;
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            print_merges(&out.merges);
+            let total: usize = out.counts.values().sum();
+            println!("{} images in {} groups", total, out.groups);
+            println!("{:<8} {:<10} {:>7} {:>7}", "split", "class", "images", "share");
+            for ((split, class), n) in &out.counts {
+                let split_total: usize = out
+                    .counts
+                    .iter()
+                    .filter(|((s, _), _)| s == split)
+                    .map(|(_, n)| n)
+                    .sum();
+                println!(
+                    "{split:<8} {class:<10} {n:>7} {:>6.1}%",
+                    100.0 * *n as f64 / split_total.max(1) as f64
+                );
+            }
+            println!("achieved fractions per class:");
+            for ((class, split), f) in &out.fractions {
+                println!("  {class:<10} {split:<8} {f:.3}");
+            }
+            let excluded: usize = out.excluded_by_reason.values().sum();
+            if excluded > 0 {
+                println!("excluded {excluded} image(s):");
+                for (reason, n) in &out.excluded_by_reason {
+                    println!("  {reason:<22} {n:>7}");
+                }
+            }
+            println!("bag: {}", out.bag.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_merges(merges: &std::collections::BTreeMap<String, usize>) {
+    println!("groups merged, by reason:");
+    for reason in [
+        "patient",
+        "alias",
+        "exact-duplicate",
+        "cross-reference",
+        "near-duplicate",
+        "declared",
+    ] {
+        if let Some(n) = merges.get(reason) {
+            println!("  {reason:<16} {n:>6}");
+        } else if reason != "declared" {
+            println!("  {reason:<16} {:>6}", 0);
+        }
+    }
 }

@@ -1,0 +1,559 @@
+//! Near-duplicate detection that survives re-encoding, contrast changes, annotation arrows and
+//! re-cropping (Cohen republished Hannover images cropped to 2000×2000 squares; journals crop
+//! figures differently).
+//!
+//! A plain whole-image pHash fails on re-crops: a 10–20 % crop moves every low DCT frequency.
+//! And chest X-rays all look alike, so a loose Hamming threshold merges different patients.
+//! So matching is done in two steps:
+//!
+//! 1. Candidates. Each image gets one *probe* hash (DCT pHash of its centre square, 60 % of the
+//!    short side) and a dense set of *window* hashes (squares of 58–100 % of the short side at
+//!    steps of 5 % of their side). If two images show the same picture cropped differently,
+//!    one image's probe content lies inside the other image, near one of its windows. A pair
+//!    is a candidate when either probe is within `max_hamming` bits of one of the other's windows.
+//! 2. Verification. Each candidate window pair is compared pixel by pixel at 48×48 after a rank
+//!    transform (Spearman correlation, blind to contrast and gamma), searching small shifts and
+//!    scales around the window; the pair is a near-duplicate when the best correlation reaches
+//!    `min_correlation`. Different X-rays that share a hash by chance fail here.
+//!
+//! Written by hand: hash crates (image_hasher, img_hash) hash whole images one at a time; here
+//! hundreds of windows per image are cut from one integral image, which is what makes it cheap.
+
+use rayon::prelude::*;
+use std::f32::consts::PI;
+
+/// Side of the square grid a window is sampled to before the DCT.
+const HASH_GRID: usize = 32;
+/// Side of the grid windows are compared on in verification.
+const VERIFY_GRID: usize = 48;
+/// Short side of the thumbnail all work is done on.
+const THUMB_SHORT: u32 = 160;
+/// Window sides, as fractions of the short side.
+const SCALES: &[f32] = &[1.0, 0.9, 0.81, 0.73, 0.65, 0.58];
+/// Probe window side (fraction of the short side), centred.
+const PROBE_SCALE: f32 = 0.6;
+/// Window step, as a fraction of the window side.
+const STEP: f32 = 0.05;
+
+/// Tunable thresholds (from the split rules file).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearDupParams {
+    /// Largest Hamming distance (of 63 bits) between a probe and a window to look closer.
+    pub max_hamming: u32,
+    /// Smallest Spearman correlation of the aligned windows to call two images the same.
+    pub min_correlation: f32,
+}
+
+impl Default for NearDupParams {
+    fn default() -> Self {
+        NearDupParams {
+            max_hamming: 8,
+            min_correlation: 0.75,
+        }
+    }
+}
+
+/// A square window of the thumbnail, in thumbnail pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rect {
+    x: f32,
+    y: f32,
+    side: f32,
+}
+
+/// What near-duplicate matching keeps of one image: the grey thumbnail (~30 KB; its
+/// summed-area table is rebuilt only for candidate pairs) and the window hashes.
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    w: usize,
+    h: usize,
+    thumb: Vec<u8>,
+    probe: (u64, Rect),
+    windows: Vec<(u64, Rect)>,
+}
+
+/// A thumbnail's summed-area table, (w+1)×(h+1): any box mean in four lookups.
+struct Plane {
+    w: usize,
+    h: usize,
+    integral: Vec<u32>,
+}
+
+impl Plane {
+    fn new(w: usize, h: usize, px: &[u8]) -> Plane {
+        let mut integral = vec![0u32; (w + 1) * (h + 1)];
+        for y in 0..h {
+            let mut row = 0u32;
+            for x in 0..w {
+                row += px[y * w + x] as u32;
+                integral[(y + 1) * (w + 1) + x + 1] = integral[y * (w + 1) + x + 1] + row;
+            }
+        }
+        Plane { w, h, integral }
+    }
+}
+
+
+/// A near-duplicate pair with its evidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub a: usize,
+    pub b: usize,
+    pub hamming: u32,
+    pub correlation: f32,
+}
+
+impl Fingerprint {
+    /// Fingerprint a decoded image (any colour type; alpha is ignored).
+    pub fn new(img: &image::DynamicImage) -> Fingerprint {
+        let grey = img.to_luma8();
+        let (w0, h0) = grey.dimensions();
+        let s = THUMB_SHORT as f32 / w0.min(h0).max(1) as f32;
+        let (w, h) = if s < 1.0 {
+            (
+                ((w0 as f32 * s).round() as u32).max(1),
+                ((h0 as f32 * s).round() as u32).max(1),
+            )
+        } else {
+            (w0, h0)
+        };
+        // Area-averaging downscale: no aliasing from JPEG noise or burned-in text.
+        let thumb = if (w, h) == (w0, h0) {
+            grey
+        } else {
+            image::imageops::thumbnail(&grey, w, h)
+        };
+        let (w, h) = (w as usize, h as usize);
+        let thumb = thumb.into_raw();
+        let plane = Plane::new(w, h, &thumb);
+        let mut fp = Fingerprint {
+            w,
+            h,
+            thumb,
+            probe: (0, Rect { x: 0.0, y: 0.0, side: 1.0 }),
+            windows: Vec::new(),
+        };
+        let short = w.min(h) as f32;
+        let side = (short * PROBE_SCALE).max(1.0);
+        let probe = Rect {
+            x: (w as f32 - side) / 2.0,
+            y: (h as f32 - side) / 2.0,
+            side,
+        };
+        fp.probe = (plane.hash(probe), probe);
+        for &sc in SCALES {
+            let side = (short * sc).max(1.0);
+            let step = (side * STEP).max(1.0);
+            let (fx, fy) = (w as f32 - side, h as f32 - side);
+            let nx = (fx / step).ceil() as usize + 1;
+            let ny = (fy / step).ceil() as usize + 1;
+            for iy in 0..ny {
+                for ix in 0..nx {
+                    let x = if nx > 1 { fx * ix as f32 / (nx - 1) as f32 } else { 0.0 };
+                    let y = if ny > 1 { fy * iy as f32 / (ny - 1) as f32 } else { 0.0 };
+                    let r = Rect { x, y, side };
+                    fp.windows.push((plane.hash(r), r));
+                }
+            }
+        }
+        fp
+    }
+
+    fn plane(&self) -> Plane {
+        Plane::new(self.w, self.h, &self.thumb)
+    }
+}
+
+impl Plane {
+    /// Mean grey level over a box of the thumbnail (fractional edges rounded to pixels).
+    fn box_mean(&self, x0: f32, y0: f32, x1: f32, y1: f32) -> f32 {
+        let cl = |v: f32, m: usize| (v.round().max(0.0) as usize).min(m);
+        let (mut xa, mut ya) = (cl(x0, self.w), cl(y0, self.h));
+        let (mut xb, mut yb) = (cl(x1, self.w), cl(y1, self.h));
+        if xb <= xa {
+            xb = (xa + 1).min(self.w);
+            xa = xb - 1;
+        }
+        if yb <= ya {
+            yb = (ya + 1).min(self.h);
+            ya = yb - 1;
+        }
+        let i = |x: usize, y: usize| self.integral[y * (self.w + 1) + x];
+        let sum = i(xb, yb) + i(xa, ya) - i(xa, yb) - i(xb, ya);
+        sum as f32 / ((xb - xa) * (yb - ya)) as f32
+    }
+
+    /// A window sampled to n×n cells by area averaging.
+    fn sample(&self, r: Rect, n: usize) -> Vec<f32> {
+        let cell = r.side / n as f32;
+        let mut out = Vec::with_capacity(n * n);
+        for j in 0..n {
+            for i in 0..n {
+                let x0 = r.x + i as f32 * cell;
+                let y0 = r.y + j as f32 * cell;
+                out.push(self.box_mean(x0, y0, x0 + cell, y0 + cell));
+            }
+        }
+        out
+    }
+
+    /// 63-bit DCT pHash of a window: the 8×8 lowest frequencies but DC, against their median.
+    fn hash(&self, r: Rect) -> u64 {
+        let n = HASH_GRID;
+        let px = self.sample(r, n);
+        let cos = dct_table();
+        let mut rows = [0f32; HASH_GRID * 8];
+        for y in 0..n {
+            for k in 0..8 {
+                let mut acc = 0.0;
+                for x in 0..n {
+                    acc += px[y * n + x] * cos[k * n + x];
+                }
+                rows[y * 8 + k] = acc;
+            }
+        }
+        let mut coef = [0f32; 64];
+        for k in 0..8 {
+            for l in 0..8 {
+                let mut acc = 0.0;
+                for y in 0..n {
+                    acc += rows[y * 8 + l] * cos[k * n + y];
+                }
+                coef[k * 8 + l] = acc;
+            }
+        }
+        let mut ac: Vec<f32> = coef[1..].to_vec();
+        ac.sort_by(f32::total_cmp);
+        let median = ac[ac.len() / 2];
+        let mut h = 0u64;
+        for (i, c) in coef.iter().enumerate().skip(1) {
+            if *c > median {
+                h |= 1 << i;
+            }
+        }
+        h
+    }
+
+    /// Best correlation between `mine` and `theirs` shifted and scaled slightly: a coarse
+    /// Pearson search at 24×24, a fine one at 48×48, then Spearman at the best place.
+    fn correlate(&self, mine: Rect, other: &Plane, theirs: Rect) -> f32 {
+        let fits = |r: &Rect| {
+            r.x >= -0.5
+                && r.y >= -0.5
+                && r.x + r.side <= other.w as f32 + 0.5
+                && r.y + r.side <= other.h as f32 + 0.5
+        };
+        let around = |c: Rect, scales: &[f32], step: f32, reach: i32| {
+            let mut out = Vec::new();
+            let (cx, cy) = (c.x + c.side / 2.0, c.y + c.side / 2.0);
+            for &ds in scales {
+                let side = c.side * ds;
+                for dy in -reach..=reach {
+                    for dx in -reach..=reach {
+                        let r = Rect {
+                            x: cx - side / 2.0 + dx as f32 * step * c.side,
+                            y: cy - side / 2.0 + dy as f32 * step * c.side,
+                            side,
+                        };
+                        if fits(&r) {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+            out
+        };
+        let best_of = |cands: Vec<Rect>, a: &[f32], n: usize| {
+            cands
+                .into_iter()
+                .map(|r| (pearson(a, &other.sample(r, n)), r))
+                .max_by(|x, y| x.0.total_cmp(&y.0))
+        };
+        let a24 = self.sample(mine, VERIFY_GRID / 2);
+        let Some((_, coarse)) = best_of(around(theirs, &[0.96, 1.0, 1.04], 0.03, 2), &a24, VERIFY_GRID / 2)
+        else {
+            return -1.0;
+        };
+        // Shared anatomy makes any two chest X-rays correlate at coarse scale; only the fine
+        // detail (ribs, vessels, wires) tells one picture from another. So the final score is
+        // the correlation of high-passed rank images, at the alignment that maximises it.
+        let a = high_pass(&ranks(&self.sample(mine, VERIFY_GRID)), VERIFY_GRID);
+        let score = |r: Rect| {
+            let b = high_pass(&ranks(&other.sample(r, VERIFY_GRID)), VERIFY_GRID);
+            pearson(&a, &b)
+        };
+        let mut best = (score(coarse), coarse);
+        for step in [0.01f32, 0.004] {
+            let centre = best.1;
+            for r in around(centre, &[1.0 - 2.0 * step, 1.0, 1.0 + 2.0 * step], step, 1) {
+                let c = score(r);
+                if c > best.0 {
+                    best = (c, r);
+                }
+            }
+        }
+        best.0
+    }
+}
+
+/// Subtract a 7×7 box blur (separable, edges clamped): keeps the detail that differs between
+/// two chest X-rays.
+fn high_pass(v: &[f32], n: usize) -> Vec<f32> {
+    let k = 3usize;
+    let blur_1d = |get: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let (lo, hi) = (i.saturating_sub(k), (i + k).min(n - 1));
+                (lo..=hi).map(get).sum::<f32>() / (hi - lo + 1) as f32
+            })
+            .collect()
+    };
+    let mut rows = vec![0f32; n * n];
+    for y in 0..n {
+        let r = blur_1d(&|x| v[y * n + x]);
+        rows[y * n..(y + 1) * n].copy_from_slice(&r);
+    }
+    let mut out = vec![0f32; n * n];
+    for x in 0..n {
+        let c = blur_1d(&|y| rows[y * n + x]);
+        for y in 0..n {
+            out[y * n + x] = v[y * n + x] - c[y];
+        }
+    }
+    out
+}
+
+fn dct_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let n = HASH_GRID;
+        (0..8)
+            .flat_map(|k| {
+                (0..n).map(move |i| {
+                    ((2 * i + 1) as f32 * k as f32 * PI / (2.0 * n as f32)).cos()
+                })
+            })
+            .collect()
+    })
+}
+
+/// Ranks (ties averaged), so that correlation ignores contrast and gamma.
+fn ranks(v: &[f32]) -> Vec<f32> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]).then(i.cmp(&j)));
+    let mut out = vec![0f32; v.len()];
+    let mut k = 0;
+    while k < idx.len() {
+        let mut e = k;
+        while e + 1 < idx.len() && v[idx[e + 1]] == v[idx[k]] {
+            e += 1;
+        }
+        let r = (k + e) as f32 / 2.0;
+        for &i in &idx[k..=e] {
+            out[i] = r;
+        }
+        k = e + 1;
+    }
+    out
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    if saa == 0.0 || sbb == 0.0 {
+        return 0.0;
+    }
+    (sab / (saa * sbb).sqrt()) as f32
+}
+
+/// Closest windows of `other` to this image's probe: (hamming, window), best first.
+fn probe_hits(me: &Fingerprint, other: &Fingerprint, max: u32) -> Vec<(u32, Rect)> {
+    let mut hits: Vec<(u32, Rect)> = other
+        .windows
+        .iter()
+        .filter_map(|(h, r)| {
+            let d = (h ^ me.probe.0).count_ones();
+            (d <= max).then_some((d, *r))
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.side.total_cmp(&b.1.side))
+            .then(a.1.y.total_cmp(&b.1.y))
+            .then(a.1.x.total_cmp(&b.1.x))
+    });
+    hits.truncate(3);
+    hits
+}
+
+/// Compare two fingerprints; Some(match) when they show the same picture.
+pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u32, f32)> {
+    let mut best: Option<(u32, f32)> = None;
+    let mut planes: Option<(Plane, Plane)> = None;
+    for (me, other, flip) in [(a, b, false), (b, a, true)] {
+        for (d, r) in probe_hits(me, other, p.max_hamming) {
+            let (pa, pb) = planes.get_or_insert_with(|| (a.plane(), b.plane()));
+            let (pm, po) = if flip { (&*pb, &*pa) } else { (&*pa, &*pb) };
+            let c = pm.correlate(me.probe.1, po, r);
+            if best.is_none_or(|(_, bc)| c > bc) {
+                best = Some((d, c));
+            }
+        }
+    }
+    best.filter(|&(_, c)| c >= p.min_correlation)
+}
+
+/// Every near-duplicate pair (a < b), in (a, b) order whatever the thread count.
+pub fn find_matches(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Match> {
+    let pb = crate::progress::bar(fps.len() as u64, "near-duplicates");
+    let out = (0..fps.len())
+        .into_par_iter()
+        .flat_map_iter(|a| {
+            pb.inc(1);
+            let mut out = Vec::new();
+            if let Some(fa) = &fps[a] {
+                for (b, fb) in fps.iter().enumerate().skip(a + 1) {
+                    if let Some(fb) = fb {
+                        if let Some((hamming, correlation)) = compare(fa, fb, p) {
+                            out.push(Match {
+                                a,
+                                b,
+                                hamming,
+                                correlation,
+                            });
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    pb.finish_and_clear();
+    out
+}
+
+/// Best (hamming, correlation) between two images whatever the thresholds, for tuning.
+pub fn score(a: &Fingerprint, b: &Fingerprint) -> (u32, f32) {
+    let loose = NearDupParams {
+        max_hamming: 64,
+        min_correlation: -2.0,
+    };
+    let mut best_h = u32::MAX;
+    for (me, other) in [(a, b), (b, a)] {
+        for (h, _) in &other.windows {
+            best_h = best_h.min((h ^ me.probe.0).count_ones());
+        }
+    }
+    let c = compare(a, b, NearDupParams { max_hamming: best_h + 2, ..loose })
+        .map(|m| m.1)
+        .unwrap_or(-1.0);
+    (best_h, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{DynamicImage, GrayImage, Luma};
+
+    /// A synthetic "X-ray": smooth blobs seeded by `k`, so different k give different pictures.
+    pub(crate) fn synthetic(k: u32, w: u32, h: u32) -> GrayImage {
+        let mut s = k.wrapping_mul(2654435761).wrapping_add(12345);
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        let blobs: Vec<(f32, f32, f32, f32)> = (0..12)
+            .map(|_| {
+                (
+                    (next() % 1000) as f32 / 1000.0,
+                    (next() % 1000) as f32 / 1000.0,
+                    0.05 + (next() % 200) as f32 / 1000.0,
+                    (next() % 200) as f32 - 100.0,
+                )
+            })
+            .collect();
+        GrayImage::from_fn(w, h, |x, y| {
+            let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+            let mut val = 128.0;
+            for (bx, by, r, a) in &blobs {
+                let d2 = (u - bx).powi(2) + (v - by).powi(2);
+                val += a * (-d2 / (r * r)).exp();
+            }
+            Luma([val.clamp(0.0, 255.0) as u8])
+        })
+    }
+
+    #[test]
+    fn recrop_and_contrast_change_match_but_different_pictures_do_not() {
+        let p = NearDupParams::default();
+        let base = synthetic(1, 640, 560);
+        // Re-crop (drop 12 % on the right, 8 % at the bottom), rescale, change gamma.
+        let crop = image::imageops::crop_imm(&base, 0, 0, 563, 515).to_image();
+        let mut crop = image::imageops::resize(&crop, 900, 823, image::imageops::FilterType::Triangle);
+        for px in crop.pixels_mut() {
+            px[0] = (255.0 * (px[0] as f32 / 255.0).powf(0.8)) as u8;
+        }
+        let fa = Fingerprint::new(&DynamicImage::ImageLuma8(base));
+        let fb = Fingerprint::new(&DynamicImage::ImageLuma8(crop));
+        assert!(compare(&fa, &fb, p).is_some(), "{:?}", score(&fa, &fb));
+        for k in 2..6 {
+            let other = Fingerprint::new(&DynamicImage::ImageLuma8(synthetic(k, 640, 560)));
+            assert!(compare(&fa, &other, p).is_none(), "{k}: {:?}", score(&fa, &other));
+        }
+    }
+
+    #[test]
+    fn ranks_average_ties() {
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![2.5, 0.0, 2.5, 1.0]);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-6);
+    }
+
+    /// Tuning aid: `cargo test --lib split::phash::tests::sample_scores -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn sample_scores() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/samples");
+        let mut files: Vec<_> = walkdir::WalkDir::new(&root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_lowercase();
+                n.ends_with(".png") || n.ends_with(".jpg") || n.ends_with(".jpeg")
+            })
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        files.sort();
+        let t = std::time::Instant::now();
+        let fps: Vec<Fingerprint> = files
+            .par_iter()
+            .map(|f| Fingerprint::new(&image::open(f).unwrap()))
+            .collect();
+        eprintln!("fingerprints: {:?}, windows {:?}", t.elapsed(), fps.iter().map(|f| f.windows.len()).sum::<usize>());
+        let t = std::time::Instant::now();
+        let mut rows = Vec::new();
+        for i in 0..fps.len() {
+            for j in i + 1..fps.len() {
+                let (h, c) = score(&fps[i], &fps[j]);
+                rows.push((c, h, i, j));
+            }
+        }
+        eprintln!("scores: {:?}", t.elapsed());
+        rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (c, h, i, j) in rows.iter().take(15) {
+            let n = |k: usize| files[k].strip_prefix(&root).unwrap().display().to_string();
+            eprintln!("{c:.3} {h:2} {} {}", n(*i), n(*j));
+        }
+    }
+}
