@@ -12,8 +12,8 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod source;
-pub mod synth;
 pub mod split;
+pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
 

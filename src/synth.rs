@@ -65,6 +65,21 @@ pub fn chest_image(w: u32, h: u32, seed: u64, id: &str, disease: f32, burn: Burn
     let opacity_side = if rng.unit() < 0.5 { -1.0 } else { 1.0 };
     let opacity_y = lung_y + lung_h * rng.range(-0.2, 0.4);
     let rib_phase = rng.range(0.0, 6.28);
+    // Different people differ in rib spacing and curvature and in vessel markings: without this
+    // variety every synthetic film would be a near-duplicate of every other.
+    let rib_freq = rng.range(24.0, 48.0);
+    let rib_curve = rng.range(8.0, 30.0);
+    let blobs: Vec<(f32, f32, f32, f32)> = (0..(6 + rng.below(8)))
+        .map(|_| {
+            let side = if rng.unit() < 0.5 { -1.0 } else { 1.0 };
+            (
+                cx + side * wf * rng.range(0.08, 0.32),
+                hf * rng.range(0.2, 0.75),
+                wf * rng.range(0.015, 0.05),
+                rng.range(-25.0, 25.0),
+            )
+        })
+        .collect();
     let mut img = GrayImage::new(w, h);
     for y in 0..h {
         for x in 0..w {
@@ -83,8 +98,9 @@ pub fn chest_image(w: u32, h: u32, seed: u64, id: &str, disease: f32, burn: Burn
                     let depth = (1.0 - r).sqrt();
                     v -= 70.0 * depth;
                     // Ribs: bright bands curving across the lungs.
-                    let rib =
-                        ((yf / hf * 38.0 + (dx / wf).powi(2) * 20.0 + rib_phase).sin()).max(0.0);
+                    let rib = ((yf / hf * rib_freq + (dx / wf).powi(2) * rib_curve + rib_phase)
+                        .sin())
+                    .max(0.0);
                     v += 22.0 * rib.powi(3) * depth;
                     if disease > 0.0 && side == opacity_side {
                         let oy = (yf - opacity_y) / (lung_h * 0.5);
@@ -93,6 +109,12 @@ pub fn chest_image(w: u32, h: u32, seed: u64, id: &str, disease: f32, burn: Burn
                             v += disease * 60.0 * od;
                         }
                     }
+                }
+            }
+            for &(bx, by, br, amp) in &blobs {
+                let d = ((xf - bx).powi(2) + (yf - by).powi(2)) / (br * br);
+                if d < 4.0 {
+                    v += amp * (-d).exp();
                 }
             }
             // Spine and mediastinum.
