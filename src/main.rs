@@ -185,6 +185,9 @@ fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
         &mut exec,
         &mut log,
     )?;
+    for t in prep::pipeline::write_grid_tables(&plan)? {
+        println!("grid table: {}", t.display());
+    }
     let ran = done.iter().filter(|(_, r)| *r).count();
     println!(
         "pipeline {}: {} stage(s) run, {} skipped",

@@ -64,6 +64,8 @@ pub struct PlannedStage {
     pub inputs: Vec<PathBuf>,
     /// The grid point (key, value) pairs; empty without a grid.
     pub grid_point: Vec<(String, String)>,
+    /// The stage's `out` before the grid point is appended.
+    pub base_out: PathBuf,
 }
 
 /// What a stamp beside a finished output records; a stage is skipped only when all of it
@@ -223,6 +225,7 @@ impl PipelineFile {
                     argv,
                     inputs,
                     grid_point,
+                    base_out: out.clone(),
                 });
             }
             outs.insert(st.name.clone(), out);
@@ -428,6 +431,89 @@ pub fn run(
         }
     }
     Ok(done)
+}
+
+/// For every stage with a grid whose runs left a `summary.json` (prep train), write one table
+/// in the paper's format: a row per grid point with the mean and std over its repeats of max val
+/// accuracy and min val loss, and the epochs run. Written as `OUT/grid-summary.{csv,md}` of the
+/// stage. Returns the tables written.
+pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut stages: Vec<&str> = plan
+        .iter()
+        .filter(|p| !p.grid_point.is_empty())
+        .map(|p| p.stage.as_str())
+        .collect();
+    stages.dedup();
+    for stage in stages {
+        let points: Vec<&PlannedStage> = plan.iter().filter(|p| p.stage == stage).collect();
+        let keys: Vec<String> = points[0]
+            .grid_point
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut csv = keys.join(",");
+        csv.push_str(",repeats,max_val_accuracy_mean,max_val_accuracy_std,min_val_loss_mean,min_val_loss_std,epochs_run_mean,run\n");
+        let mut md = format!("| {} | repeats | max val accuracy | min val loss | epochs run |\n|{}---|---|---|---|\n", keys.join(" | "), "---|".repeat(keys.len()));
+        let mut rows = 0;
+        for p in &points {
+            let Ok(bytes) = std::fs::read(p.out.join("summary.json")) else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::bad_input(p.out.join("summary.json"), e.to_string()))?;
+            let f = |a: &str, b: &str| v[a][b].as_f64();
+            let epochs: Vec<f64> = v["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["epochs_run"].as_f64())
+                .collect();
+            let ep = if epochs.is_empty() {
+                f64::NAN
+            } else {
+                epochs.iter().sum::<f64>() / epochs.len() as f64
+            };
+            let num = |x: Option<f64>| x.map(|x| format!("{x:.6}")).unwrap_or_default();
+            let values: Vec<&str> = p.grid_point.iter().map(|(_, v)| v.as_str()).collect();
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{:.1},{}\n",
+                values.join(","),
+                v["repeats"],
+                num(f("max_val_accuracy", "mean")),
+                num(f("max_val_accuracy", "std")),
+                num(f("min_val_loss", "mean")),
+                num(f("min_val_loss", "std")),
+                ep,
+                p.out.display()
+            ));
+            let pm = |m: Option<f64>, s: Option<f64>| match (m, s) {
+                (Some(m), Some(s)) => format!("{m:.4} ± {s:.4}"),
+                (Some(m), None) => format!("{m:.4}"),
+                _ => "-".into(),
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {:.1} |\n",
+                values.join(" | "),
+                v["repeats"],
+                pm(f("max_val_accuracy", "mean"), f("max_val_accuracy", "std")),
+                pm(f("min_val_loss", "mean"), f("min_val_loss", "std")),
+                ep
+            ));
+            rows += 1;
+        }
+        if rows == 0 {
+            continue;
+        }
+        let dir = points[0].base_out.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
+        for (name, text) in [("grid-summary.csv", &csv), ("grid-summary.md", &md)] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| Error::write(&p, e))?;
+            written.push(p);
+        }
+    }
+    Ok(written)
 }
 
 /// Run one stage as a child `prep` process (the same executable), adding `--force` when an
