@@ -1,6 +1,8 @@
 //! The model side, on libtorch through tch. For now: checks that libtorch loads and computes,
 //! and which devices it sees (`prep doctor`).
 
+pub use densenet::{DenseNet, DenseNetConfig, Unfreeze};
+
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
 
@@ -24,3 +26,6 @@ pub fn torch_info() -> Result<TorchInfo> {
         self_test,
     })
 }
+
+pub mod densenet;
+pub mod optim;
