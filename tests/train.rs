@@ -116,3 +116,29 @@ fn misshapen_and_missing_weights_are_named() {
     assert!(r.new_head.is_some());
     let _ = Kind::Float;
 }
+
+#[test]
+fn convert_weights_renames_chexnet_layouts() {
+    let Some(py) = python() else {
+        println!("skipped: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert-weights.py");
+    let st = std::process::Command::new(&py)
+        .arg(&script)
+        .arg("--self-test")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "convert-weights.py --self-test failed");
+    // What it wrote loads, by name, into our DenseNet (a 14-finding CheXNet head).
+    for f in ["model.pth.tar.safetensors", "checkpoint.safetensors", "densenet121-old.pth.safetensors"] {
+        let p = dir.path().join(f);
+        let cfg = DenseNetConfig::infer(&DenseNet::read_shapes(&p).unwrap(), &p).unwrap();
+        assert_eq!(cfg.num_classes, 14);
+        let mut net = DenseNet::new(cfg, Device::Cpu);
+        let r = net.load_weights(&p, false).unwrap();
+        assert!(r.unused.is_empty(), "{f}: {:?}", r.unused);
+    }
+}
