@@ -214,7 +214,7 @@ impl DenseNet {
             stages: Vec::new(),
         };
         let opts = (Kind::Float, device);
-        let mut conv = |net: &mut DenseNet, name: String, out: i64, inp: i64, k: i64| {
+        let conv = |net: &mut DenseNet, name: String, out: i64, inp: i64, k: i64| {
             let std = (2.0 / (inp * k * k) as f64).sqrt();
             let w = Tensor::randn([out, inp, k, k], opts) * std;
             net.add_param(format!("{name}.weight"), w);

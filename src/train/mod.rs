@@ -1,5 +1,6 @@
-//! The model side, on libtorch through tch. For now: checks that libtorch loads and computes,
-//! and which devices it sees (`prep doctor`).
+//! The model side, on libtorch through tch: our DenseNet (`densenet`), data and transforms
+//! (`data`), Adam (`optim`), metrics and plots (`metrics`), device choice (`device`), the
+//! training run (`run`) and prediction (`predict`); and `torch_info` for `prep doctor`.
 
 pub use densenet::{DenseNet, DenseNetConfig, Unfreeze};
 
@@ -27,5 +28,10 @@ pub fn torch_info() -> Result<TorchInfo> {
     })
 }
 
+pub mod data;
 pub mod densenet;
+pub mod device;
+pub mod metrics;
 pub mod optim;
+pub mod predict;
+pub mod run;
