@@ -142,3 +142,172 @@ fn convert_weights_renames_chexnet_layouts() {
         assert!(r.unused.is_empty(), "{f}: {:?}", r.unused);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The binary on synthetic split bags.
+
+use assert_cmd::Command;
+use image::{GrayImage, Luma};
+use prep::manifest::{BagWriter, ColumnType, CroissantSpec, StageInfo};
+use rand::{Rng, SeedableRng};
+
+const TINY: &str = "densenet:8,2-2-2-2,16,2";
+
+/// A grey 64 px image: noise on a background whose level varies per image, with a disc that is
+/// brighter (class `bright`) or darker (class `dark`) than its surroundings. The mean intensity
+/// alone does not separate the classes; the local contrast does.
+fn disc_image(bright: bool, rng: &mut impl Rng, size: u32) -> Vec<u8> {
+    let bg: f64 = rng.gen_range(70.0..185.0);
+    let r: f64 = rng.gen_range(size as f64 * 0.2..size as f64 * 0.32);
+    let cx: f64 = rng.gen_range(r..size as f64 - r);
+    let cy: f64 = rng.gen_range(r..size as f64 - r);
+    let contrast = if bright { 55.0 } else { -55.0 };
+    let img = GrayImage::from_fn(size, size, |x, y| {
+        let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
+        let mut v = bg + rng.gen_range(-35.0..35.0);
+        if d < r {
+            v += contrast;
+        }
+        Luma([v.clamp(0.0, 255.0) as u8])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    out
+}
+
+struct BagSpec {
+    train: usize,
+    val: usize,
+    test: usize,
+    size: u32,
+    seed: u64,
+}
+
+fn finish(w: BagWriter) -> PathBuf {
+    w.finish(StageInfo {
+        name: "synthetic-split".into(),
+        description: "Synthetic discs for prep train tests.".into(),
+        croissant: CroissantSpec {
+            license: "CC0-1.0".into(),
+            url: "https://example.org/none".into(),
+            table: "data/records.csv".into(),
+            columns: vec![("path".into(), ColumnType::Text, "image path".into())],
+            image_globs: vec![("data/**/*.png".into(), "image/png".into())],
+        },
+    })
+    .unwrap()
+    .path
+}
+
+/// A split bag in the ImageFolder layout `prep split` writes, with a minimal records.csv.
+fn make_bag(root: &Path, spec: &BagSpec, extra: impl FnOnce(&BagWriter)) -> PathBuf {
+    let out = root.join("split");
+    let w = BagWriter::create(&out, false).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut records = String::from("path\n");
+    for (split, n) in [("train", spec.train), ("val", spec.val), ("test", spec.test)] {
+        for class in ["bright", "dark"] {
+            for i in 0..n {
+                let rel = format!("{split}/{class}/{class}-{i:03}.png");
+                w.write_payload(&rel, &disc_image(class == "bright", &mut rng, spec.size)).unwrap();
+                records.push_str(&format!("data/{rel}\n"));
+            }
+        }
+    }
+    w.write_payload("records.csv", records.as_bytes()).unwrap();
+    extra(&w);
+    finish(w)
+}
+
+fn prep() -> Command {
+    let mut c = Command::cargo_bin("prep").unwrap();
+    c.env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+fn train_args(bag: &Path, out: &Path) -> Vec<String> {
+    [
+        "train", "--data", bag.to_str().unwrap(), "--out", out.to_str().unwrap(), "--arch", TINY,
+        "--image-size", "64", "--batch-size", "16", "--threads", "2", "--device", "cpu", "--seed", "7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn learns_synthetic_discs_and_writes_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(dir.path(), &BagSpec { train: 48, val: 20, test: 10, size: 64, seed: 1 }, |_| {});
+    let run = dir.path().join("run");
+    let t = std::time::Instant::now();
+    let out = prep()
+        .args(train_args(&bag, &run))
+        .args(["--unfreeze", "all", "--no-augment", "--epochs", "12", "--patience", "12"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{}\n{stderr}\ntrained in {:.1} s", String::from_utf8_lossy(&out.stdout), t.elapsed().as_secs_f64());
+    assert!(out.status.success());
+    assert!(stderr.contains("random initialisation"), "random init must be announced");
+    let m = json(&run.join("metrics.json"));
+    let best = m["max_val_accuracy"].as_f64().unwrap();
+    assert!(best >= 0.95, "max val accuracy {best}");
+    // Every file the run promises.
+    for f in ["metrics.csv", "metrics.json", "timing.csv", "loss.png", "accuracy.png", "best.safetensors", "model.json", "test.json", "summary.json", "summary.md"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    for f in ["loss.png", "accuracy.png"] {
+        let img = image::open(run.join(f)).unwrap();
+        assert_eq!((img.width(), img.height()), (800, 500));
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.starts_with("epoch,train_loss,train_accuracy,train_auc,train_sensitivity,train_specificity,train_confusion,val_loss,"));
+    assert_eq!(csv.lines().count(), 1 + m["epochs"].as_array().unwrap().len());
+    assert!(!csv.contains("seconds"), "wall-clock times stay out of metrics.csv");
+    let card = json(&run.join("model.json"));
+    assert_eq!(card["classes"], serde_json::json!(["bright", "dark"]));
+    assert_eq!(card["arch"], TINY);
+    assert_eq!(card["image_size"], 64);
+    assert_eq!(card["seed"], 7);
+    assert_eq!(card["frozen_stages"], serde_json::json!([]));
+    assert_eq!(card["data"]["manifest_sha256"], prep::manifest::manifest_sha256(&bag).unwrap());
+    assert_eq!(card["normalisation"]["mean"][0].as_f64().unwrap(), 0.485f32 as f64);
+    let test = json(&run.join("test.json"));
+    assert!(test["test"]["accuracy"].as_f64().unwrap() >= 0.8, "{test}");
+    assert_eq!(test["test"]["images"], 20);
+
+    // predict: the run folder, JSON, input order kept.
+    let imgs: Vec<PathBuf> = ["test/bright/bright-000.png", "test/dark/dark-000.png", "test/bright/bright-001.png", "test/dark/dark-001.png"]
+        .iter()
+        .map(|p| bag.join("data").join(p))
+        .collect();
+    let out = prep().arg("predict").arg("--model").arg(&run).arg("--json").arg("--device").arg("cpu").args(&imgs).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let preds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let preds = preds.as_array().unwrap();
+    assert_eq!(preds.len(), 4);
+    let mut right = 0;
+    for (p, img) in preds.iter().zip(&imgs) {
+        assert_eq!(p["image"], img.display().to_string());
+        assert_eq!(p["logits"].as_array().unwrap().len(), 2);
+        let b = p["probabilities"]["bright"].as_f64().unwrap();
+        let d = p["probabilities"]["dark"].as_f64().unwrap();
+        assert!((b + d - 1.0).abs() < 1e-5);
+        if (b > d) == img.to_string_lossy().contains("/bright/") {
+            right += 1;
+        }
+    }
+    assert!(right >= 3, "{preds:?}");
+    // A bare weights file needs --classes, of the right count.
+    let w = run.join("best.safetensors");
+    prep().args(["predict", "--model", w.to_str().unwrap(), imgs[0].to_str().unwrap()]).assert().code(2);
+    prep().args(["predict", "--model", w.to_str().unwrap(), "--classes", "a,b,c", imgs[0].to_str().unwrap()]).assert().code(2);
+    let out = prep().args(["predict", "--model", w.to_str().unwrap(), "--image-size", "64", "--classes", "bright,dark", imgs[0].to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("bright"));
+}
