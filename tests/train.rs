@@ -235,6 +235,13 @@ fn train_args(bag: &Path, out: &Path) -> Vec<String> {
     .collect()
 }
 
+/// Replace a flag's value in `train_args`' list.
+fn set(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let i = args.iter().position(|a| a == flag).unwrap();
+    args[i + 1] = value.into();
+    args
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -310,4 +317,193 @@ fn learns_synthetic_discs_and_writes_every_output() {
     let out = prep().args(["predict", "--model", w.to_str().unwrap(), "--image-size", "64", "--classes", "bright,dark", imgs[0].to_str().unwrap()]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("bright"));
+}
+
+#[test]
+fn same_seed_same_metrics_whatever_the_rayon_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(dir.path(), &BagSpec { train: 12, val: 6, test: 0, size: 48, seed: 2 }, |_| {});
+    let mut csvs = Vec::new();
+    for (i, threads) in ["1", "2", "2"].iter().enumerate() {
+        let run = dir.path().join(format!("run{i}"));
+        // With augmentation on (the default), so the seeded crops and flips are covered too.
+        prep()
+            .env("RAYON_NUM_THREADS", threads)
+            .args(set(train_args(&bag, &run), "--image-size", "48"))
+            .args(["--epochs", "2", "--unfreeze", "denseblock4,norm5"])
+            .assert()
+            .success();
+        csvs.push(std::fs::read(run.join("metrics.csv")).unwrap());
+    }
+    assert_eq!(csvs[0], csvs[1], "metrics.csv differs between RAYON_NUM_THREADS=1 and 2");
+    assert_eq!(csvs[1], csvs[2], "metrics.csv differs between two identical runs");
+    // Another seed gives other numbers: the comparison above is not vacuous.
+    let run = dir.path().join("other-seed");
+    prep()
+        .args(set(set(train_args(&bag, &run), "--image-size", "48"), "--seed", "8"))
+        .args(["--epochs", "2", "--unfreeze", "denseblock4,norm5"])
+        .assert()
+        .success();
+    assert_ne!(std::fs::read(run.join("metrics.csv")).unwrap(), csvs[0]);
+    let card = json(&dir.path().join("run0/model.json"));
+    assert_eq!(card["trainable_stages"], serde_json::json!(["denseblock4", "norm5"]));
+    assert_eq!(card["frozen_stages"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn repeats_summarise_mean_and_std_and_cache_features_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(dir.path(), &BagSpec { train: 10, val: 6, test: 0, size: 48, seed: 3 }, |_| {});
+    let weights = fixtures().join("densenet-tiny-weights.safetensors");
+    let run = dir.path().join("rep");
+    let out = prep()
+        .args(set(train_args(&bag, &run), "--image-size", "48"))
+        .args(["--epochs", "2", "--repeats", "2", "--weights", weights.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mean ± std"), "{stdout}");
+    for r in ["repeat-1", "repeat-2"] {
+        assert!(run.join(r).join("best.safetensors").is_file());
+    }
+    let s = json(&run.join("summary.json"));
+    assert_eq!(s["repeats"], 2);
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["seed"], 7);
+    assert_eq!(runs[1]["seed"], 8);
+    let accs: Vec<f64> = runs.iter().map(|r| r["max_val_accuracy"].as_f64().unwrap()).collect();
+    let mean = (accs[0] + accs[1]) / 2.0;
+    assert!((s["max_val_accuracy"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    let sd = ((accs[0] - mean).powi(2) + (accs[1] - mean).powi(2)).sqrt(); // n - 1 = 1
+    assert!((s["max_val_accuracy"]["std"].as_f64().unwrap() - sd).abs() < 1e-12);
+    let card = json(&run.join("repeat-1/model.json"));
+    assert_eq!(card["initial_weights"]["sha256"], prep::manifest::hash_file(&weights).unwrap().0);
+
+    // --cache-features: same math as recomputing the frozen stages each time.
+    let mut vals = Vec::new();
+    for cache in [false, true] {
+        let run = dir.path().join(format!("cache-{cache}"));
+        let mut c = prep();
+        c.args(set(train_args(&bag, &run), "--image-size", "48"))
+            .args(["--epochs", "2", "--no-augment", "--weights", weights.to_str().unwrap()]);
+        if cache {
+            c.arg("--cache-features");
+        }
+        c.assert().success();
+        let m = json(&run.join("metrics.json"));
+        vals.push(m["epochs"].as_array().unwrap().iter().map(|e| e["val"]["loss"].as_f64().unwrap()).collect::<Vec<_>>());
+    }
+    for (a, b) in vals[0].iter().zip(&vals[1]) {
+        assert!((a - b).abs() < 1e-4, "val loss with cache {b} vs without {a}");
+    }
+}
+
+fn stderr_of(c: &mut Command) -> (i32, String) {
+    let out = c.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = BagSpec { train: 3, val: 2, test: 0, size: 40, seed: 4 };
+    let small = |name: &str, extra: &dyn Fn(&BagWriter)| {
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        make_bag(&root, &spec, extra)
+    };
+    let run = dir.path().join("run");
+
+    // An empty class folder.
+    let bag = small("empty", &|w| std::fs::create_dir_all(w.staged_path("train/empty-class")).unwrap());
+    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("empty-class") && err.contains("class folder holds no images"), "{err}");
+
+    // A corrupt image: named, before any training.
+    let bag = small("corrupt", &|w| {
+        w.write_payload("train/bright/broken.png", b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    });
+    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("broken.png") && err.contains("not a readable image"), "{err}");
+    assert!(!err.contains("epoch"), "must fail before training: {err}");
+
+    // A bag that fails verification (a payload file altered after the bag was written).
+    let bag = small("tampered", &|_| {});
+    std::fs::write(bag.join("data/val/dark/dark-000.png"), b"changed").unwrap();
+    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("verification failed") && err.contains("dark-000.png"), "{err}");
+
+    // Not a split bag.
+    let root = dir.path().join("nosplit");
+    let w = BagWriter::create(&root, false).unwrap();
+    w.write_payload("images/a/x.png", &disc_image(true, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), 40)).unwrap();
+    let bag = finish(w);
+    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no data/train folder"), "{err}");
+
+    // Wrong-shape weights: the fixture with conv0 of another shape.
+    let good = small("ok", &|_| {});
+    let f = fixtures().join("densenet-tiny-weights.safetensors");
+    let mut tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&f).unwrap();
+    for (n, t) in tensors.iter_mut() {
+        if n == "features.conv0.weight" {
+            *t = Tensor::zeros([16, 3, 5, 5], (Kind::Float, Device::Cpu));
+        }
+    }
+    let bad = dir.path().join("bad.safetensors");
+    Tensor::write_safetensors(&tensors, &bad).unwrap();
+    let mut args = train_args(&good, &run);
+    args.retain(|a| a != "--arch" && a != TINY);
+    let (code, err) = stderr_of(prep().args(&args).args(["--weights", bad.to_str().unwrap()]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("features.conv0.weight has shape [16, 3, 5, 5]") && err.contains("[16, 3, 7, 7]"), "{err}");
+    // Not a safetensors file at all.
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"nope").unwrap();
+    let (code, err) = stderr_of(prep().args(&args).args(["--weights", junk.to_str().unwrap()]));
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("junk.safetensors") && err.contains("not a readable safetensors file"), "{err}");
+
+    // Usage errors, before any work.
+    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).arg("--cache-features"));
+    assert_eq!(code, 2);
+    assert!(err.contains("--no-augment"), "{err}");
+    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args(["--unfreeze", "denseblock9"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("denseblock9") && err.contains("denseblock4"), "{err}");
+    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args(["--arch", "resnet50"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(!run.exists(), "no output after failures");
+    // An existing output is kept unless --force.
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("keep"), b"x").unwrap();
+    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args(["--epochs", "1"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(run.join("keep").exists());
+}
+
+#[test]
+fn cuda_without_gpu_is_a_clear_error_and_auto_falls_back() {
+    if tch::Cuda::is_available() {
+        println!("skipped: a CUDA GPU is visible");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(dir.path(), &BagSpec { train: 3, val: 2, test: 0, size: 40, seed: 5 }, |_| {});
+    let run = dir.path().join("run");
+    let mut args = train_args(&bag, &run);
+    let d = args.iter().position(|a| a == "--device").unwrap();
+    args[d + 1] = "cuda".into();
+    let (code, err) = stderr_of(prep().args(&args).args(["--epochs", "1"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--device cuda"), "{err}");
+    args[d + 1] = "auto".into();
+    let (code, err) = stderr_of(prep().args(set(args, "--image-size", "40")).args(["--epochs", "1"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("running on the CPU"), "{err}");
 }
