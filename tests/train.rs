@@ -507,3 +507,58 @@ fn cuda_without_gpu_is_a_clear_error_and_auto_falls_back() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("running on the CPU"), "{err}");
 }
+
+#[test]
+fn val_transform_matches_torchvision_pil() {
+    let Some(py) = python() else {
+        println!("skipped: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    // Grey and colour, landscape and portrait, shrinking by non-integer factors.
+    let cases: Vec<(PathBuf, u32)> = [(301u32, 203u32, true), (150, 260, false), (97, 97, true)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, h, grey))| {
+            let p = dir.path().join(format!("img{i}.png"));
+            if grey {
+                GrayImage::from_fn(w, h, |x, y| Luma([((x * 7 + y * 3) % 256) as u8 ^ rng.gen::<u8>() / 4])).save(&p).unwrap();
+            } else {
+                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, rng.gen()])).save(&p).unwrap();
+            }
+            (p, 64)
+        })
+        .collect();
+    let script = r#"
+import sys, torch
+from PIL import Image
+from torchvision import transforms
+from safetensors.torch import save_file
+tf = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor(),
+                         transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+out = {f"img{i}": tf(Image.open(p).convert("RGB")).contiguous() for i, p in enumerate(sys.argv[2:])}
+save_file(out, sys.argv[1])
+"#;
+    let expected = dir.path().join("expected.safetensors");
+    let st = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(&expected)
+        .args(cases.iter().map(|c| &c.0))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exp = read(&expected);
+    let level = 1.0 / 255.0 / 0.224; // one 8-bit level, in normalised units (mid std)
+    for (i, (p, size)) in cases.iter().enumerate() {
+        let img = prep::train::data::load_rgb(p).unwrap();
+        let tf = prep::train::data::Transform { size: *size, augment: false };
+        let v = tf.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+        let ours = Tensor::from_slice(&v).view([3, 64, 64]);
+        let d = (&ours - &exp[&format!("img{i}")]).abs();
+        let (max, mean) = (d.max().double_value(&[]) / level, d.mean(Kind::Float).double_value(&[]) / level);
+        println!("img{i}: max {max:.2} levels, mean {mean:.3} levels from torchvision (PIL)");
+        assert!(max <= 1.01 && mean <= 0.25, "img{i}: val transform differs from torchvision's by max {max} / mean {mean} levels");
+    }
+}
