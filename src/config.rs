@@ -119,11 +119,17 @@ pub fn device_choice(d: crate::cli::DeviceArg) -> prep::train::device::DeviceCho
 }
 
 #[cfg(feature = "train")]
-pub fn train_config(a: crate::cli::TrainArgs, argv: Vec<String>) -> Result<prep::train::run::TrainConfig> {
+pub fn train_config(
+    a: crate::cli::TrainArgs,
+    argv: Vec<String>,
+) -> Result<prep::train::run::TrainConfig> {
     use prep::train::optim::AdamConfig;
     use prep::train::{DenseNetConfig, Unfreeze};
     if !a.data.is_dir() {
-        return Err(Error::bad_input(&a.data, "data bag does not exist or is not a folder"));
+        return Err(Error::bad_input(
+            &a.data,
+            "data bag does not exist or is not a folder",
+        ));
     }
     if let Some(w) = &a.weights {
         if !w.is_file() {
@@ -137,7 +143,9 @@ pub fn train_config(a: crate::cli::TrainArgs, argv: Vec<String>) -> Result<prep:
         if v.is_finite() && v >= 0.0 {
             Ok(())
         } else {
-            Err(Error::Usage(format!("--{name} must be a non-negative number, not {v}")))
+            Err(Error::Usage(format!(
+                "--{name} must be a non-negative number, not {v}"
+            )))
         }
     };
     positive_number("lr", a.lr)?;
@@ -145,13 +153,21 @@ pub fn train_config(a: crate::cli::TrainArgs, argv: Vec<String>) -> Result<prep:
     if a.lr == 0.0 {
         return Err(Error::Usage("--lr must be above 0".into()));
     }
-    for (name, v) in [("epochs", a.epochs), ("batch-size", a.batch_size), ("repeats", a.repeats), ("patience", a.patience)] {
+    for (name, v) in [
+        ("epochs", a.epochs),
+        ("batch-size", a.batch_size),
+        ("repeats", a.repeats),
+        ("patience", a.patience),
+    ] {
         if v == 0 {
             return Err(Error::Usage(format!("--{name} must be at least 1")));
         }
     }
     if a.image_size < 32 {
-        return Err(Error::Usage(format!("--image-size {} is too small: DenseNet needs at least 32 pixels", a.image_size)));
+        return Err(Error::Usage(format!(
+            "--image-size {} is too small: DenseNet needs at least 32 pixels",
+            a.image_size
+        )));
     }
     if a.cache_features && !a.no_augment {
         return Err(Error::Usage(
@@ -160,7 +176,9 @@ pub fn train_config(a: crate::cli::TrainArgs, argv: Vec<String>) -> Result<prep:
     }
     let unfreeze = Unfreeze::parse(&a.unfreeze);
     if a.cache_features && unfreeze == Unfreeze::All {
-        return Err(Error::Usage("--cache-features with --unfreeze all: nothing is frozen, nothing to cache".into()));
+        return Err(Error::Usage(
+            "--cache-features with --unfreeze all: nothing is frozen, nothing to cache".into(),
+        ));
     }
     if let Some(t) = a.threads {
         if t < 1 {
@@ -175,7 +193,11 @@ pub fn train_config(a: crate::cli::TrainArgs, argv: Vec<String>) -> Result<prep:
         unfreeze,
         epochs: a.epochs,
         patience: a.patience,
-        adam: AdamConfig { lr: a.lr, weight_decay: a.weight_decay, ..AdamConfig::default() },
+        adam: AdamConfig {
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            ..AdamConfig::default()
+        },
         batch_size: a.batch_size,
         seed: a.seed,
         image_size: a.image_size,

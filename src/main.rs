@@ -187,7 +187,8 @@ fn predict_cmd(args: cli::PredictArgs) -> Result<ExitCode, Error> {
     if let Some(n) = note {
         eprintln!("note: {n}");
     }
-    let model = prep::train::predict::load_model(&args.model, args.classes, args.image_size, device)?;
+    let model =
+        prep::train::predict::load_model(&args.model, args.classes, args.image_size, device)?;
     let preds = prep::train::predict::predict(&model, &args.images)?;
     if args.json {
         println!(

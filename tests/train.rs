@@ -14,7 +14,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn read(path: &Path) -> BTreeMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
@@ -29,7 +32,10 @@ fn check_parity(weights: &Path, expected: &Path) {
     let cfg = DenseNetConfig::infer(&shapes, weights).unwrap();
     let mut net = DenseNet::new(cfg, Device::Cpu);
     let report = net.load_weights(weights, false).unwrap();
-    assert!(report.new_head.is_none() && report.unused.is_empty(), "{report:?}");
+    assert!(
+        report.new_head.is_none() && report.unused.is_empty(),
+        "{report:?}"
+    );
 
     let x = &exp["input"];
     let y = &exp["labels"];
@@ -51,7 +57,10 @@ fn check_parity(weights: &Path, expected: &Path) {
     let e1 = exp["loss_step1"].double_value(&[0]);
     println!("loss before step {l0} (torch {e0}), after {l1} (torch {e1})");
     assert!((l0 - e0).abs() <= 1e-4, "training loss {l0} vs torch {e0}");
-    assert!((l1 - e1).abs() <= 1e-4, "loss after one Adam step {l1} vs torch {e1}");
+    assert!(
+        (l1 - e1).abs() <= 1e-4,
+        "loss after one Adam step {l1} vs torch {e1}"
+    );
     let d1 = max_abs(&logits1, &exp["logits_step1"]);
     assert!(d1 <= 1e-4, "logits after one Adam step differ by {d1}");
     // The step really moved something, so the comparison above is not vacuous.
@@ -102,16 +111,37 @@ fn parity_with_torchvision_full_densenet121() {
 fn misshapen_and_missing_weights_are_named() {
     let f = fixtures().join("densenet-tiny-weights.safetensors");
     // Another growth rate: every conv has another shape.
-    let mut net = DenseNet::new(DenseNetConfig::parse("densenet:4,2-2-2-2,16,2", 2).unwrap(), Device::Cpu);
+    let mut net = DenseNet::new(
+        DenseNetConfig::parse("densenet:4,2-2-2-2,16,2", 2).unwrap(),
+        Device::Cpu,
+    );
     let err = net.load_weights(&f, false).unwrap_err().to_string();
-    assert!(err.contains("tensor classifier.weight has shape [2, 32]") && err.contains("needs [2, 17]"), "{err}");
+    assert!(
+        err.contains("tensor classifier.weight has shape [2, 32]") && err.contains("needs [2, 17]"),
+        "{err}"
+    );
     // More layers than the file has.
-    let mut net = DenseNet::new(DenseNetConfig::parse("densenet:8,2-2-2-3,16,2", 2).unwrap(), Device::Cpu);
+    let mut net = DenseNet::new(
+        DenseNetConfig::parse("densenet:8,2-2-2-3,16,2", 2).unwrap(),
+        Device::Cpu,
+    );
     let err = net.load_weights(&f, false).unwrap_err().to_string();
-    assert!(err.contains("missing tensors features.denseblock4.denselayer3.conv1.weight [16, 32, 1, 1]"), "{err}");
+    assert!(
+        err.contains(
+            "missing tensors features.denseblock4.denselayer3.conv1.weight [16, 32, 1, 1]"
+        ),
+        "{err}"
+    );
     // A new head is allowed when fine-tuning, not for prediction.
-    let mut net = DenseNet::new(DenseNetConfig::parse("densenet:8,2-2-2-2,16,2", 3).unwrap(), Device::Cpu);
-    assert!(net.load_weights(&f, false).unwrap_err().to_string().contains("tensor classifier.bias has shape [2]"));
+    let mut net = DenseNet::new(
+        DenseNetConfig::parse("densenet:8,2-2-2-2,16,2", 3).unwrap(),
+        Device::Cpu,
+    );
+    assert!(net
+        .load_weights(&f, false)
+        .unwrap_err()
+        .to_string()
+        .contains("tensor classifier.bias has shape [2]"));
     let r = net.load_weights(&f, true).unwrap();
     assert!(r.new_head.is_some());
     let _ = Kind::Float;
@@ -133,7 +163,11 @@ fn convert_weights_renames_chexnet_layouts() {
         .unwrap();
     assert!(st.success(), "convert-weights.py --self-test failed");
     // What it wrote loads, by name, into our DenseNet (a 14-finding CheXNet head).
-    for f in ["model.pth.tar.safetensors", "checkpoint.safetensors", "densenet121-old.pth.safetensors"] {
+    for f in [
+        "model.pth.tar.safetensors",
+        "checkpoint.safetensors",
+        "densenet121-old.pth.safetensors",
+    ] {
         let p = dir.path().join(f);
         let cfg = DenseNetConfig::infer(&DenseNet::read_shapes(&p).unwrap(), &p).unwrap();
         assert_eq!(cfg.num_classes, 14);
@@ -171,7 +205,8 @@ fn disc_image(bright: bool, rng: &mut impl Rng, size: u32) -> Vec<u8> {
         Luma([v.clamp(0.0, 255.0) as u8])
     });
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
     out
 }
 
@@ -205,11 +240,16 @@ fn make_bag(root: &Path, spec: &BagSpec, extra: impl FnOnce(&BagWriter)) -> Path
     let w = BagWriter::create(&out, false).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed);
     let mut records = String::from("path\n");
-    for (split, n) in [("train", spec.train), ("val", spec.val), ("test", spec.test)] {
+    for (split, n) in [
+        ("train", spec.train),
+        ("val", spec.val),
+        ("test", spec.test),
+    ] {
         for class in ["bright", "dark"] {
             for i in 0..n {
                 let rel = format!("{split}/{class}/{class}-{i:03}.png");
-                w.write_payload(&rel, &disc_image(class == "bright", &mut rng, spec.size)).unwrap();
+                w.write_payload(&rel, &disc_image(class == "bright", &mut rng, spec.size))
+                    .unwrap();
                 records.push_str(&format!("data/{rel}\n"));
             }
         }
@@ -227,8 +267,23 @@ fn prep() -> Command {
 
 fn train_args(bag: &Path, out: &Path) -> Vec<String> {
     [
-        "train", "--data", bag.to_str().unwrap(), "--out", out.to_str().unwrap(), "--arch", TINY,
-        "--image-size", "64", "--batch-size", "16", "--threads", "2", "--device", "cpu", "--seed", "7",
+        "train",
+        "--data",
+        bag.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--arch",
+        TINY,
+        "--image-size",
+        "64",
+        "--batch-size",
+        "16",
+        "--threads",
+        "2",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -249,23 +304,59 @@ fn json(path: &Path) -> serde_json::Value {
 #[test]
 fn learns_synthetic_discs_and_writes_every_output() {
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(dir.path(), &BagSpec { train: 48, val: 20, test: 10, size: 64, seed: 1 }, |_| {});
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 48,
+            val: 20,
+            test: 10,
+            size: 64,
+            seed: 1,
+        },
+        |_| {},
+    );
     let run = dir.path().join("run");
     let t = std::time::Instant::now();
     let out = prep()
         .args(train_args(&bag, &run))
-        .args(["--unfreeze", "all", "--no-augment", "--epochs", "12", "--patience", "12"])
+        .args([
+            "--unfreeze",
+            "all",
+            "--no-augment",
+            "--epochs",
+            "12",
+            "--patience",
+            "12",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{}\n{stderr}\ntrained in {:.1} s", String::from_utf8_lossy(&out.stdout), t.elapsed().as_secs_f64());
+    println!(
+        "{}\n{stderr}\ntrained in {:.1} s",
+        String::from_utf8_lossy(&out.stdout),
+        t.elapsed().as_secs_f64()
+    );
     assert!(out.status.success());
-    assert!(stderr.contains("random initialisation"), "random init must be announced");
+    assert!(
+        stderr.contains("random initialisation"),
+        "random init must be announced"
+    );
     let m = json(&run.join("metrics.json"));
     let best = m["max_val_accuracy"].as_f64().unwrap();
     assert!(best >= 0.95, "max val accuracy {best}");
     // Every file the run promises.
-    for f in ["metrics.csv", "metrics.json", "timing.csv", "loss.png", "accuracy.png", "best.safetensors", "model.json", "test.json", "summary.json", "summary.md"] {
+    for f in [
+        "metrics.csv",
+        "metrics.json",
+        "timing.csv",
+        "loss.png",
+        "accuracy.png",
+        "best.safetensors",
+        "model.json",
+        "test.json",
+        "summary.json",
+        "summary.md",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     for f in ["loss.png", "accuracy.png"] {
@@ -274,27 +365,57 @@ fn learns_synthetic_discs_and_writes_every_output() {
     }
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert!(csv.starts_with("epoch,train_loss,train_accuracy,train_auc,train_sensitivity,train_specificity,train_confusion,val_loss,"));
-    assert_eq!(csv.lines().count(), 1 + m["epochs"].as_array().unwrap().len());
-    assert!(!csv.contains("seconds"), "wall-clock times stay out of metrics.csv");
+    assert_eq!(
+        csv.lines().count(),
+        1 + m["epochs"].as_array().unwrap().len()
+    );
+    assert!(
+        !csv.contains("seconds"),
+        "wall-clock times stay out of metrics.csv"
+    );
     let card = json(&run.join("model.json"));
     assert_eq!(card["classes"], serde_json::json!(["bright", "dark"]));
     assert_eq!(card["arch"], TINY);
     assert_eq!(card["image_size"], 64);
     assert_eq!(card["seed"], 7);
     assert_eq!(card["frozen_stages"], serde_json::json!([]));
-    assert_eq!(card["data"]["manifest_sha256"], prep::manifest::manifest_sha256(&bag).unwrap());
-    assert_eq!(card["normalisation"]["mean"][0].as_f64().unwrap(), 0.485f32 as f64);
+    assert_eq!(
+        card["data"]["manifest_sha256"],
+        prep::manifest::manifest_sha256(&bag).unwrap()
+    );
+    assert_eq!(
+        card["normalisation"]["mean"][0].as_f64().unwrap(),
+        0.485f32 as f64
+    );
     let test = json(&run.join("test.json"));
     assert!(test["test"]["accuracy"].as_f64().unwrap() >= 0.8, "{test}");
     assert_eq!(test["test"]["images"], 20);
 
     // predict: the run folder, JSON, input order kept.
-    let imgs: Vec<PathBuf> = ["test/bright/bright-000.png", "test/dark/dark-000.png", "test/bright/bright-001.png", "test/dark/dark-001.png"]
-        .iter()
-        .map(|p| bag.join("data").join(p))
-        .collect();
-    let out = prep().arg("predict").arg("--model").arg(&run).arg("--json").arg("--device").arg("cpu").args(&imgs).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imgs: Vec<PathBuf> = [
+        "test/bright/bright-000.png",
+        "test/dark/dark-000.png",
+        "test/bright/bright-001.png",
+        "test/dark/dark-001.png",
+    ]
+    .iter()
+    .map(|p| bag.join("data").join(p))
+    .collect();
+    let out = prep()
+        .arg("predict")
+        .arg("--model")
+        .arg(&run)
+        .arg("--json")
+        .arg("--device")
+        .arg("cpu")
+        .args(&imgs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let preds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let preds = preds.as_array().unwrap();
     assert_eq!(preds.len(), 4);
@@ -312,9 +433,39 @@ fn learns_synthetic_discs_and_writes_every_output() {
     assert!(right >= 3, "{preds:?}");
     // A bare weights file needs --classes, of the right count.
     let w = run.join("best.safetensors");
-    prep().args(["predict", "--model", w.to_str().unwrap(), imgs[0].to_str().unwrap()]).assert().code(2);
-    prep().args(["predict", "--model", w.to_str().unwrap(), "--classes", "a,b,c", imgs[0].to_str().unwrap()]).assert().code(2);
-    let out = prep().args(["predict", "--model", w.to_str().unwrap(), "--image-size", "64", "--classes", "bright,dark", imgs[0].to_str().unwrap()]).output().unwrap();
+    prep()
+        .args([
+            "predict",
+            "--model",
+            w.to_str().unwrap(),
+            imgs[0].to_str().unwrap(),
+        ])
+        .assert()
+        .code(2);
+    prep()
+        .args([
+            "predict",
+            "--model",
+            w.to_str().unwrap(),
+            "--classes",
+            "a,b,c",
+            imgs[0].to_str().unwrap(),
+        ])
+        .assert()
+        .code(2);
+    let out = prep()
+        .args([
+            "predict",
+            "--model",
+            w.to_str().unwrap(),
+            "--image-size",
+            "64",
+            "--classes",
+            "bright,dark",
+            imgs[0].to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("bright"));
 }
@@ -322,7 +473,17 @@ fn learns_synthetic_discs_and_writes_every_output() {
 #[test]
 fn same_seed_same_metrics_whatever_the_rayon_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(dir.path(), &BagSpec { train: 12, val: 6, test: 0, size: 48, seed: 2 }, |_| {});
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 12,
+            val: 6,
+            test: 0,
+            size: 48,
+            seed: 2,
+        },
+        |_| {},
+    );
     let mut csvs = Vec::new();
     for (i, threads) in ["1", "2", "2"].iter().enumerate() {
         let run = dir.path().join(format!("run{i}"));
@@ -335,33 +496,67 @@ fn same_seed_same_metrics_whatever_the_rayon_threads() {
             .success();
         csvs.push(std::fs::read(run.join("metrics.csv")).unwrap());
     }
-    assert_eq!(csvs[0], csvs[1], "metrics.csv differs between RAYON_NUM_THREADS=1 and 2");
-    assert_eq!(csvs[1], csvs[2], "metrics.csv differs between two identical runs");
+    assert_eq!(
+        csvs[0], csvs[1],
+        "metrics.csv differs between RAYON_NUM_THREADS=1 and 2"
+    );
+    assert_eq!(
+        csvs[1], csvs[2],
+        "metrics.csv differs between two identical runs"
+    );
     // Another seed gives other numbers: the comparison above is not vacuous.
     let run = dir.path().join("other-seed");
     prep()
-        .args(set(set(train_args(&bag, &run), "--image-size", "48"), "--seed", "8"))
+        .args(set(
+            set(train_args(&bag, &run), "--image-size", "48"),
+            "--seed",
+            "8",
+        ))
         .args(["--epochs", "2", "--unfreeze", "denseblock4,norm5"])
         .assert()
         .success();
     assert_ne!(std::fs::read(run.join("metrics.csv")).unwrap(), csvs[0]);
     let card = json(&dir.path().join("run0/model.json"));
-    assert_eq!(card["trainable_stages"], serde_json::json!(["denseblock4", "norm5"]));
+    assert_eq!(
+        card["trainable_stages"],
+        serde_json::json!(["denseblock4", "norm5"])
+    );
     assert_eq!(card["frozen_stages"].as_array().unwrap().len(), 7);
 }
 
 #[test]
 fn repeats_summarise_mean_and_std_and_cache_features_matches() {
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(dir.path(), &BagSpec { train: 10, val: 6, test: 0, size: 48, seed: 3 }, |_| {});
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 10,
+            val: 6,
+            test: 0,
+            size: 48,
+            seed: 3,
+        },
+        |_| {},
+    );
     let weights = fixtures().join("densenet-tiny-weights.safetensors");
     let run = dir.path().join("rep");
     let out = prep()
         .args(set(train_args(&bag, &run), "--image-size", "48"))
-        .args(["--epochs", "2", "--repeats", "2", "--weights", weights.to_str().unwrap()])
+        .args([
+            "--epochs",
+            "2",
+            "--repeats",
+            "2",
+            "--weights",
+            weights.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("mean ± std"), "{stdout}");
     for r in ["repeat-1", "repeat-2"] {
@@ -372,13 +567,19 @@ fn repeats_summarise_mean_and_std_and_cache_features_matches() {
     let runs = s["runs"].as_array().unwrap();
     assert_eq!(runs[0]["seed"], 7);
     assert_eq!(runs[1]["seed"], 8);
-    let accs: Vec<f64> = runs.iter().map(|r| r["max_val_accuracy"].as_f64().unwrap()).collect();
+    let accs: Vec<f64> = runs
+        .iter()
+        .map(|r| r["max_val_accuracy"].as_f64().unwrap())
+        .collect();
     let mean = (accs[0] + accs[1]) / 2.0;
     assert!((s["max_val_accuracy"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
     let sd = ((accs[0] - mean).powi(2) + (accs[1] - mean).powi(2)).sqrt(); // n - 1 = 1
     assert!((s["max_val_accuracy"]["std"].as_f64().unwrap() - sd).abs() < 1e-12);
     let card = json(&run.join("repeat-1/model.json"));
-    assert_eq!(card["initial_weights"]["sha256"], prep::manifest::hash_file(&weights).unwrap().0);
+    assert_eq!(
+        card["initial_weights"]["sha256"],
+        prep::manifest::hash_file(&weights).unwrap().0
+    );
 
     // --cache-features: same math as recomputing the frozen stages each time.
     let mut vals = Vec::new();
@@ -386,28 +587,53 @@ fn repeats_summarise_mean_and_std_and_cache_features_matches() {
         let run = dir.path().join(format!("cache-{cache}"));
         let mut c = prep();
         c.args(set(train_args(&bag, &run), "--image-size", "48"))
-            .args(["--epochs", "2", "--no-augment", "--weights", weights.to_str().unwrap()]);
+            .args([
+                "--epochs",
+                "2",
+                "--no-augment",
+                "--weights",
+                weights.to_str().unwrap(),
+            ]);
         if cache {
             c.arg("--cache-features");
         }
         c.assert().success();
         let m = json(&run.join("metrics.json"));
-        vals.push(m["epochs"].as_array().unwrap().iter().map(|e| e["val"]["loss"].as_f64().unwrap()).collect::<Vec<_>>());
+        vals.push(
+            m["epochs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["val"]["loss"].as_f64().unwrap())
+                .collect::<Vec<_>>(),
+        );
     }
     for (a, b) in vals[0].iter().zip(&vals[1]) {
-        assert!((a - b).abs() < 1e-4, "val loss with cache {b} vs without {a}");
+        assert!(
+            (a - b).abs() < 1e-4,
+            "val loss with cache {b} vs without {a}"
+        );
     }
 }
 
 fn stderr_of(c: &mut Command) -> (i32, String) {
     let out = c.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
 fn bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = BagSpec { train: 3, val: 2, test: 0, size: 40, seed: 4 };
+    let spec = BagSpec {
+        train: 3,
+        val: 2,
+        test: 0,
+        size: 40,
+        seed: 4,
+    };
     let small = |name: &str, extra: &dyn Fn(&BagWriter)| {
         let root = dir.path().join(name);
         std::fs::create_dir_all(&root).unwrap();
@@ -416,18 +642,27 @@ fn bad_inputs_get_clear_errors() {
     let run = dir.path().join("run");
 
     // An empty class folder.
-    let bag = small("empty", &|w| std::fs::create_dir_all(w.staged_path("train/empty-class")).unwrap());
-    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
-    assert_eq!(code, 3, "{err}");
-    assert!(err.contains("empty-class") && err.contains("class folder holds no images"), "{err}");
-
-    // A corrupt image: named, before any training.
-    let bag = small("corrupt", &|w| {
-        w.write_payload("train/bright/broken.png", b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let bag = small("empty", &|w| {
+        std::fs::create_dir_all(w.staged_path("train/empty-class")).unwrap()
     });
     let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("broken.png") && err.contains("not a readable image"), "{err}");
+    assert!(
+        err.contains("empty-class") && err.contains("class folder holds no images"),
+        "{err}"
+    );
+
+    // A corrupt image: named, before any training.
+    let bag = small("corrupt", &|w| {
+        w.write_payload("train/bright/broken.png", b"\x89PNG\r\n\x1a\nnot really")
+            .unwrap();
+    });
+    let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("broken.png") && err.contains("not a readable image"),
+        "{err}"
+    );
     assert!(!err.contains("epoch"), "must fail before training: {err}");
 
     // A bag that fails verification (a payload file altered after the bag was written).
@@ -435,12 +670,19 @@ fn bad_inputs_get_clear_errors() {
     std::fs::write(bag.join("data/val/dark/dark-000.png"), b"changed").unwrap();
     let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("verification failed") && err.contains("dark-000.png"), "{err}");
+    assert!(
+        err.contains("verification failed") && err.contains("dark-000.png"),
+        "{err}"
+    );
 
     // Not a split bag.
     let root = dir.path().join("nosplit");
     let w = BagWriter::create(&root, false).unwrap();
-    w.write_payload("images/a/x.png", &disc_image(true, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), 40)).unwrap();
+    w.write_payload(
+        "images/a/x.png",
+        &disc_image(true, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), 40),
+    )
+    .unwrap();
     let bag = finish(w);
     let (code, err) = stderr_of(prep().args(train_args(&bag, &run)));
     assert_eq!(code, 3, "{err}");
@@ -459,24 +701,50 @@ fn bad_inputs_get_clear_errors() {
     Tensor::write_safetensors(&tensors, &bad).unwrap();
     let mut args = train_args(&good, &run);
     args.retain(|a| a != "--arch" && a != TINY);
-    let (code, err) = stderr_of(prep().args(&args).args(["--weights", bad.to_str().unwrap()]));
+    let (code, err) = stderr_of(
+        prep()
+            .args(&args)
+            .args(["--weights", bad.to_str().unwrap()]),
+    );
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("features.conv0.weight has shape [16, 3, 5, 5]") && err.contains("[16, 3, 7, 7]"), "{err}");
+    assert!(
+        err.contains("features.conv0.weight has shape [16, 3, 5, 5]")
+            && err.contains("[16, 3, 7, 7]"),
+        "{err}"
+    );
     // Not a safetensors file at all.
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"nope").unwrap();
-    let (code, err) = stderr_of(prep().args(&args).args(["--weights", junk.to_str().unwrap()]));
+    let (code, err) = stderr_of(
+        prep()
+            .args(&args)
+            .args(["--weights", junk.to_str().unwrap()]),
+    );
     assert_eq!(code, 3, "{err}");
-    assert!(err.contains("junk.safetensors") && err.contains("not a readable safetensors file"), "{err}");
+    assert!(
+        err.contains("junk.safetensors") && err.contains("not a readable safetensors file"),
+        "{err}"
+    );
 
     // Usage errors, before any work.
     let (code, err) = stderr_of(prep().args(train_args(&good, &run)).arg("--cache-features"));
     assert_eq!(code, 2);
     assert!(err.contains("--no-augment"), "{err}");
-    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args(["--unfreeze", "denseblock9"]));
+    let (code, err) = stderr_of(
+        prep()
+            .args(train_args(&good, &run))
+            .args(["--unfreeze", "denseblock9"]),
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("denseblock9") && err.contains("denseblock4"), "{err}");
-    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args(["--arch", "resnet50"]));
+    assert!(
+        err.contains("denseblock9") && err.contains("denseblock4"),
+        "{err}"
+    );
+    let (code, err) = stderr_of(
+        prep()
+            .args(train_args(&good, &run))
+            .args(["--arch", "resnet50"]),
+    );
     assert_eq!(code, 2, "{err}");
     assert!(!run.exists(), "no output after failures");
     // An existing output is kept unless --force.
@@ -494,7 +762,17 @@ fn cuda_without_gpu_is_a_clear_error_and_auto_falls_back() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(dir.path(), &BagSpec { train: 3, val: 2, test: 0, size: 40, seed: 5 }, |_| {});
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 3,
+            val: 2,
+            test: 0,
+            size: 40,
+            seed: 5,
+        },
+        |_| {},
+    );
     let run = dir.path().join("run");
     let mut args = train_args(&bag, &run);
     let d = args.iter().position(|a| a == "--device").unwrap();
@@ -503,7 +781,11 @@ fn cuda_without_gpu_is_a_clear_error_and_auto_falls_back() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--device cuda"), "{err}");
     args[d + 1] = "auto".into();
-    let (code, err) = stderr_of(prep().args(set(args, "--image-size", "40")).args(["--epochs", "1"]));
+    let (code, err) = stderr_of(
+        prep()
+            .args(set(args, "--image-size", "40"))
+            .args(["--epochs", "1"]),
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("running on the CPU"), "{err}");
 }
@@ -523,9 +805,17 @@ fn val_transform_matches_torchvision_pil() {
         .map(|(i, &(w, h, grey))| {
             let p = dir.path().join(format!("img{i}.png"));
             if grey {
-                GrayImage::from_fn(w, h, |x, y| Luma([((x * 7 + y * 3) % 256) as u8 ^ rng.gen::<u8>() / 4])).save(&p).unwrap();
+                GrayImage::from_fn(w, h, |x, y| {
+                    Luma([((x * 7 + y * 3) % 256) as u8 ^ rng.gen::<u8>() / 4])
+                })
+                .save(&p)
+                .unwrap();
             } else {
-                image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, rng.gen()])).save(&p).unwrap();
+                image::RgbImage::from_fn(w, h, |x, y| {
+                    image::Rgb([(x % 256) as u8, (y % 256) as u8, rng.gen()])
+                })
+                .save(&p)
+                .unwrap();
             }
             (p, 64)
         })
@@ -553,12 +843,21 @@ save_file(out, sys.argv[1])
     let level = 1.0 / 255.0 / 0.224; // one 8-bit level, in normalised units (mid std)
     for (i, (p, size)) in cases.iter().enumerate() {
         let img = prep::train::data::load_rgb(p).unwrap();
-        let tf = prep::train::data::Transform { size: *size, augment: false };
+        let tf = prep::train::data::Transform {
+            size: *size,
+            augment: false,
+        };
         let v = tf.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
         let ours = Tensor::from_slice(&v).view([3, 64, 64]);
         let d = (&ours - &exp[&format!("img{i}")]).abs();
-        let (max, mean) = (d.max().double_value(&[]) / level, d.mean(Kind::Float).double_value(&[]) / level);
+        let (max, mean) = (
+            d.max().double_value(&[]) / level,
+            d.mean(Kind::Float).double_value(&[]) / level,
+        );
         println!("img{i}: max {max:.2} levels, mean {mean:.3} levels from torchvision (PIL)");
-        assert!(max <= 1.01 && mean <= 0.25, "img{i}: val transform differs from torchvision's by max {max} / mean {mean} levels");
+        assert!(
+            max <= 1.01 && mean <= 0.25,
+            "img{i}: val transform differs from torchvision's by max {max} / mean {mean} levels"
+        );
     }
 }

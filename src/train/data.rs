@@ -22,7 +22,9 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// torchvision's IMG_EXTENSIONS (the image ones prep's stages write).
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "pgm", "ppm"];
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "pgm", "ppm",
+];
 
 #[derive(Debug, Clone)]
 pub struct Sample {
@@ -60,7 +62,11 @@ pub fn open_split_bag(bag: &Path) -> Result<SplitData> {
     if classes.len() < 2 {
         return Err(Error::bad_input(
             &train_dir,
-            format!("needs at least two class folders, found {}: {:?}", classes.len(), classes),
+            format!(
+                "needs at least two class folders, found {}: {:?}",
+                classes.len(),
+                classes
+            ),
         ));
     }
     let train = read_split(bag, "train", &classes, true)?;
@@ -100,14 +106,22 @@ fn class_folders(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// One split's samples, sorted by id. `every_class`: each training class must have a folder.
-fn read_split(bag: &Path, split: &str, classes: &[String], every_class: bool) -> Result<Vec<Sample>> {
+fn read_split(
+    bag: &Path,
+    split: &str,
+    classes: &[String],
+    every_class: bool,
+) -> Result<Vec<Sample>> {
     let dir = bag.join("data").join(split);
     let present = class_folders(&dir)?;
     for c in &present {
         if !classes.contains(c) {
             return Err(Error::bad_input(
                 dir.join(c),
-                format!("class folder not in data/train (classes: {})", classes.join(", ")),
+                format!(
+                    "class folder not in data/train (classes: {})",
+                    classes.join(", ")
+                ),
             ));
         }
     }
@@ -116,7 +130,10 @@ fn read_split(bag: &Path, split: &str, classes: &[String], every_class: bool) ->
         let cdir = dir.join(class);
         if !cdir.is_dir() {
             if every_class {
-                return Err(Error::bad_input(&cdir, format!("missing: every class needs a {split} folder")));
+                return Err(Error::bad_input(
+                    &cdir,
+                    format!("missing: every class needs a {split} folder"),
+                ));
             }
             continue;
         }
@@ -186,7 +203,11 @@ pub struct Transform {
 }
 
 /// Where torchvision's `RandomResizedCrop.get_params` would crop: (top, left, height, width).
-pub fn random_resized_crop_params(width: u32, height: u32, rng: &mut impl Rng) -> (u32, u32, u32, u32) {
+pub fn random_resized_crop_params(
+    width: u32,
+    height: u32,
+    rng: &mut impl Rng,
+) -> (u32, u32, u32, u32) {
     let (w0, h0) = (width as f64, height as f64);
     let area = w0 * h0;
     let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
@@ -338,7 +359,10 @@ mod tests {
         for (w, h) in [(100, 100), (300, 50), (50, 300), (1, 1), (64, 48)] {
             for _ in 0..200 {
                 let (t, l, ch, cw) = random_resized_crop_params(w, h, &mut rng);
-                assert!(ch >= 1 && cw >= 1 && t + ch <= h && l + cw <= w, "{w}x{h}: {t} {l} {ch} {cw}");
+                assert!(
+                    ch >= 1 && cw >= 1 && t + ch <= h && l + cw <= w,
+                    "{w}x{h}: {t} {l} {ch} {cw}"
+                );
             }
         }
     }
@@ -346,7 +370,10 @@ mod tests {
     #[test]
     fn val_transform_shapes_and_normalises() {
         let img = RgbImage::from_pixel(80, 40, image::Rgb([255, 255, 255]));
-        let t = Transform { size: 32, augment: false };
+        let t = Transform {
+            size: 32,
+            augment: false,
+        };
         let v = t.apply(&img, &mut ChaCha8Rng::seed_from_u64(0));
         assert_eq!(v.len(), 3 * 32 * 32);
         assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);

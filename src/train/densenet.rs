@@ -60,11 +60,14 @@ impl DenseNetConfig {
         if parts.len() != 4 {
             return Err(bad());
         }
-        let num = |s: &str| s.trim().parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(bad);
-        let blocks = parts[1]
-            .split('-')
-            .map(num)
-            .collect::<Result<Vec<_>>>()?;
+        let num = |s: &str| {
+            s.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(bad)
+        };
+        let blocks = parts[1].split('-').map(num).collect::<Result<Vec<_>>>()?;
         if blocks.is_empty() {
             return Err(bad());
         }
@@ -81,7 +84,13 @@ impl DenseNetConfig {
     pub fn infer(shapes: &BTreeMap<String, Vec<i64>>, file: &Path) -> Result<Self> {
         let get = |name: &str| {
             shapes.get(name).ok_or_else(|| {
-                Error::bad_input(file, format!("not a torchvision DenseNet: no tensor {name}{}", rename_hint(shapes)))
+                Error::bad_input(
+                    file,
+                    format!(
+                        "not a torchvision DenseNet: no tensor {name}{}",
+                        rename_hint(shapes)
+                    ),
+                )
             })
         };
         let conv0 = get("features.conv0.weight")?;
@@ -154,10 +163,12 @@ impl DenseNetConfig {
 }
 
 fn rename_hint(shapes: &BTreeMap<String, Vec<i64>>) -> &'static str {
-    if shapes
-        .keys()
-        .any(|k| k.starts_with("module.") || k.contains("densenet121.") || k.contains(".norm.1.") || k.contains(".conv.1."))
-    {
+    if shapes.keys().any(|k| {
+        k.starts_with("module.")
+            || k.contains("densenet121.")
+            || k.contains(".norm.1.")
+            || k.contains(".conv.1.")
+    }) {
         " (the names look like a CheXNet checkpoint: convert it with scripts/convert-weights.py)"
     } else {
         ""
@@ -167,8 +178,15 @@ fn rename_hint(shapes: &BTreeMap<String, Vec<i64>>) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum StageKind {
     Stem,
-    Block { index: usize, layers: i64, in_ch: i64 },
-    Transition { index: usize, in_ch: i64 },
+    Block {
+        index: usize,
+        layers: i64,
+        in_ch: i64,
+    },
+    Transition {
+        index: usize,
+        in_ch: i64,
+    },
     Norm5,
 }
 
@@ -290,7 +308,8 @@ impl DenseNet {
     fn new_classifier(&mut self) {
         let inp = self.config.num_features();
         let bound = 1.0 / (inp as f64).sqrt();
-        let w = Tensor::rand([self.config.num_classes, inp], (Kind::Float, self.device)) * (2.0 * bound)
+        let w = Tensor::rand([self.config.num_classes, inp], (Kind::Float, self.device))
+            * (2.0 * bound)
             - bound;
         self.add_param("classifier.weight".into(), w);
         self.add_param(
@@ -319,9 +338,9 @@ impl DenseNet {
         let shapes: BTreeMap<String, Vec<i64>> =
             file.iter().map(|(k, t)| (k.clone(), t.size())).collect();
         let mut report = LoadReport::default();
-        let head_matches = ["classifier.weight", "classifier.bias"].iter().all(|n| {
-            file.get(*n).map(|t| t.size()) == self.tensors.get(*n).map(|t| t.size())
-        });
+        let head_matches = ["classifier.weight", "classifier.bias"]
+            .iter()
+            .all(|n| file.get(*n).map(|t| t.size()) == self.tensors.get(*n).map(|t| t.size()));
         if allow_new_head && !head_matches {
             report.new_head = Some(match file.get("classifier.weight") {
                 Some(t) => format!(
@@ -345,8 +364,17 @@ impl DenseNet {
                 format!(
                     "missing tensor{} {}{}{}",
                     if missing.len() == 1 { "" } else { "s" },
-                    missing.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-                    if missing.len() > 5 { format!(" and {} more", missing.len() - 5) } else { String::new() },
+                    missing
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if missing.len() > 5 {
+                        format!(" and {} more", missing.len() - 5)
+                    } else {
+                        String::new()
+                    },
                     rename_hint(&shapes)
                 ),
             ));
@@ -406,7 +434,8 @@ impl DenseNet {
                 let dst = self.tensors.get(k).ok_or_else(|| {
                     Error::Usage(format!("internal: state dict has unknown tensor {k}"))
                 })?;
-                dst.shallow_clone().f_copy_(&src.f_to_device(self.device)?)?;
+                dst.shallow_clone()
+                    .f_copy_(&src.f_to_device(self.device)?)?;
             }
             Ok(())
         })
@@ -414,9 +443,8 @@ impl DenseNet {
 
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
         let sd = self.state_dict();
-        Tensor::write_safetensors(&sd, path).map_err(|e| {
-            Error::write(path, std::io::Error::other(e.to_string()))
-        })
+        Tensor::write_safetensors(&sd, path)
+            .map_err(|e| Error::write(path, std::io::Error::other(e.to_string())))
     }
 
     /// Make exactly the named stages trainable (plus the classifier, always); unknown names
@@ -564,9 +592,13 @@ impl DenseNet {
         match &s.kind {
             StageKind::Stem => {
                 let x = self.conv(x, "features.conv0", 2, 3);
-                self.bn(&x, "features.norm0", train)
-                    .relu()
-                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+                self.bn(&x, "features.norm0", train).relu().max_pool2d(
+                    [3, 3],
+                    [2, 2],
+                    [1, 1],
+                    [1, 1],
+                    false,
+                )
             }
             StageKind::Block { index, layers, .. } => {
                 let mut feats = vec![x.shallow_clone()];
@@ -631,9 +663,8 @@ fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.is_file() {
         return Err(Error::bad_input(path, "weights file does not exist"));
     }
-    Tensor::read_safetensors(path).map_err(|e| {
-        Error::bad_input(path, format!("not a readable safetensors file: {e}"))
-    })
+    Tensor::read_safetensors(path)
+        .map_err(|e| Error::bad_input(path, format!("not a readable safetensors file: {e}")))
 }
 
 #[cfg(test)]
@@ -660,7 +691,10 @@ mod tests {
             assert!(net.tensors.contains_key(n), "{n} missing");
         }
         assert_eq!(net.tensors["classifier.weight"].size(), vec![1000, 1024]);
-        assert_eq!(net.tensors["features.transition1.conv.weight"].size(), vec![128, 256, 1, 1]);
+        assert_eq!(
+            net.tensors["features.transition1.conv.weight"].size(),
+            vec![128, 256, 1, 1]
+        );
         // torchvision's densenet121 state_dict: 606 entries besides num_batches_tracked.
         assert_eq!(names.len(), 606);
         let params: i64 = net
@@ -698,9 +732,13 @@ mod tests {
         let y = net.forward_t(&x, true);
         assert_eq!(y.size(), vec![2, 3]);
         assert!(net.tensors["features.norm0.running_mean"].equal(&before));
-        assert!(!net.tensors["features.denseblock2.denselayer1.norm1.running_mean"].equal(&before2));
+        assert!(
+            !net.tensors["features.denseblock2.denselayer1.norm1.running_mean"].equal(&before2)
+        );
         let trainable: Vec<String> = net.trainable_params().into_iter().map(|(n, _)| n).collect();
-        assert!(trainable.iter().all(|n| n.starts_with("features.denseblock2.") || n.starts_with("classifier.")));
+        assert!(trainable
+            .iter()
+            .all(|n| n.starts_with("features.denseblock2.") || n.starts_with("classifier.")));
         assert!(trainable.contains(&"classifier.bias".to_string()));
         assert!(net.set_trainable(&Unfreeze::parse("denseblock9")).is_err());
     }

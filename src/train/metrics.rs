@@ -22,7 +22,13 @@ pub struct Metrics {
 }
 
 /// `probs`: per image, class probabilities; `loss_sum`: summed per-image cross-entropy.
-pub fn compute(probs: &[Vec<f64>], labels: &[i64], loss_sum: f64, classes: usize, positive: usize) -> Metrics {
+pub fn compute(
+    probs: &[Vec<f64>],
+    labels: &[i64],
+    loss_sum: f64,
+    classes: usize,
+    positive: usize,
+) -> Metrics {
     let n = labels.len();
     let mut confusion = vec![vec![0u64; classes]; classes];
     let mut correct = 0;
@@ -35,8 +41,14 @@ pub fn compute(probs: &[Vec<f64>], labels: &[i64], loss_sum: f64, classes: usize
     }
     let pos = positive;
     let tp = confusion[pos][pos] as f64;
-    let fn_: f64 = (0..classes).filter(|&j| j != pos).map(|j| confusion[pos][j] as f64).sum();
-    let fp: f64 = (0..classes).filter(|&i| i != pos).map(|i| confusion[i][pos] as f64).sum();
+    let fn_: f64 = (0..classes)
+        .filter(|&j| j != pos)
+        .map(|j| confusion[pos][j] as f64)
+        .sum();
+    let fp: f64 = (0..classes)
+        .filter(|&i| i != pos)
+        .map(|i| confusion[i][pos] as f64)
+        .sum();
     let tn = n as f64 - tp - fn_ - fp;
     let ratio = |a: f64, b: f64| if a + b > 0.0 { Some(a / (a + b)) } else { None };
     let scores: Vec<(f64, bool)> = probs
@@ -47,7 +59,11 @@ pub fn compute(probs: &[Vec<f64>], labels: &[i64], loss_sum: f64, classes: usize
     Metrics {
         images: n,
         loss: if n > 0 { loss_sum / n as f64 } else { f64::NAN },
-        accuracy: if n > 0 { correct as f64 / n as f64 } else { f64::NAN },
+        accuracy: if n > 0 {
+            correct as f64 / n as f64
+        } else {
+            f64::NAN
+        },
         auc: auc(&scores),
         sensitivity: ratio(tp, fn_),
         specificity: ratio(tn, fp),
@@ -101,7 +117,10 @@ pub fn plot(
     use plotters::prelude::*;
     let err = |e: String| Error::write(path, std::io::Error::other(e));
     let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1);
-    let finite = series.iter().flat_map(|s| s.1.iter().copied()).filter(|v| v.is_finite());
+    let finite = series
+        .iter()
+        .flat_map(|s| s.1.iter().copied())
+        .filter(|v| v.is_finite());
     let (lo, hi) = y_range.unwrap_or_else(|| {
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for v in finite {
@@ -121,7 +140,9 @@ pub fn plot(
     let mut b = ChartBuilder::on(&root);
     b.margin(15);
     if have_font {
-        b.caption(title, ("sans-serif", 22)).x_label_area_size(40).y_label_area_size(60);
+        b.caption(title, ("sans-serif", 22))
+            .x_label_area_size(40)
+            .y_label_area_size(60);
     }
     let mut chart = b
         .build_cartesian_2d(1f64..(epochs as f64).max(2.0), lo..hi)
@@ -146,7 +167,8 @@ pub fn plot(
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(|e| err(e.to_string()))?;
         if have_font {
-            s.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            s.label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
         }
     }
     if have_font {
@@ -216,14 +238,26 @@ mod tests {
         assert_eq!(auc(&[(0.1, true), (0.9, false)]), Some(0.0));
         assert_eq!(auc(&[(0.5, true), (0.5, false)]), Some(0.5));
         // sklearn.metrics.roc_auc_score([1,0,1,0,1], [.8,.4,.4,.2,.9]) == 0.9166666...
-        let a = auc(&[(0.8, true), (0.4, false), (0.4, true), (0.2, false), (0.9, true)]).unwrap();
+        let a = auc(&[
+            (0.8, true),
+            (0.4, false),
+            (0.4, true),
+            (0.2, false),
+            (0.9, true),
+        ])
+        .unwrap();
         assert!((a - 11.0 / 12.0).abs() < 1e-12);
         assert_eq!(auc(&[(0.5, true)]), None);
     }
 
     #[test]
     fn confusion_sensitivity_specificity() {
-        let probs = vec![vec![0.9, 0.1], vec![0.2, 0.8], vec![0.6, 0.4], vec![0.3, 0.7]];
+        let probs = vec![
+            vec![0.9, 0.1],
+            vec![0.2, 0.8],
+            vec![0.6, 0.4],
+            vec![0.3, 0.7],
+        ];
         let labels = [0, 0, 1, 1];
         let m = compute(&probs, &labels, 2.0, 2, 0);
         assert_eq!(m.confusion, vec![vec![1, 1], vec![1, 1]]);

@@ -35,7 +35,14 @@ pub struct Adam {
 impl Adam {
     /// An optimiser over `net`'s trainable parameters (call `set_trainable` first).
     pub fn new(net: &DenseNet, cfg: AdamConfig) -> Result<Self> {
-        let mut opt = COptimizer::adam(cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay, cfg.eps, false)?;
+        let mut opt = COptimizer::adam(
+            cfg.lr,
+            cfg.beta1,
+            cfg.beta2,
+            cfg.weight_decay,
+            cfg.eps,
+            false,
+        )?;
         for (_, t) in net.trainable_params() {
             opt.add_parameters(&t, 0)?;
         }

@@ -22,15 +22,26 @@ pub struct Model {
 }
 
 /// A run folder (model.json + best.safetensors) or a bare weights file (needs `classes`).
-pub fn load_model(model: &Path, classes: Option<Vec<String>>, image_size: Option<u32>, device: Device) -> Result<Model> {
-    let (weights, card_classes, card_size): (PathBuf, Option<Vec<String>>, Option<u32>) = if model.is_dir() {
+pub fn load_model(
+    model: &Path,
+    classes: Option<Vec<String>>,
+    image_size: Option<u32>,
+    device: Device,
+) -> Result<Model> {
+    let (weights, card_classes, card_size): (PathBuf, Option<Vec<String>>, Option<u32>) = if model
+        .is_dir()
+    {
         let card_path = model.join("model.json");
         let text = std::fs::read_to_string(&card_path).map_err(|e| Error::read(&card_path, e))?;
         let card: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::bad_input(&card_path, format!("not JSON: {e}")))?;
         let cls = card["classes"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .ok_or_else(|| Error::bad_input(&card_path, "no \"classes\" list"))?;
         let size = card["image_size"].as_u64().map(|s| s as u32);
         let w = card["weights"].as_str().unwrap_or("best.safetensors");
@@ -60,18 +71,27 @@ pub fn load_model(model: &Path, classes: Option<Vec<String>>, image_size: Option
     }
     let mut net = DenseNet::new(cfg, device);
     net.load_weights(&weights, false)?;
-    Ok(Model { net, classes, image_size: image_size.or(card_size).unwrap_or(224) })
+    Ok(Model {
+        net,
+        classes,
+        image_size: image_size.or(card_size).unwrap_or(224),
+    })
 }
 
 /// Probabilities for each image, in input order.
 pub fn predict(model: &Model, images: &[PathBuf]) -> Result<Vec<Prediction>> {
-    let tf = Transform { size: model.image_size, augment: false };
+    let tf = Transform {
+        size: model.image_size,
+        augment: false,
+    };
     let s = model.image_size as i64;
     let mut out = Vec::new();
     for img_path in images {
         let img = data::load_rgb(img_path)?;
         let v = tf.apply(&img, &mut data::item_rng(0, 0, ""));
-        let x = Tensor::from_slice(&v).view([1, 3, s, s]).to_device(model.net.device());
+        let x = Tensor::from_slice(&v)
+            .view([1, 3, s, s])
+            .to_device(model.net.device());
         let logits = tch::no_grad(|| model.net.forward_t(&x, false)).to_device(Device::Cpu);
         let probs = logits.softmax(-1, Kind::Float);
         let l = Vec::<f32>::try_from(logits.flatten(0, -1))?;

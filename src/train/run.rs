@@ -101,7 +101,10 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainOutcome> {
     let mut notes: Vec<String> = fallback.into_iter().collect();
     let positive = match &cfg.positive {
         Some(p) => data.classes.iter().position(|c| c == p).ok_or_else(|| {
-            Error::Usage(format!("--positive {p}: no such class (classes: {})", data.classes.join(", ")))
+            Error::Usage(format!(
+                "--positive {p}: no such class (classes: {})",
+                data.classes.join(", ")
+            ))
         })?,
         None => 0,
     };
@@ -164,7 +167,9 @@ fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
                 .next()
                 .is_none();
         if !empty {
-            return Err(Error::OutputExists { path: out.to_path_buf() });
+            return Err(Error::OutputExists {
+                path: out.to_path_buf(),
+            });
         }
     }
     let name = out
@@ -175,7 +180,11 @@ fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| Error::write(&parent, e))?;
-    let staging = parent.join(format!(".{}.prep-tmp-{}", name.to_string_lossy(), std::process::id()));
+    let staging = parent.join(format!(
+        ".{}.prep-tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
     }
@@ -239,19 +248,45 @@ fn train_one(
     // Seeds libtorch's generator: the fresh classifier (and any random init) depend on it only.
     tch::manual_seed(seed as i64);
     let ncls = data.classes.len();
-    let mut net = build_model(cfg.weights.as_deref(), cfg.arch.as_deref(), ncls as i64, device, &mut notes)?;
+    let mut net = build_model(
+        cfg.weights.as_deref(),
+        cfg.arch.as_deref(),
+        ncls as i64,
+        device,
+        &mut notes,
+    )?;
     net.set_trainable(&cfg.unfreeze)?;
     let mut opt = Adam::new(&net, cfg.adam)?;
     let size = cfg.image_size;
-    let train_tf = Transform { size, augment: cfg.augment };
-    let val_tf = Transform { size, augment: false };
+    let train_tf = Transform {
+        size,
+        augment: cfg.augment,
+    };
+    let val_tf = Transform {
+        size,
+        augment: false,
+    };
     let train_samples = Arc::new(data.train.clone());
     let val_samples = Arc::new(data.val.clone());
 
     let cache = if cfg.cache_features {
         let t = Instant::now();
-        let ft = frozen_features(&net, &train_samples, val_tf, cfg.batch_size, device, "caching train")?;
-        let fv = frozen_features(&net, &val_samples, val_tf, cfg.batch_size, device, "caching val")?;
+        let ft = frozen_features(
+            &net,
+            &train_samples,
+            val_tf,
+            cfg.batch_size,
+            device,
+            "caching train",
+        )?;
+        let fv = frozen_features(
+            &net,
+            &val_samples,
+            val_tf,
+            cfg.batch_size,
+            device,
+            "caching val",
+        )?;
         notes.push(format!(
             "cached the frozen stages' output ({} stage(s)) for {} images in {:.1} s",
             net.frozen_prefix_len(),
@@ -277,7 +312,11 @@ fn train_one(
         let mut acc = Accumulator::default();
         let mut step = |x: &Tensor, y: &[i64], from_cache: bool| -> Result<()> {
             let yt = Tensor::from_slice(y).to_device(device);
-            let logits = if from_cache { net.forward_rest(x, true) } else { net.forward_t(x, true) };
+            let logits = if from_cache {
+                net.forward_rest(x, true)
+            } else {
+                net.forward_t(x, true)
+            };
             let loss = logits.cross_entropy_for_logits(&yt);
             opt.backward_step(&loss)?;
             acc.add(&logits.detach(), &loss, y)?;
@@ -294,7 +333,15 @@ fn train_one(
                 }
             }
             None => {
-                let rx = data::batches(train_samples.clone(), order, cfg.batch_size, train_tf, seed, epoch as u64, 4);
+                let rx = data::batches(
+                    train_samples.clone(),
+                    order,
+                    cfg.batch_size,
+                    train_tf,
+                    seed,
+                    epoch as u64,
+                    4,
+                );
                 for b in rx {
                     let b = b?;
                     let x = to_input(&b.x, b.y.len(), size, device);
@@ -307,8 +354,18 @@ fn train_one(
         let train_m = acc.metrics(ncls, positive);
         let t1 = Instant::now();
         let val_m = match &cache {
-            Some((_, fv)) => evaluate_cached(&net, fv, &val_samples, cfg.batch_size, ncls, positive)?,
-            None => evaluate(&net, &val_samples, val_tf, cfg.batch_size, device, ncls, positive)?,
+            Some((_, fv)) => {
+                evaluate_cached(&net, fv, &val_samples, cfg.batch_size, ncls, positive)?
+            }
+            None => evaluate(
+                &net,
+                &val_samples,
+                val_tf,
+                cfg.batch_size,
+                device,
+                ncls,
+                positive,
+            )?,
         };
         let val_seconds = t1.elapsed().as_secs_f64();
         let improved = match &best {
@@ -324,10 +381,18 @@ fn train_one(
             train_m.accuracy,
             val_m.loss,
             val_m.accuracy,
-            val_m.auc.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into()),
+            val_m
+                .auc
+                .map(|a| format!("{a:.4}"))
+                .unwrap_or_else(|| "-".into()),
             if improved { "  *" } else { "" }
         );
-        records.push(EpochRecord { epoch, train: train_m, val: val_m, best: improved });
+        records.push(EpochRecord {
+            epoch,
+            train: train_m,
+            val: val_m,
+            best: improved,
+        });
         timings.push(EpochTiming {
             epoch,
             train_seconds,
@@ -336,24 +401,39 @@ fn train_one(
         });
         let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
         if epoch - best_epoch >= cfg.patience {
-            eprintln!("early stop: no better val accuracy for {} epochs", cfg.patience);
+            eprintln!(
+                "early stop: no better val accuracy for {} epochs",
+                cfg.patience
+            );
             break;
         }
     }
-    let (best_epoch, _, _, state) = best.ok_or_else(|| Error::Usage("--epochs must be at least 1".into()))?;
+    let (best_epoch, _, _, state) =
+        best.ok_or_else(|| Error::Usage("--epochs must be at least 1".into()))?;
     net.load_state_dict(&state)?;
     net.save_safetensors(&dir.join("best.safetensors"))?;
     let test = if data.test.is_empty() {
         None
     } else {
-        let m = evaluate(&net, &Arc::new(data.test.clone()), val_tf, cfg.batch_size, device, ncls, positive)?;
-        write_json(&dir.join("test.json"), &json!({
-            "note": "the checkpoint chosen on val (best.safetensors), evaluated once on the test split",
-            "best_epoch": best_epoch,
-            "classes": data.classes,
-            "positive_class": data.classes[positive],
-            "test": m,
-        }))?;
+        let m = evaluate(
+            &net,
+            &Arc::new(data.test.clone()),
+            val_tf,
+            cfg.batch_size,
+            device,
+            ncls,
+            positive,
+        )?;
+        write_json(
+            &dir.join("test.json"),
+            &json!({
+                "note": "the checkpoint chosen on val (best.safetensors), evaluated once on the test split",
+                "best_epoch": best_epoch,
+                "classes": data.classes,
+                "positive_class": data.classes[positive],
+                "test": m,
+            }),
+        )?;
         Some(m)
     };
     let best_val = records[best_epoch - 1].val.clone();
@@ -361,8 +441,14 @@ fn train_one(
         seed,
         epochs_run: records.len(),
         best_epoch,
-        max_val_accuracy: records.iter().map(|r| r.val.accuracy).fold(f64::NEG_INFINITY, f64::max),
-        min_val_loss: records.iter().map(|r| r.val.loss).fold(f64::INFINITY, f64::min),
+        max_val_accuracy: records
+            .iter()
+            .map(|r| r.val.accuracy)
+            .fold(f64::NEG_INFINITY, f64::max),
+        min_val_loss: records
+            .iter()
+            .map(|r| r.val.loss)
+            .fold(f64::INFINITY, f64::min),
         best_val,
         test,
     };
@@ -389,7 +475,9 @@ struct Accumulator {
 impl Accumulator {
     /// `loss` is the batch mean; weighted back to a sum so the epoch loss is per image.
     fn add(&mut self, logits: &Tensor, loss: &Tensor, y: &[i64]) -> Result<()> {
-        let p = logits.f_softmax(-1, Kind::Float)?.f_to_device(Device::Cpu)?;
+        let p = logits
+            .f_softmax(-1, Kind::Float)?
+            .f_to_device(Device::Cpu)?;
         let c = p.size()[1] as usize;
         let flat = Vec::<f32>::try_from(p.flatten(0, -1))?;
         for row in flat.chunks(c) {
@@ -416,7 +504,15 @@ pub fn evaluate(
     positive: usize,
 ) -> Result<Metrics> {
     let mut acc = Accumulator::default();
-    let rx = data::batches(samples.clone(), (0..samples.len()).collect(), batch_size, tf, 0, 0, 4);
+    let rx = data::batches(
+        samples.clone(),
+        (0..samples.len()).collect(),
+        batch_size,
+        tf,
+        0,
+        0,
+        4,
+    );
     for b in rx {
         let b = b?;
         let x = to_input(&b.x, b.y.len(), tf.size, device);
@@ -442,10 +538,14 @@ fn evaluate_cached(
     let mut start = 0i64;
     while start < n {
         let len = (batch_size as i64).min(n - start);
-        let y: Vec<i64> = samples[start as usize..(start + len) as usize].iter().map(|s| s.label).collect();
+        let y: Vec<i64> = samples[start as usize..(start + len) as usize]
+            .iter()
+            .map(|s| s.label)
+            .collect();
         tch::no_grad(|| -> Result<()> {
             let logits = net.forward_rest(&feats.narrow(0, start, len), false);
-            let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(feats.device()));
+            let loss =
+                logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(feats.device()));
             acc.add(&logits, &loss, &y)
         })?;
         start += len;
@@ -464,7 +564,15 @@ fn frozen_features(
 ) -> Result<Tensor> {
     let pb = progress::bar(samples.len().div_ceil(batch_size) as u64, msg);
     let mut parts = Vec::new();
-    for b in data::batches(samples.clone(), (0..samples.len()).collect(), batch_size, tf, 0, 0, 4) {
+    for b in data::batches(
+        samples.clone(),
+        (0..samples.len()).collect(),
+        batch_size,
+        tf,
+        0,
+        0,
+        4,
+    ) {
         let b = b?;
         parts.push(net.forward_frozen(&to_input(&b.x, b.y.len(), tf.size, device)));
         pb.inc(1);
@@ -479,17 +587,35 @@ fn opt_num(v: Option<f64>) -> String {
 
 fn confusion_str(c: &[Vec<u64>]) -> String {
     c.iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" "))
+        .map(|r| {
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn write_metrics(dir: &Path, data: &SplitData, positive: usize, records: &[EpochRecord], s: &RunSummary) -> Result<()> {
+fn write_metrics(
+    dir: &Path,
+    data: &SplitData,
+    positive: usize,
+    records: &[EpochRecord],
+    s: &RunSummary,
+) -> Result<()> {
     let path = dir.join("metrics.csv");
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["epoch".to_string()];
     for split in ["train", "val"] {
-        for m in ["loss", "accuracy", "auc", "sensitivity", "specificity", "confusion"] {
+        for m in [
+            "loss",
+            "accuracy",
+            "auc",
+            "sensitivity",
+            "specificity",
+            "confusion",
+        ] {
             header.push(format!("{split}_{m}"));
         }
     }
@@ -509,7 +635,9 @@ fn write_metrics(dir: &Path, data: &SplitData, positive: usize, records: &[Epoch
         row.push(if r.best { "1" } else { "0" }.into());
         w.write_record(&row).map_err(csv_err)?;
     }
-    let bytes = w.into_inner().map_err(|e| Error::write(&path, std::io::Error::other(e.to_string())))?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::write(&path, std::io::Error::other(e.to_string())))?;
     std::fs::write(&path, bytes).map_err(|e| Error::write(&path, e))?;
     write_json(
         &dir.join("metrics.json"),
@@ -543,7 +671,10 @@ fn plots(dir: &Path, records: &[EpochRecord]) -> Result<()> {
         &dir.join("loss.png"),
         "Cross-entropy loss",
         "loss",
-        &[("train", col(&|r| r.train.loss)), ("val", col(&|r| r.val.loss))],
+        &[
+            ("train", col(&|r| r.train.loss)),
+            ("val", col(&|r| r.val.loss)),
+        ],
         None,
     )?;
     metrics::plot(
@@ -626,7 +757,8 @@ fn write_model_card(
 fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
-    let std = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    let std = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     (mean, std)
 }
 
@@ -636,7 +768,10 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
     let loss: Vec<f64> = runs.iter().map(|r| r.min_val_loss).collect();
     let (am, asd) = mean_std(&acc);
     let (lm, lsd) = mean_std(&loss);
-    let test_acc: Vec<f64> = runs.iter().filter_map(|r| r.test.as_ref().map(|t| t.accuracy)).collect();
+    let test_acc: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.test.as_ref().map(|t| t.accuracy))
+        .collect();
     let test = (!test_acc.is_empty()).then(|| mean_std(&test_acc));
     write_json(
         &dir.join("summary.json"),
@@ -653,17 +788,38 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
         Some(s) => format!("{m:.4} ± {s:.4}"),
         None => format!("{m:.4}"),
     };
-    let mut csv = String::from("repeat,seed,epochs_run,best_epoch,max_val_accuracy,min_val_loss,test_accuracy\n");
+    let mut csv = String::from(
+        "repeat,seed,epochs_run,best_epoch,max_val_accuracy,min_val_loss,test_accuracy\n",
+    );
     let mut md = String::from("| repeat | seed | best epoch | max val accuracy | min val loss | test accuracy |\n|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
-        let t = r.test.as_ref().map(|t| format!("{:.6}", t.accuracy)).unwrap_or_default();
+        let t = r
+            .test
+            .as_ref()
+            .map(|t| format!("{:.6}", t.accuracy))
+            .unwrap_or_default();
         csv.push_str(&format!(
             "{},{},{},{},{:.6},{:.6},{}\n",
-            i + 1, r.seed, r.epochs_run, r.best_epoch, r.max_val_accuracy, r.min_val_loss, t
+            i + 1,
+            r.seed,
+            r.epochs_run,
+            r.best_epoch,
+            r.max_val_accuracy,
+            r.min_val_loss,
+            t
         ));
         md.push_str(&format!(
             "| {} | {} | {} | {:.4} | {:.4} | {} |\n",
-            i + 1, r.seed, r.best_epoch, r.max_val_accuracy, r.min_val_loss, if t.is_empty() { "-".into() } else { t[..6.min(t.len())].to_string() }
+            i + 1,
+            r.seed,
+            r.best_epoch,
+            r.max_val_accuracy,
+            r.min_val_loss,
+            if t.is_empty() {
+                "-".into()
+            } else {
+                t[..6.min(t.len())].to_string()
+            }
         ));
     }
     md.push_str(&format!(
@@ -672,12 +828,14 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
         pm(lm, lsd),
         test.map(|(m, s)| pm(m, s)).unwrap_or_else(|| "-".into())
     ));
-    std::fs::write(dir.join("summary.csv"), csv).map_err(|e| Error::write(dir.join("summary.csv"), e))?;
+    std::fs::write(dir.join("summary.csv"), csv)
+        .map_err(|e| Error::write(dir.join("summary.csv"), e))?;
     std::fs::write(dir.join("summary.md"), md).map_err(|e| Error::write(dir.join("summary.md"), e))
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::write(path, std::io::Error::other(e)))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(v).map_err(|e| Error::write(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');
     std::fs::write(path, bytes).map_err(|e| Error::write(path, e))
 }
