@@ -35,15 +35,16 @@ pub enum Command {
     /// the chosen weights and a model card.
     ///
     /// The bag holds the ImageFolder layout `prep split` writes (data/train/<class>/...,
-    /// data/val/<class>/..., optional data/test/<class>/...) and is verified first. Defaults are
-    /// the paper's: Adam lr 1e-3, weight decay 1e-4, 20 epochs, patience 10, only denseblock4 and
-    /// the classifier trainable (frozen BatchNorm stays in eval mode).
+    /// data/val/<class>/..., optional data/test/<class>/...) and is verified first.
+    /// Defaults are the paper's: Adam lr 1e-3, weight decay 1e-4, 20 epochs, patience 10,
+    /// only denseblock4 and the classifier trainable (frozen BatchNorm stays in eval mode).
     ///
     /// Examples:
     ///   prep train --data bags/split --weights chexnet.safetensors --out runs/chexnet
     ///   prep train --data bags/split --weights chexnet.safetensors --repeats 5 --out runs/table2
     ///   prep train --data bags/split --weights chexnet.safetensors --unfreeze none --no-augment --cache-features --out runs/head
     #[cfg(feature = "train")]
+    #[command(verbatim_doc_comment)]
     Train(TrainArgs),
     /// Classify images with a trained model (the validation transform), printing class
     /// probabilities.
@@ -52,6 +53,7 @@ pub enum Command {
     ///   prep predict --model runs/chexnet xray1.png xray2.jpg
     ///   prep predict --model best.safetensors --classes covid,no-covid --json xray.png
     #[cfg(feature = "train")]
+    #[command(verbatim_doc_comment)]
     Predict(PredictArgs),
 }
 
