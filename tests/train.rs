@@ -580,6 +580,23 @@ fn repeats_summarise_mean_and_std_and_cache_features_matches() {
         card["initial_weights"]["sha256"],
         prep::manifest::hash_file(&weights).unwrap().0
     );
+    // Frozen stages (everything but denseblock4 and the classifier) come out exactly as they
+    // went in, BatchNorm running statistics included; denseblock4's statistics did move.
+    let init = read(&weights);
+    let best = read(&run.join("repeat-1/best.safetensors"));
+    for (name, t) in &best {
+        let frozen = !name.starts_with("features.denseblock4.") && !name.starts_with("classifier.");
+        if frozen {
+            assert!(t.equal(&init[name]), "frozen tensor {name} changed");
+        }
+    }
+    let rm = "features.denseblock4.denselayer1.norm1.running_mean";
+    assert!(
+        !best[rm].equal(&init[rm]),
+        "trainable BatchNorm statistics should update"
+    );
+    let cw = "features.denseblock4.denselayer1.conv1.weight";
+    assert!(!best[cw].equal(&init[cw]));
 
     // --cache-features: same math as recomputing the frozen stages each time.
     let mut vals = Vec::new();

@@ -57,3 +57,55 @@ impl Adam {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::densenet::{DenseNetConfig, Unfreeze};
+    use tch::{Device, Kind};
+
+    /// With a zero loss gradient only the decay moves the weights: on with the default config,
+    /// off with weight_decay 0. (The paper's code forgot to pass it.)
+    #[test]
+    fn weight_decay_is_applied() {
+        for (wd, should_move) in [(1e-4, true), (0.0, false)] {
+            tch::manual_seed(0);
+            let mut net = DenseNet::new(
+                DenseNetConfig::parse("densenet:4,1-1,8,2", 2).unwrap(),
+                Device::Cpu,
+            );
+            net.set_trainable(&Unfreeze::None).unwrap();
+            let before = net.state_dict();
+            let mut opt = Adam::new(
+                &net,
+                AdamConfig {
+                    weight_decay: wd,
+                    ..AdamConfig::default()
+                },
+            )
+            .unwrap();
+            let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+            let loss = net.forward_t(&x, true).sum(Kind::Float) * 0.0;
+            opt.backward_step(&loss).unwrap();
+            let after = net.state_dict();
+            let w = |sd: &[(String, Tensor)]| {
+                sd.iter()
+                    .find(|(n, _)| n == "classifier.weight")
+                    .unwrap()
+                    .1
+                    .copy()
+            };
+            let moved = !w(&before).equal(&w(&after));
+            assert_eq!(moved, should_move, "weight decay {wd}");
+            // Frozen tensors never move.
+            let f = |sd: &[(String, Tensor)]| {
+                sd.iter()
+                    .find(|(n, _)| n == "features.conv0.weight")
+                    .unwrap()
+                    .1
+                    .copy()
+            };
+            assert!(f(&before).equal(&f(&after)));
+        }
+    }
+}
