@@ -62,6 +62,30 @@ pub enum Command {
     ///
     /// Running it again re-runs only what changed (like `prep run`).
     Demo(DemoArgs),
+    /// Fine-tune a DenseNet-121 (CheXNet) classifier on a split bag and write metrics, plots,
+    /// the chosen weights and a model card.
+    ///
+    /// The bag holds the ImageFolder layout `prep split` writes (data/train/<class>/...,
+    /// data/val/<class>/..., optional data/test/<class>/...) and is verified first.
+    /// Defaults are the paper's: Adam lr 1e-3, weight decay 1e-4, 20 epochs, patience 10,
+    /// only denseblock4 and the classifier trainable (frozen BatchNorm stays in eval mode).
+    ///
+    /// Examples:
+    ///   prep train --data bags/split --weights chexnet.safetensors --out runs/chexnet
+    ///   prep train --data bags/split --weights chexnet.safetensors --repeats 5 --out runs/table2
+    ///   prep train --data bags/split --weights chexnet.safetensors --unfreeze none --no-augment --cache-features --out runs/head
+    #[cfg(feature = "train")]
+    #[command(verbatim_doc_comment)]
+    Train(TrainArgs),
+    /// Classify images with a trained model (the validation transform), printing class
+    /// probabilities.
+    ///
+    /// Examples:
+    ///   prep predict --model runs/chexnet xray1.png xray2.jpg
+    ///   prep predict --model best.safetensors --classes covid,no-covid --json xray.png
+    #[cfg(feature = "train")]
+    #[command(verbatim_doc_comment)]
+    Predict(PredictArgs),
 }
 
 #[derive(Debug, Args)]
@@ -256,4 +280,121 @@ pub struct SplitArgs {
 pub enum ClassesArg {
     Two,
     Three,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Split bag: ImageFolder layout under data/ (train, val, optional test).
+    #[arg(long, value_name = "BAG")]
+    pub data: PathBuf,
+
+    /// Output folder for the run (refused if it exists and is not empty, unless --force).
+    #[arg(long, value_name = "RUN")]
+    pub out: PathBuf,
+
+    /// Initial weights: safetensors with torchvision DenseNet names (make one from a CheXNet
+    /// checkpoint with scripts/convert-weights.py). A classifier of another size is replaced by
+    /// a fresh one. Without it the network starts from random weights (a warning says so).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub weights: Option<PathBuf>,
+
+    /// Network when no --weights: densenet121, or a reduced densenet:GROWTH,B1-B2-..,INIT,BN_SIZE
+    /// (e.g. densenet:8,2-2-2-2,16,2) [default: densenet121; with --weights, the weights' shape].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+
+    /// Stages that train, comma-separated (conv0, denseblock1..4, transition1..3, norm5), or
+    /// `all`, or `none` (classifier only). The classifier always trains.
+    #[arg(long, default_value = "denseblock4", value_name = "LIST")]
+    pub unfreeze: String,
+
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+
+    /// Stop after this many epochs without a better val accuracy.
+    #[arg(long, default_value_t = 10)]
+    pub patience: usize,
+
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+
+    /// Adam weight decay (L2, as torch.optim.Adam applies it).
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+
+    /// Seed for initialisation, shuffling and augmentation (repeat k uses SEED + k - 1).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Side of the square network input, in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+
+    /// auto: CUDA when available, else the CPU (and says so).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+
+    /// Compute the frozen stages' output once and train the rest on it (needs --no-augment).
+    #[arg(long)]
+    pub cache_features: bool,
+
+    /// Train on the validation transform (Resize + CenterCrop) instead of RandomResizedCrop + flip.
+    #[arg(long)]
+    pub no_augment: bool,
+
+    /// Train this many times with seeds SEED, SEED+1, ... and summarise mean ± std.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
+
+    /// Class whose recall is reported as sensitivity [default: the first class].
+    #[arg(long, value_name = "CLASS")]
+    pub positive: Option<String>,
+
+    /// libtorch threads [default: libtorch's choice].
+    #[arg(long)]
+    pub threads: Option<i32>,
+
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[cfg(feature = "train")]
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A run folder from `prep train` (model.json + best.safetensors) or a weights file.
+    #[arg(long, value_name = "RUN|FILE.safetensors")]
+    pub model: PathBuf,
+
+    /// Class names in output order (needed for a bare weights file).
+    #[arg(long, value_delimiter = ',', value_name = "A,B,..")]
+    pub classes: Option<Vec<String>>,
+
+    /// Input side for a bare weights file [default: the run's, or 224].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Images to classify.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
 }

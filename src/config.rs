@@ -238,3 +238,108 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
         argv,
     }))
 }
+
+#[cfg(feature = "train")]
+pub fn device_choice(d: crate::cli::DeviceArg) -> prep::train::device::DeviceChoice {
+    use crate::cli::DeviceArg;
+    use prep::train::device::DeviceChoice;
+    match d {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    }
+}
+
+#[cfg(feature = "train")]
+pub fn train_config(
+    a: crate::cli::TrainArgs,
+    argv: Vec<String>,
+) -> Result<prep::train::run::TrainConfig> {
+    use prep::train::optim::AdamConfig;
+    use prep::train::{DenseNetConfig, Unfreeze};
+    if !a.data.is_dir() {
+        return Err(Error::bad_input(
+            &a.data,
+            "data bag does not exist or is not a folder",
+        ));
+    }
+    if let Some(w) = &a.weights {
+        if !w.is_file() {
+            return Err(Error::bad_input(w, "weights file does not exist"));
+        }
+    }
+    if let Some(arch) = &a.arch {
+        DenseNetConfig::parse(arch, 2)?;
+    }
+    let positive_number = |name: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "--{name} must be a non-negative number, not {v}"
+            )))
+        }
+    };
+    positive_number("lr", a.lr)?;
+    positive_number("weight-decay", a.weight_decay)?;
+    if a.lr == 0.0 {
+        return Err(Error::Usage("--lr must be above 0".into()));
+    }
+    for (name, v) in [
+        ("epochs", a.epochs),
+        ("batch-size", a.batch_size),
+        ("repeats", a.repeats),
+        ("patience", a.patience),
+    ] {
+        if v == 0 {
+            return Err(Error::Usage(format!("--{name} must be at least 1")));
+        }
+    }
+    if a.image_size < 32 {
+        return Err(Error::Usage(format!(
+            "--image-size {} is too small: DenseNet needs at least 32 pixels",
+            a.image_size
+        )));
+    }
+    if a.cache_features && !a.no_augment {
+        return Err(Error::Usage(
+            "--cache-features computes the frozen stages once, which random augmentation forbids: add --no-augment (training then uses Resize + CenterCrop)".into(),
+        ));
+    }
+    let unfreeze = Unfreeze::parse(&a.unfreeze);
+    if a.cache_features && unfreeze == Unfreeze::All {
+        return Err(Error::Usage(
+            "--cache-features with --unfreeze all: nothing is frozen, nothing to cache".into(),
+        ));
+    }
+    if let Some(t) = a.threads {
+        if t < 1 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+    }
+    Ok(prep::train::run::TrainConfig {
+        data: a.data,
+        out: a.out,
+        weights: a.weights,
+        arch: a.arch,
+        unfreeze,
+        epochs: a.epochs,
+        patience: a.patience,
+        adam: AdamConfig {
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            ..AdamConfig::default()
+        },
+        batch_size: a.batch_size,
+        seed: a.seed,
+        image_size: a.image_size,
+        device: device_choice(a.device),
+        cache_features: a.cache_features,
+        augment: !a.no_augment,
+        repeats: a.repeats,
+        positive: a.positive,
+        threads: a.threads,
+        force: a.force,
+        argv,
+    })
+}

@@ -133,6 +133,10 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             doctor_torch()?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "train")]
+        Command::Train(args) => train_cmd(args, argv),
+        #[cfg(feature = "train")]
+        Command::Predict(args) => predict_cmd(args),
     }
 }
 
@@ -275,4 +279,69 @@ fn print_merges(merges: &std::collections::BTreeMap<String, usize>) {
             println!("  {reason:<16} {:>6}", 0);
         }
     }
+}
+
+#[cfg(feature = "train")]
+fn train_cmd(args: cli::TrainArgs, argv: Vec<String>) -> Result<ExitCode, Error> {
+    let cfg = config::train_config(args, argv)?;
+    let out = prep::train::run::run(&cfg)?;
+    for n in &out.notes {
+        eprintln!("warning: {n}");
+    }
+    println!("device: {}", out.device);
+    for (i, r) in out.runs.iter().enumerate() {
+        let test = r
+            .test
+            .as_ref()
+            .map(|t| format!(", test accuracy {:.4} (loss {:.4})", t.accuracy, t.loss))
+            .unwrap_or_default();
+        println!(
+            "run {} (seed {}): best epoch {} of {}, val accuracy {:.4}, max val accuracy {:.4}, min val loss {:.4}{test}",
+            i + 1,
+            r.seed,
+            r.best_epoch,
+            r.epochs_run,
+            r.best_val.accuracy,
+            r.max_val_accuracy,
+            r.min_val_loss
+        );
+    }
+    if out.runs.len() > 1 {
+        let summary = std::fs::read_to_string(out.out.join("summary.md"))
+            .map_err(|e| Error::read(out.out.join("summary.md"), e))?;
+        print!("{summary}");
+    }
+    println!("run: {}", out.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "train")]
+fn predict_cmd(args: cli::PredictArgs) -> Result<ExitCode, Error> {
+    let (device, note) = prep::train::device::resolve(config::device_choice(args.device))?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    let model =
+        prep::train::predict::load_model(&args.model, args.classes, args.image_size, device)?;
+    let preds = prep::train::predict::predict(&model, &args.images)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&preds).map_err(|e| Error::Usage(e.to_string()))?
+        );
+    } else {
+        let mut header = format!("{:<40}", "image");
+        for c in &model.classes {
+            header.push_str(&format!(" {c:>12}"));
+        }
+        println!("{header}");
+        for p in &preds {
+            let mut line = format!("{:<40}", p.image);
+            for v in p.probabilities.values() {
+                line.push_str(&format!(" {:>12.4}", v.as_f64().unwrap_or(f64::NAN)));
+            }
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

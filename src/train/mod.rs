@@ -1,5 +1,8 @@
-//! The model side, on libtorch through tch. For now: checks that libtorch loads and computes,
-//! and which devices it sees (`prep doctor`).
+//! The model side, on libtorch through tch: our DenseNet (`densenet`), data and transforms
+//! (`data`), Adam (`optim`), metrics and plots (`metrics`), device choice (`device`), the
+//! training run (`run`) and prediction (`predict`); and `torch_info` for `prep doctor`.
+
+pub use densenet::{DenseNet, DenseNetConfig, Unfreeze};
 
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
@@ -24,3 +27,11 @@ pub fn torch_info() -> Result<TorchInfo> {
         self_test,
     })
 }
+
+pub mod data;
+pub mod densenet;
+pub mod device;
+pub mod metrics;
+pub mod optim;
+pub mod predict;
+pub mod run;

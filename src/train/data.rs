@@ -1,0 +1,392 @@
+//! Reading a split bag (torchvision ImageFolder layout under `data/`), torchvision's transforms,
+//! and a loader that decodes and augments batches in parallel ahead of the model.
+//!
+//! Layout: `BAG/data/train/<class>/<image>`, `BAG/data/val/<class>/<image>`, optionally
+//! `BAG/data/test/<class>/<image>`. Classes are the sorted folder names under `data/train`, as
+//! torchvision's `ImageFolder` orders them, so class indices agree with PyTorch code.
+
+use crate::error::{Error, Result};
+use crate::manifest::{manifest_sha256, verify_bag};
+use image::imageops::{self, FilterType};
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+/// ImageNet normalisation, as torchvision's pretrained models (and CheXNet) expect.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// torchvision's IMG_EXTENSIONS (the image ones prep's stages write).
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "pgm", "ppm",
+];
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Path relative to the bag root (`data/train/covid/x.png`): the image's stable id.
+    pub id: String,
+    pub path: PathBuf,
+    pub label: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SplitData {
+    pub bag: PathBuf,
+    pub manifest_sha256: String,
+    pub classes: Vec<String>,
+    pub train: Vec<Sample>,
+    pub val: Vec<Sample>,
+    /// Empty when the bag has no test split.
+    pub test: Vec<Sample>,
+}
+
+/// Verify the bag, then read its train/val/(test) folders. Every image is probed (format and
+/// dimensions) up front, so a corrupt file stops the run before training, named.
+pub fn open_split_bag(bag: &Path) -> Result<SplitData> {
+    verify_bag(bag)?.into_result(bag)?;
+    let manifest = manifest_sha256(bag)?;
+    let data = bag.join("data");
+    let train_dir = data.join("train");
+    if !train_dir.is_dir() {
+        return Err(Error::bad_input(
+            bag,
+            "not a split bag: no data/train folder (make one with `prep split`, ImageFolder layout data/train/<class>/...)",
+        ));
+    }
+    let classes = class_folders(&train_dir)?;
+    if classes.len() < 2 {
+        return Err(Error::bad_input(
+            &train_dir,
+            format!(
+                "needs at least two class folders, found {}: {:?}",
+                classes.len(),
+                classes
+            ),
+        ));
+    }
+    let train = read_split(bag, "train", &classes, true)?;
+    let val_dir = data.join("val");
+    if !val_dir.is_dir() {
+        return Err(Error::bad_input(bag, "not a split bag: no data/val folder"));
+    }
+    let val = read_split(bag, "val", &classes, true)?;
+    let test = if data.join("test").is_dir() {
+        read_split(bag, "test", &classes, false)?
+    } else {
+        Vec::new()
+    };
+    let all: Vec<&Sample> = train.iter().chain(&val).chain(&test).collect();
+    all.par_iter().try_for_each(|s| probe(&s.path))?;
+    Ok(SplitData {
+        bag: bag.to_path_buf(),
+        manifest_sha256: manifest,
+        classes,
+        train,
+        val,
+        test,
+    })
+}
+
+fn class_folders(dir: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))? {
+        let e = e.map_err(|e| Error::read(dir, e))?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() && !name.starts_with('.') {
+            v.push(name);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// One split's samples, sorted by id. `every_class`: each training class must have a folder.
+fn read_split(
+    bag: &Path,
+    split: &str,
+    classes: &[String],
+    every_class: bool,
+) -> Result<Vec<Sample>> {
+    let dir = bag.join("data").join(split);
+    let present = class_folders(&dir)?;
+    for c in &present {
+        if !classes.contains(c) {
+            return Err(Error::bad_input(
+                dir.join(c),
+                format!(
+                    "class folder not in data/train (classes: {})",
+                    classes.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let cdir = dir.join(class);
+        if !cdir.is_dir() {
+            if every_class {
+                return Err(Error::bad_input(
+                    &cdir,
+                    format!("missing: every class needs a {split} folder"),
+                ));
+            }
+            continue;
+        }
+        let mut n = 0;
+        for e in walkdir::WalkDir::new(&cdir).sort_by_file_name() {
+            let e = e.map_err(|e| Error::read(&cdir, e.into()))?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let ext = e
+                .path()
+                .extension()
+                .map(|x| x.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                continue;
+            }
+            let id = e
+                .path()
+                .strip_prefix(bag)
+                .expect("under bag")
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            out.push(Sample {
+                id,
+                path: e.path().to_path_buf(),
+                label: label as i64,
+            });
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::bad_input(&cdir, "class folder holds no images"));
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+fn probe(path: &Path) -> Result<()> {
+    image::ImageReader::open(path)
+        .map_err(|e| Error::read(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::read(path, e))?
+        .into_dimensions()
+        .map_err(|e| Error::bad_input(path, format!("not a readable image: {e}")))?;
+    Ok(())
+}
+
+/// Decode to 8-bit RGB; grey (8 or 16 bit) becomes three equal channels, like PIL's convert("RGB").
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::read(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::read(path, e))?
+        .decode()
+        .map_err(|e| Error::bad_input(path, format!("cannot decode image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+/// The image transforms of the paper (torchvision definitions).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Transform {
+    pub size: u32,
+    /// Train: RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3) + RandomHorizontalFlip(0.5).
+    /// Off: Resize(size) + CenterCrop(size), the validation transform.
+    pub augment: bool,
+}
+
+/// Where torchvision's `RandomResizedCrop.get_params` would crop: (top, left, height, width).
+pub fn random_resized_crop_params(
+    width: u32,
+    height: u32,
+    rng: &mut impl Rng,
+) -> (u32, u32, u32, u32) {
+    let (w0, h0) = (width as f64, height as f64);
+    let area = w0 * h0;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.gen_range(0.08..1.0);
+        let aspect = rng.gen_range(lr0..lr1).exp();
+        let w = (target * aspect).sqrt().round();
+        let h = (target / aspect).sqrt().round();
+        if 0.0 < w && w <= w0 && 0.0 < h && h <= h0 {
+            let (w, h) = (w as u32, h as u32);
+            let top = rng.gen_range(0..=height - h);
+            let left = rng.gen_range(0..=width - w);
+            return (top, left, h, w);
+        }
+    }
+    // Fallback: a central crop at the nearest allowed ratio.
+    let in_ratio = w0 / h0;
+    let (w, h) = if in_ratio < 0.75 {
+        (width, (w0 / 0.75).round() as u32)
+    } else if in_ratio > 4.0 / 3.0 {
+        ((h0 * 4.0 / 3.0).round() as u32, height)
+    } else {
+        (width, height)
+    };
+    let (w, h) = (w.min(width), h.min(height));
+    ((height - h) / 2, (width - w) / 2, h, w)
+}
+
+/// Resize(size): shorter side to `size`, longer side `int(size * long / short)` as torchvision.
+fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = if w <= h {
+        (size, ((size as u64 * h as u64) / w as u64) as u32)
+    } else {
+        (((size as u64 * w as u64) / h as u64) as u32, size)
+    };
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    // Triangle = bilinear with a support widened by the scale factor when shrinking: PIL's
+    // antialiased bilinear, what torchvision applies to PIL images.
+    imageops::resize(img, nw, nh, FilterType::Triangle)
+}
+
+/// CenterCrop(size) as torchvision rounds it.
+fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let top = ((h.saturating_sub(size)) as f64 / 2.0).round() as u32;
+    let left = ((w.saturating_sub(size)) as f64 / 2.0).round() as u32;
+    imageops::crop_imm(img, left, top, size.min(w), size.min(h)).to_image()
+}
+
+/// Seeded from (seed, epoch, image id) only: the same augmentation whatever the thread count.
+pub fn item_rng(seed: u64, epoch: u64, id: &str) -> ChaCha8Rng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(epoch.to_le_bytes());
+    h.update(id.as_bytes());
+    ChaCha8Rng::from_seed(h.finalize().into())
+}
+
+impl Transform {
+    /// The transformed image as normalised CHW f32.
+    pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Vec<f32> {
+        let s = self.size;
+        let out = if self.augment {
+            let (w, h) = img.dimensions();
+            let (top, left, ch, cw) = random_resized_crop_params(w, h, rng);
+            let crop = imageops::crop_imm(img, left, top, cw, ch).to_image();
+            let mut r = imageops::resize(&crop, s, s, FilterType::Triangle);
+            if rng.gen_bool(0.5) {
+                imageops::flip_horizontal_in_place(&mut r);
+            }
+            r
+        } else {
+            center_crop(&resize_shorter(img, s), s)
+        };
+        to_chw(&out)
+    }
+}
+
+/// ToTensor + Normalize(ImageNet mean, std).
+fn to_chw(img: &RgbImage) -> Vec<f32> {
+    let (w, h) = img.dimensions();
+    let n = (w * h) as usize;
+    let mut v = vec![0f32; 3 * n];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            v[c * n + i] = (p[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+        }
+    }
+    v
+}
+
+/// A batch ready for `Tensor::from_slice(..).view([n, 3, size, size])`.
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub y: Vec<i64>,
+    /// Positions of the samples in the split.
+    pub indices: Vec<usize>,
+}
+
+/// Batches of `order` (positions into `samples`), decoded and transformed in parallel on rayon's
+/// pool by a feeder thread that stays at most `prefetch` batches ahead (a bounded queue), so the
+/// model rarely waits and memory stays bounded. Each image's randomness comes from
+/// (seed, epoch, id), so batches are identical whatever the thread count.
+pub fn batches(
+    samples: Arc<Vec<Sample>>,
+    order: Vec<usize>,
+    batch_size: usize,
+    transform: Transform,
+    seed: u64,
+    epoch: u64,
+    prefetch: usize,
+) -> Receiver<Result<Batch>> {
+    let (tx, rx) = sync_channel(prefetch.max(1));
+    std::thread::spawn(move || {
+        for chunk in order.chunks(batch_size.max(1)) {
+            let imgs: Result<Vec<Vec<f32>>> = chunk
+                .par_iter()
+                .map(|&i| {
+                    let s = &samples[i];
+                    let img = load_rgb(&s.path)?;
+                    let mut rng = item_rng(seed, epoch, &s.id);
+                    Ok(transform.apply(&img, &mut rng))
+                })
+                .collect();
+            let msg = imgs.map(|imgs| Batch {
+                x: imgs.concat(),
+                y: chunk.iter().map(|&i| samples[i].label).collect(),
+                indices: chunk.to_vec(),
+            });
+            let failed = msg.is_err();
+            if tx.send(msg).is_err() || failed {
+                return; // the consumer stopped, or we reported an error
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_params_stay_inside_and_follow_bounds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for (w, h) in [(100, 100), (300, 50), (50, 300), (1, 1), (64, 48)] {
+            for _ in 0..200 {
+                let (t, l, ch, cw) = random_resized_crop_params(w, h, &mut rng);
+                assert!(
+                    ch >= 1 && cw >= 1 && t + ch <= h && l + cw <= w,
+                    "{w}x{h}: {t} {l} {ch} {cw}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn val_transform_shapes_and_normalises() {
+        let img = RgbImage::from_pixel(80, 40, image::Rgb([255, 255, 255]));
+        let t = Transform {
+            size: 32,
+            augment: false,
+        };
+        let v = t.apply(&img, &mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(v.len(), 3 * 32 * 32);
+        assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
+        let r = resize_shorter(&img, 32);
+        assert_eq!(r.dimensions(), (64, 32));
+    }
+
+    #[test]
+    fn item_rng_depends_on_all_three() {
+        let a: u64 = item_rng(1, 1, "a").gen();
+        assert_eq!(a, item_rng(1, 1, "a").gen::<u64>());
+        assert_ne!(a, item_rng(2, 1, "a").gen::<u64>());
+        assert_ne!(a, item_rng(1, 2, "a").gen::<u64>());
+        assert_ne!(a, item_rng(1, 1, "b").gen::<u64>());
+    }
+}

@@ -1,0 +1,841 @@
+//! `prep train`: fine-tune a DenseNet on a split bag, the paper's way minus its faults (weight
+//! decay applied, frozen BatchNorm really frozen, the checkpoint chosen on val and the test split
+//! evaluated once, separately).
+//!
+//! Output folder (written beside RUN and renamed into place at the end):
+//! ```text
+//! RUN/metrics.csv  metrics.json  timing.csv  loss.png  accuracy.png  best.safetensors  model.json
+//! RUN/test.json (when the bag has a test split)  summary.json  summary.csv  summary.md
+//! ```
+//! With `--repeats K > 1`, each run goes in RUN/repeat-N/ and the summary sits in RUN/.
+
+use super::data::{self, Sample, SplitData, Transform, IMAGENET_MEAN, IMAGENET_STD};
+use super::densenet::{DenseNet, DenseNetConfig, Unfreeze};
+use super::device::{self, DeviceChoice};
+use super::metrics::{self, Metrics};
+use super::optim::{Adam, AdamConfig};
+use crate::error::{Error, Result};
+use crate::manifest::hash_file;
+use crate::progress;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub weights: Option<PathBuf>,
+    /// Architecture when no weights are given (`densenet121` or `densenet:G,B-..,INIT,BN`).
+    pub arch: Option<String>,
+    pub unfreeze: Unfreeze,
+    pub epochs: usize,
+    pub patience: usize,
+    pub adam: AdamConfig,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub image_size: u32,
+    pub device: DeviceChoice,
+    pub cache_features: bool,
+    /// RandomResizedCrop + flip on the training images (off: the validation transform).
+    pub augment: bool,
+    pub repeats: usize,
+    /// Class whose recall is the sensitivity (default: the first class).
+    pub positive: Option<String>,
+    /// libtorch intra-op threads (None: libtorch's default).
+    pub threads: Option<i32>,
+    pub force: bool,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub seed: u64,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub max_val_accuracy: f64,
+    pub min_val_loss: f64,
+    /// Validation metrics of the chosen (best) checkpoint.
+    pub best_val: Metrics,
+    /// The chosen checkpoint on the test split, when the bag has one.
+    pub test: Option<Metrics>,
+}
+
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub out: PathBuf,
+    pub device: String,
+    pub runs: Vec<RunSummary>,
+    /// Things the user must know (random init, new head, CPU fallback).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct EpochRecord {
+    epoch: usize,
+    train: Metrics,
+    val: Metrics,
+    /// This epoch's weights are (so far) the chosen ones.
+    best: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct EpochTiming {
+    epoch: usize,
+    train_seconds: f64,
+    val_seconds: f64,
+    train_images_per_second: f64,
+}
+
+/// Train `cfg.repeats` models and write everything under `cfg.out`.
+pub fn run(cfg: &TrainConfig) -> Result<TrainOutcome> {
+    if let Some(t) = cfg.threads {
+        tch::set_num_threads(t);
+    }
+    let data = data::open_split_bag(&cfg.data)?;
+    let (device, fallback) = device::resolve(cfg.device)?;
+    let mut notes: Vec<String> = fallback.into_iter().collect();
+    let positive = match &cfg.positive {
+        Some(p) => data.classes.iter().position(|c| c == p).ok_or_else(|| {
+            Error::Usage(format!(
+                "--positive {p}: no such class (classes: {})",
+                data.classes.join(", ")
+            ))
+        })?,
+        None => 0,
+    };
+    if cfg.weights.is_none() {
+        notes.push(format!(
+            "no --weights: the network starts from random initialisation ({}), not from CheXNet",
+            cfg.arch.as_deref().unwrap_or("densenet121")
+        ));
+    }
+    let staging = staging_dir(&cfg.out, cfg.force)?;
+    let result = (|| -> Result<Vec<RunSummary>> {
+        let mut runs = Vec::new();
+        for r in 0..cfg.repeats {
+            let dir = if cfg.repeats == 1 {
+                staging.clone()
+            } else {
+                staging.join(format!("repeat-{}", r + 1))
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
+            let seed = cfg.seed + r as u64;
+            if cfg.repeats > 1 {
+                eprintln!("repeat {}/{} (seed {seed})", r + 1, cfg.repeats);
+            }
+            let (summary, run_notes) = train_one(cfg, &data, device, positive, seed, &dir)?;
+            for n in run_notes {
+                if !notes.contains(&n) {
+                    notes.push(n);
+                }
+            }
+            runs.push(summary);
+        }
+        write_summary(&staging, &runs)?;
+        Ok(runs)
+    })();
+    let runs = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if cfg.out.exists() {
+        std::fs::remove_dir_all(&cfg.out).map_err(|e| Error::write(&cfg.out, e))?;
+    }
+    std::fs::rename(&staging, &cfg.out).map_err(|e| Error::write(&cfg.out, e))?;
+    Ok(TrainOutcome {
+        out: cfg.out.clone(),
+        device: format!("{device:?}"),
+        runs,
+        notes,
+    })
+}
+
+/// A fresh folder beside OUT; refuses a non-empty OUT unless --force.
+fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
+    if out.exists() && !force {
+        let empty = out.is_dir()
+            && std::fs::read_dir(out)
+                .map_err(|e| Error::read(out, e))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(Error::OutputExists {
+                path: out.to_path_buf(),
+            });
+        }
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("--out {} has no folder name", out.display())))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::write(&parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.prep-tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
+    Ok(staging)
+}
+
+/// Build the network for `classes` outputs: the weights' architecture, or `arch`.
+pub fn build_model(
+    weights: Option<&Path>,
+    arch: Option<&str>,
+    classes: i64,
+    device: Device,
+    notes: &mut Vec<String>,
+) -> Result<DenseNet> {
+    match weights {
+        Some(w) => {
+            let mut c = DenseNetConfig::infer(&DenseNet::read_shapes(w)?, w)?;
+            c.num_classes = classes;
+            if let Some(a) = arch {
+                let want = DenseNetConfig::parse(a, classes)?;
+                if want != c {
+                    return Err(Error::Usage(format!(
+                        "--arch {a} but {} holds a {} network",
+                        w.display(),
+                        c.spec()
+                    )));
+                }
+            }
+            let mut net = DenseNet::new(c, device);
+            let r = net.load_weights(w, true)?;
+            if let Some(h) = r.new_head {
+                notes.push(format!("{}: {h}", w.display()));
+            }
+            if !r.unused.is_empty() {
+                notes.push(format!(
+                    "{}: {} tensor(s) not used by the model, e.g. {}",
+                    w.display(),
+                    r.unused.len(),
+                    r.unused[0]
+                ));
+            }
+            Ok(net)
+        }
+        None => Ok(DenseNet::new(
+            DenseNetConfig::parse(arch.unwrap_or("densenet121"), classes)?,
+            device,
+        )),
+    }
+}
+
+fn train_one(
+    cfg: &TrainConfig,
+    data: &SplitData,
+    device: Device,
+    positive: usize,
+    seed: u64,
+    dir: &Path,
+) -> Result<(RunSummary, Vec<String>)> {
+    let mut notes = Vec::new();
+    // Seeds libtorch's generator: the fresh classifier (and any random init) depend on it only.
+    tch::manual_seed(seed as i64);
+    let ncls = data.classes.len();
+    let mut net = build_model(
+        cfg.weights.as_deref(),
+        cfg.arch.as_deref(),
+        ncls as i64,
+        device,
+        &mut notes,
+    )?;
+    net.set_trainable(&cfg.unfreeze)?;
+    let mut opt = Adam::new(&net, cfg.adam)?;
+    let size = cfg.image_size;
+    let train_tf = Transform {
+        size,
+        augment: cfg.augment,
+    };
+    let val_tf = Transform {
+        size,
+        augment: false,
+    };
+    let train_samples = Arc::new(data.train.clone());
+    let val_samples = Arc::new(data.val.clone());
+
+    let cache = if cfg.cache_features {
+        let t = Instant::now();
+        let ft = frozen_features(
+            &net,
+            &train_samples,
+            val_tf,
+            cfg.batch_size,
+            device,
+            "caching train",
+        )?;
+        let fv = frozen_features(
+            &net,
+            &val_samples,
+            val_tf,
+            cfg.batch_size,
+            device,
+            "caching val",
+        )?;
+        notes.push(format!(
+            "cached the frozen stages' output ({} stage(s)) for {} images in {:.1} s",
+            net.frozen_prefix_len(),
+            data.train.len() + data.val.len(),
+            t.elapsed().as_secs_f64()
+        ));
+        Some((ft, fv))
+    } else {
+        None
+    };
+
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let mut timings: Vec<EpochTiming> = Vec::new();
+    let mut best: Option<(usize, f64, f64, Vec<(String, Tensor)>)> = None; // epoch, acc, loss, state
+    for epoch in 1..=cfg.epochs {
+        let t0 = Instant::now();
+        let mut order: Vec<usize> = (0..train_samples.len()).collect();
+        order.shuffle(&mut data::item_rng(seed, epoch as u64, "\0shuffle"));
+        let pb = progress::bar(
+            order.len().div_ceil(cfg.batch_size) as u64,
+            &format!("epoch {epoch}/{}", cfg.epochs),
+        );
+        let mut acc = Accumulator::default();
+        let mut step = |x: &Tensor, y: &[i64], from_cache: bool| -> Result<()> {
+            let yt = Tensor::from_slice(y).to_device(device);
+            let logits = if from_cache {
+                net.forward_rest(x, true)
+            } else {
+                net.forward_t(x, true)
+            };
+            let loss = logits.cross_entropy_for_logits(&yt);
+            opt.backward_step(&loss)?;
+            acc.add(&logits.detach(), &loss, y)?;
+            pb.inc(1);
+            Ok(())
+        };
+        match &cache {
+            Some((ft, _)) => {
+                for chunk in order.chunks(cfg.batch_size) {
+                    let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                    let x = ft.index_select(0, &Tensor::from_slice(&idx).to_device(device));
+                    let y: Vec<i64> = chunk.iter().map(|&i| train_samples[i].label).collect();
+                    step(&x, &y, true)?;
+                }
+            }
+            None => {
+                let rx = data::batches(
+                    train_samples.clone(),
+                    order,
+                    cfg.batch_size,
+                    train_tf,
+                    seed,
+                    epoch as u64,
+                    4,
+                );
+                for b in rx {
+                    let b = b?;
+                    let x = to_input(&b.x, b.y.len(), size, device);
+                    step(&x, &b.y, false)?;
+                }
+            }
+        }
+        pb.finish_and_clear();
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let train_m = acc.metrics(ncls, positive);
+        let t1 = Instant::now();
+        let val_m = match &cache {
+            Some((_, fv)) => {
+                evaluate_cached(&net, fv, &val_samples, cfg.batch_size, ncls, positive)?
+            }
+            None => evaluate(
+                &net,
+                &val_samples,
+                val_tf,
+                cfg.batch_size,
+                device,
+                ncls,
+                positive,
+            )?,
+        };
+        let val_seconds = t1.elapsed().as_secs_f64();
+        let improved = match &best {
+            None => true,
+            Some((_, a, l, _)) => val_m.accuracy > *a || (val_m.accuracy == *a && val_m.loss < *l),
+        };
+        if improved {
+            best = Some((epoch, val_m.accuracy, val_m.loss, net.state_dict()));
+        }
+        eprintln!(
+            "epoch {epoch:>3}: train loss {:.4} acc {:.4} | val loss {:.4} acc {:.4} auc {}{}",
+            train_m.loss,
+            train_m.accuracy,
+            val_m.loss,
+            val_m.accuracy,
+            val_m
+                .auc
+                .map(|a| format!("{a:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            if improved { "  *" } else { "" }
+        );
+        records.push(EpochRecord {
+            epoch,
+            train: train_m,
+            val: val_m,
+            best: improved,
+        });
+        timings.push(EpochTiming {
+            epoch,
+            train_seconds,
+            val_seconds,
+            train_images_per_second: train_samples.len() as f64 / train_seconds.max(1e-9),
+        });
+        let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
+        if epoch - best_epoch >= cfg.patience {
+            eprintln!(
+                "early stop: no better val accuracy for {} epochs",
+                cfg.patience
+            );
+            break;
+        }
+    }
+    let (best_epoch, _, _, state) =
+        best.ok_or_else(|| Error::Usage("--epochs must be at least 1".into()))?;
+    net.load_state_dict(&state)?;
+    net.save_safetensors(&dir.join("best.safetensors"))?;
+    let test = if data.test.is_empty() {
+        None
+    } else {
+        let m = evaluate(
+            &net,
+            &Arc::new(data.test.clone()),
+            val_tf,
+            cfg.batch_size,
+            device,
+            ncls,
+            positive,
+        )?;
+        write_json(
+            &dir.join("test.json"),
+            &json!({
+                "note": "the checkpoint chosen on val (best.safetensors), evaluated once on the test split",
+                "best_epoch": best_epoch,
+                "classes": data.classes,
+                "positive_class": data.classes[positive],
+                "test": m,
+            }),
+        )?;
+        Some(m)
+    };
+    let best_val = records[best_epoch - 1].val.clone();
+    let summary = RunSummary {
+        seed,
+        epochs_run: records.len(),
+        best_epoch,
+        max_val_accuracy: records
+            .iter()
+            .map(|r| r.val.accuracy)
+            .fold(f64::NEG_INFINITY, f64::max),
+        min_val_loss: records
+            .iter()
+            .map(|r| r.val.loss)
+            .fold(f64::INFINITY, f64::min),
+        best_val,
+        test,
+    };
+    write_metrics(dir, data, positive, &records, &summary)?;
+    write_timing(dir, &timings)?;
+    plots(dir, &records)?;
+    write_model_card(dir, cfg, data, &net, positive, seed, best_epoch)?;
+    Ok((summary, notes))
+}
+
+fn to_input(x: &[f32], n: usize, size: u32, device: Device) -> Tensor {
+    Tensor::from_slice(x)
+        .view([n as i64, 3, size as i64, size as i64])
+        .to_device(device)
+}
+
+#[derive(Default)]
+struct Accumulator {
+    probs: Vec<Vec<f64>>,
+    labels: Vec<i64>,
+    loss_sum: f64,
+}
+
+impl Accumulator {
+    /// `loss` is the batch mean; weighted back to a sum so the epoch loss is per image.
+    fn add(&mut self, logits: &Tensor, loss: &Tensor, y: &[i64]) -> Result<()> {
+        let p = logits
+            .f_softmax(-1, Kind::Float)?
+            .f_to_device(Device::Cpu)?;
+        let c = p.size()[1] as usize;
+        let flat = Vec::<f32>::try_from(p.flatten(0, -1))?;
+        for row in flat.chunks(c) {
+            self.probs.push(row.iter().map(|v| *v as f64).collect());
+        }
+        self.labels.extend_from_slice(y);
+        self.loss_sum += loss.f_double_value(&[])? * y.len() as f64;
+        Ok(())
+    }
+
+    fn metrics(&self, classes: usize, positive: usize) -> Metrics {
+        metrics::compute(&self.probs, &self.labels, self.loss_sum, classes, positive)
+    }
+}
+
+/// Eval mode, no_grad, in sample order.
+pub fn evaluate(
+    net: &DenseNet,
+    samples: &Arc<Vec<Sample>>,
+    tf: Transform,
+    batch_size: usize,
+    device: Device,
+    classes: usize,
+    positive: usize,
+) -> Result<Metrics> {
+    let mut acc = Accumulator::default();
+    let rx = data::batches(
+        samples.clone(),
+        (0..samples.len()).collect(),
+        batch_size,
+        tf,
+        0,
+        0,
+        4,
+    );
+    for b in rx {
+        let b = b?;
+        let x = to_input(&b.x, b.y.len(), tf.size, device);
+        tch::no_grad(|| -> Result<()> {
+            let logits = net.forward_t(&x, false);
+            let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&b.y).to_device(device));
+            acc.add(&logits, &loss, &b.y)
+        })?;
+    }
+    Ok(acc.metrics(classes, positive))
+}
+
+fn evaluate_cached(
+    net: &DenseNet,
+    feats: &Tensor,
+    samples: &[Sample],
+    batch_size: usize,
+    classes: usize,
+    positive: usize,
+) -> Result<Metrics> {
+    let mut acc = Accumulator::default();
+    let n = samples.len() as i64;
+    let mut start = 0i64;
+    while start < n {
+        let len = (batch_size as i64).min(n - start);
+        let y: Vec<i64> = samples[start as usize..(start + len) as usize]
+            .iter()
+            .map(|s| s.label)
+            .collect();
+        tch::no_grad(|| -> Result<()> {
+            let logits = net.forward_rest(&feats.narrow(0, start, len), false);
+            let loss =
+                logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(feats.device()));
+            acc.add(&logits, &loss, &y)
+        })?;
+        start += len;
+    }
+    Ok(acc.metrics(classes, positive))
+}
+
+/// The frozen prefix's output for every sample (validation transform), in sample order.
+fn frozen_features(
+    net: &DenseNet,
+    samples: &Arc<Vec<Sample>>,
+    tf: Transform,
+    batch_size: usize,
+    device: Device,
+    msg: &str,
+) -> Result<Tensor> {
+    let pb = progress::bar(samples.len().div_ceil(batch_size) as u64, msg);
+    let mut parts = Vec::new();
+    for b in data::batches(
+        samples.clone(),
+        (0..samples.len()).collect(),
+        batch_size,
+        tf,
+        0,
+        0,
+        4,
+    ) {
+        let b = b?;
+        parts.push(net.forward_frozen(&to_input(&b.x, b.y.len(), tf.size, device)));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(Tensor::cat(&parts, 0))
+}
+
+fn opt_num(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.6}")).unwrap_or_default()
+}
+
+fn confusion_str(c: &[Vec<u64>]) -> String {
+    c.iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn write_metrics(
+    dir: &Path,
+    data: &SplitData,
+    positive: usize,
+    records: &[EpochRecord],
+    s: &RunSummary,
+) -> Result<()> {
+    let path = dir.join("metrics.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["epoch".to_string()];
+    for split in ["train", "val"] {
+        for m in [
+            "loss",
+            "accuracy",
+            "auc",
+            "sensitivity",
+            "specificity",
+            "confusion",
+        ] {
+            header.push(format!("{split}_{m}"));
+        }
+    }
+    header.push("best".into());
+    let csv_err = |e: csv::Error| Error::write(&path, std::io::Error::other(e.to_string()));
+    w.write_record(&header).map_err(csv_err)?;
+    for r in records {
+        let mut row = vec![r.epoch.to_string()];
+        for m in [&r.train, &r.val] {
+            row.push(format!("{:.6}", m.loss));
+            row.push(format!("{:.6}", m.accuracy));
+            row.push(opt_num(m.auc));
+            row.push(opt_num(m.sensitivity));
+            row.push(opt_num(m.specificity));
+            row.push(confusion_str(&m.confusion));
+        }
+        row.push(if r.best { "1" } else { "0" }.into());
+        w.write_record(&row).map_err(csv_err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::write(&path, std::io::Error::other(e.to_string())))?;
+    std::fs::write(&path, bytes).map_err(|e| Error::write(&path, e))?;
+    write_json(
+        &dir.join("metrics.json"),
+        &json!({
+            "classes": data.classes,
+            "positive_class": data.classes[positive],
+            "confusion": "confusion[true class][predicted class], classes in the order above",
+            "best_epoch": s.best_epoch,
+            "max_val_accuracy": s.max_val_accuracy,
+            "min_val_loss": s.min_val_loss,
+            "epochs": records,
+        }),
+    )
+}
+
+fn write_timing(dir: &Path, timings: &[EpochTiming]) -> Result<()> {
+    let path = dir.join("timing.csv");
+    let mut s = String::from("epoch,train_seconds,val_seconds,train_images_per_second\n");
+    for t in timings {
+        s.push_str(&format!(
+            "{},{:.3},{:.3},{:.2}\n",
+            t.epoch, t.train_seconds, t.val_seconds, t.train_images_per_second
+        ));
+    }
+    std::fs::write(&path, s).map_err(|e| Error::write(&path, e))
+}
+
+fn plots(dir: &Path, records: &[EpochRecord]) -> Result<()> {
+    let col = |f: &dyn Fn(&EpochRecord) -> f64| records.iter().map(f).collect::<Vec<f64>>();
+    metrics::plot(
+        &dir.join("loss.png"),
+        "Cross-entropy loss",
+        "loss",
+        &[
+            ("train", col(&|r| r.train.loss)),
+            ("val", col(&|r| r.val.loss)),
+        ],
+        None,
+    )?;
+    metrics::plot(
+        &dir.join("accuracy.png"),
+        "Accuracy and val AUC",
+        "",
+        &[
+            ("train accuracy", col(&|r| r.train.accuracy)),
+            ("val accuracy", col(&|r| r.val.accuracy)),
+            ("val AUC", col(&|r| r.val.auc.unwrap_or(f64::NAN))),
+        ],
+        Some((0.0, 1.0)),
+    )
+}
+
+fn write_model_card(
+    dir: &Path,
+    cfg: &TrainConfig,
+    data: &SplitData,
+    net: &DenseNet,
+    positive: usize,
+    seed: u64,
+    best_epoch: usize,
+) -> Result<()> {
+    let initial = match &cfg.weights {
+        Some(w) => {
+            let (sha, bytes) = hash_file(w)?;
+            json!({"path": w.display().to_string(), "sha256": sha, "bytes": bytes})
+        }
+        None => serde_json::Value::Null,
+    };
+    let commit = option_env!("PREP_GIT_COMMIT").filter(|c| !c.is_empty());
+    write_json(
+        &dir.join("model.json"),
+        &json!({
+            "format": "prep-model/1",
+            "weights": "best.safetensors",
+            "arch": net.config.spec(),
+            "densenet": net.config,
+            "classes": data.classes,
+            "positive_class": data.classes[positive],
+            "image_size": cfg.image_size,
+            "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+            "transforms": {
+                "train": if cfg.augment {
+                    format!("RandomResizedCrop({0}, scale=(0.08, 1.0), ratio=(3/4, 4/3)), RandomHorizontalFlip(0.5), ToTensor, Normalize", cfg.image_size)
+                } else {
+                    format!("Resize({0}), CenterCrop({0}), ToTensor, Normalize", cfg.image_size)
+                },
+                "val": format!("Resize({0}), CenterCrop({0}), ToTensor, Normalize", cfg.image_size),
+                "grey": "replicated to 3 channels",
+            },
+            "frozen_stages": net.frozen_stages(),
+            "trainable_stages": net.trainable_stages(),
+            "frozen_batchnorm": "eval mode: running statistics never updated",
+            "optimizer": {"name": "Adam", "lr": cfg.adam.lr, "betas": [cfg.adam.beta1, cfg.adam.beta2], "weight_decay": cfg.adam.weight_decay, "eps": cfg.adam.eps},
+            "loss": "cross-entropy",
+            "batch_size": cfg.batch_size,
+            "epochs": cfg.epochs,
+            "patience": cfg.patience,
+            "cache_features": cfg.cache_features,
+            "seed": seed,
+            "best_epoch": best_epoch,
+            "selection": "highest val accuracy (ties: lower val loss)",
+            "initial_weights": initial,
+            "data": {
+                "bag": cfg.data.display().to_string(),
+                "manifest_sha256": data.manifest_sha256,
+                "train_images": data.train.len(),
+                "val_images": data.val.len(),
+                "test_images": data.test.len(),
+            },
+            "prep_version": env!("CARGO_PKG_VERSION"),
+            "git_commit": commit,
+            "argv": cfg.argv,
+        }),
+    )
+}
+
+fn mean_std(v: &[f64]) -> (f64, Option<f64>) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.len() > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, std)
+}
+
+/// The paper's table: mean ± sample std over the repeats of max val accuracy and min val loss.
+fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
+    let acc: Vec<f64> = runs.iter().map(|r| r.max_val_accuracy).collect();
+    let loss: Vec<f64> = runs.iter().map(|r| r.min_val_loss).collect();
+    let (am, asd) = mean_std(&acc);
+    let (lm, lsd) = mean_std(&loss);
+    let test_acc: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.test.as_ref().map(|t| t.accuracy))
+        .collect();
+    let test = (!test_acc.is_empty()).then(|| mean_std(&test_acc));
+    write_json(
+        &dir.join("summary.json"),
+        &json!({
+            "repeats": runs.len(),
+            "std": "sample standard deviation (n - 1); null for one run",
+            "max_val_accuracy": {"mean": am, "std": asd},
+            "min_val_loss": {"mean": lm, "std": lsd},
+            "test_accuracy": test.map(|(m, s)| json!({"mean": m, "std": s})),
+            "runs": runs,
+        }),
+    )?;
+    let pm = |m: f64, s: Option<f64>| match s {
+        Some(s) => format!("{m:.4} ± {s:.4}"),
+        None => format!("{m:.4}"),
+    };
+    let mut csv = String::from(
+        "repeat,seed,epochs_run,best_epoch,max_val_accuracy,min_val_loss,test_accuracy\n",
+    );
+    let mut md = String::from("| repeat | seed | best epoch | max val accuracy | min val loss | test accuracy |\n|---|---|---|---|---|---|\n");
+    for (i, r) in runs.iter().enumerate() {
+        let t = r
+            .test
+            .as_ref()
+            .map(|t| format!("{:.6}", t.accuracy))
+            .unwrap_or_default();
+        csv.push_str(&format!(
+            "{},{},{},{},{:.6},{:.6},{}\n",
+            i + 1,
+            r.seed,
+            r.epochs_run,
+            r.best_epoch,
+            r.max_val_accuracy,
+            r.min_val_loss,
+            t
+        ));
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.4} | {:.4} | {} |\n",
+            i + 1,
+            r.seed,
+            r.best_epoch,
+            r.max_val_accuracy,
+            r.min_val_loss,
+            if t.is_empty() {
+                "-".into()
+            } else {
+                t[..6.min(t.len())].to_string()
+            }
+        ));
+    }
+    md.push_str(&format!(
+        "| **mean ± std** | | | **{}** | **{}** | {} |\n",
+        pm(am, asd),
+        pm(lm, lsd),
+        test.map(|(m, s)| pm(m, s)).unwrap_or_else(|| "-".into())
+    ));
+    std::fs::write(dir.join("summary.csv"), csv)
+        .map_err(|e| Error::write(dir.join("summary.csv"), e))?;
+    std::fs::write(dir.join("summary.md"), md).map_err(|e| Error::write(dir.join("summary.md"), e))
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut bytes =
+        serde_json::to_vec_pretty(v).map_err(|e| Error::write(path, std::io::Error::other(e)))?;
+    bytes.push(b'\n');
+    std::fs::write(path, bytes).map_err(|e| Error::write(path, e))
+}
