@@ -15,6 +15,7 @@ pub struct DemoOutcome {
     pub datasets: PathBuf,
     /// Every stage with its output and whether it ran (false: up to date, skipped).
     pub stages: Vec<(String, PathBuf, bool)>,
+    pub report: PathBuf,
 }
 
 /// Generate the synthetic datasets under `out/datasets`, then run the demo pipeline with its
@@ -53,5 +54,14 @@ pub fn run(out: &Path, seed: u64, side: u32, log: &mut dyn FnMut(&str)) -> Resul
         }
         stages.push((st.name.clone(), st.out.clone(), ran));
     }
-    Ok(DemoOutcome { datasets, stages })
+    // The auditor's page, for the last stage (the training run and its whole lineage).
+    let report = out.join("report.html");
+    if let Some((_, last, _)) = stages.last() {
+        crate::report::write(last, &report)?;
+    }
+    Ok(DemoOutcome {
+        datasets,
+        stages,
+        report,
+    })
 }

@@ -112,8 +112,9 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             let outcome = prep::demo::run(&args.out, args.seed, args.size, &mut log)?;
             println!("synthetic datasets: {}", outcome.datasets.display());
             for (name, out, _) in &outcome.stages {
-                println!("{name:<14} {} (verified)", out.display());
+                println!("{name:<14} {}", out.display());
             }
+            println!("report: {}", outcome.report.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_pipeline(args),

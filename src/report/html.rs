@@ -284,7 +284,13 @@ pub fn run_sections(page: &mut Page, run: &Path) -> Result<()> {
                 .unwrap_or(e.path())
                 .display()
                 .to_string();
-            if let Some(cm) = find_confusion(&v) {
+            let classes: Vec<String> = v["classes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect();
+            if let Some(cm) = find_confusion(&v, &classes) {
                 page.h3(&format!("Confusion matrix ({rel})"));
                 page.raw(&cm);
             }
@@ -338,7 +344,7 @@ fn page_raw(page: &mut Page) -> &mut String {
 }
 
 /// The last confusion matrix in a metrics document, as an HTML table.
-fn find_confusion(v: &serde_json::Value) -> Option<String> {
+fn find_confusion(v: &serde_json::Value, classes: &[String]) -> Option<String> {
     let mut found: Option<&serde_json::Value> = None;
     fn walk<'a>(v: &'a serde_json::Value, found: &mut Option<&'a serde_json::Value>) {
         match v {
@@ -361,7 +367,8 @@ fn find_confusion(v: &serde_json::Value) -> Option<String> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut row = vec![format!("<b>true {i}</b>")];
+            let name = classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+            let mut row = vec![format!("<b>true {}</b>", esc(&name))];
             row.extend(r.as_array().into_iter().flatten().map(|x| x.to_string()));
             row
         })

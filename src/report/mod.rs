@@ -90,24 +90,17 @@ fn lineage(start: &Path) -> Result<Vec<Node>> {
     Ok(out)
 }
 
-/// The bag a training run was made from: model.json names it (or any string in it that is a
-/// bag folder).
+/// The bag a training run was made from: its model.json (or the first repeat's) names it.
 fn run_data_bag(run: &Path) -> Option<PathBuf> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("model.json")).ok()?).ok()?;
-    for key in ["data_bag", "data", "bag"] {
-        if let Some(s) = v[key].as_str() {
-            if Path::new(s).join("bagit.txt").is_file() {
-                return Some(PathBuf::from(s));
-            }
-        }
-        if let Some(s) = v[key]["path"].as_str() {
-            if Path::new(s).join("bagit.txt").is_file() {
-                return Some(PathBuf::from(s));
-            }
-        }
-    }
-    None
+    let card = [run.join("model.json"), run.join("repeat-1/model.json")]
+        .into_iter()
+        .find(|p| p.is_file())?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(card).ok()?).ok()?;
+    let bag = v["data"]["bag"].as_str()?;
+    Path::new(bag)
+        .join("bagit.txt")
+        .is_file()
+        .then(|| PathBuf::from(bag))
 }
 
 fn counts<'a>(rows: &'a Rows, col: &str) -> BTreeMap<&'a str, usize> {
@@ -125,7 +118,9 @@ pub fn build(target: &Path) -> Result<String> {
     if !target.exists() {
         return Err(Error::bad_input(target, "no such bag or run folder"));
     }
-    let is_run = target.join("model.json").is_file() || target.join("metrics.csv").is_file();
+    let is_run = ["model.json", "metrics.csv", "summary.json"]
+        .iter()
+        .any(|f| target.join(f).is_file());
     let start = if is_run {
         run_data_bag(target)
     } else {
