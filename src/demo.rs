@@ -26,13 +26,17 @@ pub fn run(out: &Path, seed: u64, side: u32, log: &mut dyn FnMut(&str)) -> Resul
     let normal = datasets.join("normal");
     // Regenerating gives the same bytes; skip it when the data is there so that mtimes (and so
     // the pipeline's input fingerprints) stay put and finished stages are not redone.
-    let stamp = datasets.join(format!(".prep-demo-seed{seed}-size{side}"));
+    let stamp = datasets.join(format!(".prep-demo-v2-seed{seed}-size{side}"));
     if !stamp.exists() {
         if datasets.exists() {
             std::fs::remove_dir_all(&datasets).map_err(|e| Error::write(&datasets, e))?;
         }
         synth::cohen_like(&cohen, seed, side)?;
-        synth::image_folder(&normal, seed, "normal", 12, side, 0.0)?;
+        synth::image_folder(&normal, seed, "normal", 16, side, 0.0)?;
+        // A Hannover-like folder of COVID films and an NIH-like folder of other disease, so the
+        // balanced split has enough images for the demo model to learn something.
+        synth::image_folder(&datasets.join("covid-cohort"), seed, "cohort", 24, side, 0.9)?;
+        synth::image_folder(&datasets.join("other-disease"), seed, "disease", 14, side, 0.45)?;
         std::fs::write(&stamp, b"").map_err(|e| Error::write(&stamp, e))?;
     }
     let pipeline: PipelineFile = toml::from_str(DEMO_PIPELINE)
