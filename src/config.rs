@@ -152,7 +152,9 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
     let val = a.val.unwrap_or(1.0 - a.train - test);
     for (n, f) in [("--train", a.train), ("--val", val), ("--test", test)] {
         if !frac_ok(f) {
-            return Err(Error::Usage(format!("{n} must be between 0 and 1 (got {f})")));
+            return Err(Error::Usage(format!(
+                "{n} must be between 0 and 1 (got {f})"
+            )));
         }
     }
     if a.train <= 0.0 || (a.train + val + test - 1.0).abs() > 1e-6 {
@@ -165,7 +167,9 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
     if a.test.is_some() {
         splits.push(("test".to_string(), test));
     }
-    let ratio_given = argv.iter().any(|x| x == "--ratio" || x.starts_with("--ratio="));
+    let ratio_given = argv
+        .iter()
+        .any(|x| x == "--ratio" || x.starts_with("--ratio="));
     if ratio_given && !a.balanced {
         return Err(Error::Usage(
             "--ratio applies with --balanced (without it every image is kept)".into(),
@@ -196,7 +200,10 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
     ] {
         for b in bags {
             if !b.is_dir() {
-                return Err(Error::bad_input(b, "input bag does not exist or is not a folder"));
+                return Err(Error::bad_input(
+                    b,
+                    "input bag does not exist or is not a folder",
+                ));
             }
             inputs.push((class, b.clone()));
         }

@@ -172,7 +172,10 @@ fn run_split(mode: config::SplitMode) -> Result<ExitCode, Error> {
             print_merges(&out.merges);
             let total: usize = out.counts.values().sum();
             println!("{} images in {} groups", total, out.groups);
-            println!("{:<8} {:<10} {:>7} {:>7}", "split", "class", "images", "share");
+            println!(
+                "{:<8} {:<10} {:>7} {:>7}",
+                "split", "class", "images", "share"
+            );
             for ((split, class), n) in &out.counts {
                 let split_total: usize = out
                     .counts

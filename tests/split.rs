@@ -55,8 +55,14 @@ fn picture(k: u32, w: u32, h: u32) -> GrayImage {
 fn recrop_jpeg(img: &GrayImage, path: &Path) {
     let (w, h) = img.dimensions();
     let c = image::imageops::crop_imm(img, 0, 0, w * 9 / 10, h * 9 / 10).to_image();
-    let big = image::imageops::resize(&c, w * 3 / 2, h * 3 / 2, image::imageops::FilterType::Triangle);
-    big.save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+    let big = image::imageops::resize(
+        &c,
+        w * 3 / 2,
+        h * 3 / 2,
+        image::imageops::FilterType::Triangle,
+    );
+    big.save_with_format(path, image::ImageFormat::Jpeg)
+        .unwrap();
 }
 
 struct Fixture {
@@ -76,9 +82,8 @@ fn fixture() -> Fixture {
     let root = tmp.path().to_path_buf();
     let ds = root.join("cohen");
     fs::create_dir_all(ds.join("images")).unwrap();
-    let mut rows = vec![
-        "patientid,finding,RT_PCR_positive,view,modality,folder,filename".to_string(),
-    ];
+    let mut rows =
+        vec!["patientid,finding,RT_PCR_positive,view,modality,folder,filename".to_string()];
     let mut k = 0u32;
     let mut add = |pid: &str, finding: &str, name: &str, rows: &mut Vec<String>| {
         k += 1;
@@ -99,19 +104,38 @@ fn fixture() -> Fixture {
     add("5", covid, "abcdef01.png", &mut rows); // re-published by "hannover"
     add("1", "No Finding", "h1-prior.png", &mut rows); // leakage trap: patient 1 again
     for p in 20..=28 {
-        add(&p.to_string(), "No Finding", &format!("h{p}.png"), &mut rows);
+        add(
+            &p.to_string(),
+            "No Finding",
+            &format!("h{p}.png"),
+            &mut rows,
+        );
     }
     for p in 40..=49 {
-        add(&p.to_string(), "Pneumonia/Bacterial/Streptococcus", &format!("d{p}.png"), &mut rows);
+        add(
+            &p.to_string(),
+            "Pneumonia/Bacterial/Streptococcus",
+            &format!("d{p}.png"),
+            &mut rows,
+        );
     }
-    add("40", "Pneumonia/Bacterial/Streptococcus", "d40-b.png", &mut rows);
+    add(
+        "40",
+        "Pneumonia/Bacterial/Streptococcus",
+        "d40-b.png",
+        &mut rows,
+    );
     fs::write(ds.join("metadata.csv"), rows.join("\n") + "\n").unwrap();
 
     let han = root.join("hannover");
     fs::create_dir_all(&han).unwrap();
-    let src = image::open(ds.join("images/abcdef01.png")).unwrap().to_luma8();
+    let src = image::open(ds.join("images/abcdef01.png"))
+        .unwrap()
+        .to_luma8();
     recrop_jpeg(&src, &han.join("abcdef01.jpg"));
-    picture(900, 256, 256).save(han.join("0f0f0f0f.png")).unwrap();
+    picture(900, 256, 256)
+        .save(han.join("0f0f0f0f.png"))
+        .unwrap();
 
     let extra = root.join("extra");
     fs::create_dir_all(&extra).unwrap();
@@ -124,10 +148,47 @@ fn fixture() -> Fixture {
     };
     let d = ds.to_str().unwrap();
     let b = |n: &str| bags.join(n).to_string_lossy().into_owned();
-    run(&["filter", "--source", "cohen", "--dataset", d, "--out", &b("covid")]);
-    run(&["filter", "--source", "cohen", "--dataset", d, "--label-others", "--out", &b("others")]);
-    run(&["filter", "--source", "folder", "--dataset", han.to_str().unwrap(), "--label", "covid", "--out", &b("hannover")]);
-    run(&["filter", "--source", "folder", "--dataset", extra.to_str().unwrap(), "--label", "healthy", "--out", &b("extra")]);
+    run(&[
+        "filter",
+        "--source",
+        "cohen",
+        "--dataset",
+        d,
+        "--out",
+        &b("covid"),
+    ]);
+    run(&[
+        "filter",
+        "--source",
+        "cohen",
+        "--dataset",
+        d,
+        "--label-others",
+        "--out",
+        &b("others"),
+    ]);
+    run(&[
+        "filter",
+        "--source",
+        "folder",
+        "--dataset",
+        han.to_str().unwrap(),
+        "--label",
+        "covid",
+        "--out",
+        &b("hannover"),
+    ]);
+    run(&[
+        "filter",
+        "--source",
+        "folder",
+        "--dataset",
+        extra.to_str().unwrap(),
+        "--label",
+        "healthy",
+        "--out",
+        &b("extra"),
+    ]);
     Fixture {
         covid: bags.join("covid"),
         others: bags.join("others"),
@@ -146,7 +207,10 @@ fn read_csv(path: &Path) -> Vec<Row> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            h.iter().zip(rec.iter()).map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            h.iter()
+                .zip(rec.iter())
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         })
         .collect()
 }
@@ -157,8 +221,18 @@ fn s(p: &Path) -> &str {
 
 fn split_args<'a>(f: &'a Fixture, out: &'a Path) -> Vec<String> {
     [
-        "split", "--balanced", "--covid", s(&f.covid), s(&f.hannover), "--healthy", s(&f.others),
-        s(&f.extra), "--diseased", s(&f.others), "--out", s(out),
+        "split",
+        "--balanced",
+        "--covid",
+        s(&f.covid),
+        s(&f.hannover),
+        "--healthy",
+        s(&f.others),
+        s(&f.extra),
+        "--diseased",
+        s(&f.others),
+        "--out",
+        s(out),
     ]
     .iter()
     .map(|x| x.to_string())
@@ -174,7 +248,11 @@ fn bag_files(bag: &Path) -> BTreeMap<String, Vec<u8>> {
         .filter(|e| e.file_type().is_file())
         .map(|e| {
             (
-                e.path().strip_prefix(bag).unwrap().to_string_lossy().into_owned(),
+                e.path()
+                    .strip_prefix(bag)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
                 fs::read(e.path()).unwrap(),
             )
         })
@@ -188,7 +266,12 @@ fn balanced_split_is_leak_free_stratified_and_verifiable() {
     let assert = prep().args(split_args(&f, &out)).assert().success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).into_owned();
     // Merges per reason are printed: 87/462 alias, the cross-source copy, the exact copy.
-    for line in ["alias                 1", "exact-duplicate       1", "cross-reference       1", "near-duplicate        0"] {
+    for line in [
+        "alias                 1",
+        "exact-duplicate       1",
+        "cross-reference       1",
+        "near-duplicate        0",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
     prep().args(["verify", s(&out)]).assert().success();
@@ -212,7 +295,11 @@ fn balanced_split_is_leak_free_stratified_and_verifiable() {
     let mut split_of: BTreeMap<&str, &str> = BTreeMap::new();
     for r in &recs {
         let prev = split_of.insert(&r["group"], &r["split"]);
-        assert!(prev.is_none_or(|p| p == r["split"]), "group {} crosses splits", r["group"]);
+        assert!(
+            prev.is_none_or(|p| p == r["split"]),
+            "group {} crosses splits",
+            r["group"]
+        );
     }
     let group_of = |id: &str, source: &str| {
         recs.iter()
@@ -225,7 +312,10 @@ fn balanced_split_is_leak_free_stratified_and_verifiable() {
     if let (Some(a), Some(b)) = (group_of("c87-0", "cohen"), group_of("c462-0", "cohen")) {
         assert_eq!(a, b);
     }
-    if let (Some(a), Some(b)) = (group_of("abcdef01", "cohen"), group_of("abcdef01", "folder")) {
+    if let (Some(a), Some(b)) = (
+        group_of("abcdef01", "cohen"),
+        group_of("abcdef01", "folder"),
+    ) {
         assert_eq!(a, b);
         assert_eq!(a, "cohen:5");
     }
@@ -250,7 +340,9 @@ fn balanced_split_is_leak_free_stratified_and_verifiable() {
     assert!(excl.iter().any(|e| e["reason"] == "balance"));
     let dups = read_csv(&out.join("data/duplicates.csv"));
     assert!(dups.iter().any(|d| d["reason"] == "exact-duplicate"));
-    assert!(dups.iter().any(|d| d["reason"] == "cross-reference" && d["detail"].contains("abcdef01")));
+    assert!(dups
+        .iter()
+        .any(|d| d["reason"] == "cross-reference" && d["detail"].contains("abcdef01")));
     // Provenance: seed, parameters, every input bag's manifest hash.
     let prov: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("data/provenance.json")).unwrap()).unwrap();
@@ -262,7 +354,10 @@ fn balanced_split_is_leak_free_stratified_and_verifiable() {
         assert_eq!(i["sha256"].as_str().unwrap().len(), 64);
     }
     // The split checks clean.
-    prep().args(["split", "--check", s(&out)]).assert().success();
+    prep()
+        .args(["split", "--check", s(&out)])
+        .assert()
+        .success();
 }
 
 #[test]
@@ -279,7 +374,10 @@ fn same_inputs_give_byte_identical_bags_whatever_the_thread_count() {
         bags.push(bag_files(&out));
     }
     assert!(bags[0].len() > 10);
-    assert_eq!(bags[0].keys().collect::<Vec<_>>(), bags[1].keys().collect::<Vec<_>>());
+    assert_eq!(
+        bags[0].keys().collect::<Vec<_>>(),
+        bags[1].keys().collect::<Vec<_>>()
+    );
     for (k, v) in &bags[0] {
         assert!(bags[1][k] == *v, "{k} differs between two runs");
         assert!(bags[2][k] == *v, "{k} differs between 1 and 2 threads");
@@ -289,10 +387,16 @@ fn same_inputs_give_byte_identical_bags_whatever_the_thread_count() {
     let mut args = split_args(&f, &out);
     // The fixture's only near-duplicate is also a cross-reference: the groups are the same
     // without the (slow, in debug builds) perceptual pass.
-    args.extend(["--seed".to_string(), "7".to_string(), "--no-near-duplicates".to_string()]);
+    args.extend([
+        "--seed".to_string(),
+        "7".to_string(),
+        "--no-near-duplicates".to_string(),
+    ]);
     prep().args(args).assert().success();
     let pick = |recs: Vec<Row>| -> BTreeSet<(String, String)> {
-        recs.into_iter().map(|r| (r["group"].clone(), r["split"].clone())).collect()
+        recs.into_iter()
+            .map(|r| (r["group"].clone(), r["split"].clone()))
+            .collect()
     };
     let a = pick(read_csv(&f.root.join("runs/a/split/data/records.csv")));
     let b = pick(read_csv(&out.join("data/records.csv")));
@@ -305,15 +409,34 @@ fn unbalanced_three_class_split_with_test_keeps_everything() {
     let out = f.root.join("split3");
     prep()
         .args([
-            "split", "--covid", s(&f.covid), "--healthy", s(&f.others), "--diseased", s(&f.others),
-            "--train", "0.6", "--val", "0.2", "--test", "0.2", "--classes", "three", "--out", s(&out),
+            "split",
+            "--covid",
+            s(&f.covid),
+            "--healthy",
+            s(&f.others),
+            "--diseased",
+            s(&f.others),
+            "--train",
+            "0.6",
+            "--val",
+            "0.2",
+            "--test",
+            "0.2",
+            "--classes",
+            "three",
+            "--out",
+            s(&out),
         ])
         .assert()
         .success();
     let recs = read_csv(&out.join("data/records.csv"));
     let covid_in = read_csv(&f.covid.join("data/records.csv")).len();
     let others_in = read_csv(&f.others.join("data/records.csv")).len();
-    assert_eq!(recs.len(), covid_in + others_in, "without --balanced nothing is dropped");
+    assert_eq!(
+        recs.len(),
+        covid_in + others_in,
+        "without --balanced nothing is dropped"
+    );
     let splits: BTreeSet<&str> = recs.iter().map(|r| r["split"].as_str()).collect();
     assert_eq!(splits, BTreeSet::from(["test", "train", "val"]));
     for r in &recs {
@@ -323,8 +446,18 @@ fn unbalanced_three_class_split_with_test_keeps_everything() {
     // 1:1:1 is accepted too.
     prep()
         .args([
-            "split", "--balanced", "--ratio", "1:1:1", "--covid", s(&f.covid), "--healthy",
-            s(&f.others), "--diseased", s(&f.others), "--out", s(&f.root.join("split111")),
+            "split",
+            "--balanced",
+            "--ratio",
+            "1:1:1",
+            "--covid",
+            s(&f.covid),
+            "--healthy",
+            s(&f.others),
+            "--diseased",
+            s(&f.others),
+            "--out",
+            s(&f.root.join("split111")),
         ])
         .assert()
         .success();
@@ -344,15 +477,24 @@ fn check_fails_loudly_when_a_group_crosses_splits() {
     for (i, r) in recs.iter().enumerate() {
         by_group.entry(&r["group"]).or_default().push(i);
     }
-    let (_, idx) = by_group.iter().find(|(_, v)| v.len() >= 2).expect("a multi-image group");
+    let (_, idx) = by_group
+        .iter()
+        .find(|(_, v)| v.len() >= 2)
+        .expect("a multi-image group");
     let mut w = csv::Writer::from_path(f.root.join("other.csv")).unwrap();
-    w.write_record(["image", "patientid", "source", "split"]).unwrap();
+    w.write_record(["image", "patientid", "source", "split"])
+        .unwrap();
     for (i, r) in recs.iter().enumerate() {
         let mut split = r["split"].clone();
         if i == idx[0] {
-            split = if split == "train" { "val".into() } else { "train".into() };
+            split = if split == "train" {
+                "val".into()
+            } else {
+                "train".into()
+            };
         }
-        w.write_record([&r["id"], &r["patient_id"], &r["source"], &split]).unwrap();
+        w.write_record([&r["id"], &r["patient_id"], &r["source"], &split])
+            .unwrap();
     }
     w.flush().unwrap();
     drop(w);
@@ -364,9 +506,11 @@ fn check_fails_loudly_when_a_group_crosses_splits() {
     assert!(err.contains("crosses splits"), "{err}");
     // Unchanged, the same CSV passes.
     let mut w = csv::Writer::from_path(f.root.join("same.csv")).unwrap();
-    w.write_record(["image", "patientid", "source", "split"]).unwrap();
+    w.write_record(["image", "patientid", "source", "split"])
+        .unwrap();
     for r in &recs {
-        w.write_record([&r["id"], &r["patient_id"], &r["source"], &r["split"]]).unwrap();
+        w.write_record([&r["id"], &r["patient_id"], &r["source"], &r["split"]])
+            .unwrap();
     }
     w.flush().unwrap();
     drop(w);
@@ -382,38 +526,93 @@ fn bad_invocations_are_usage_errors() {
     let out = f.root.join("x");
     // A single-label bag under two flags would put one image in two classes.
     prep()
-        .args(["split", "--covid", s(&f.covid), "--healthy", s(&f.covid), "--out", s(&out)])
+        .args([
+            "split",
+            "--covid",
+            s(&f.covid),
+            "--healthy",
+            s(&f.covid),
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(2);
     prep()
-        .args(["split", "--covid", s(&f.covid), "--train", "0.8", "--val", "0.3", "--out", s(&out)])
+        .args([
+            "split",
+            "--covid",
+            s(&f.covid),
+            "--train",
+            "0.8",
+            "--val",
+            "0.3",
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(2);
     prep()
-        .args(["split", "--balanced", "--ratio", "2:1", "--covid", s(&f.covid), "--out", s(&out)])
+        .args([
+            "split",
+            "--balanced",
+            "--ratio",
+            "2:1",
+            "--covid",
+            s(&f.covid),
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(2);
     prep()
-        .args(["split", "--ratio", "1:1:1", "--covid", s(&f.covid), "--out", s(&out)])
+        .args([
+            "split",
+            "--ratio",
+            "1:1:1",
+            "--covid",
+            s(&f.covid),
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(2);
     // --balanced needs every class with a non-zero ratio.
     prep()
-        .args(["split", "--balanced", "--covid", s(&f.covid), "--healthy", s(&f.others), "--out", s(&out)])
+        .args([
+            "split",
+            "--balanced",
+            "--covid",
+            s(&f.covid),
+            "--healthy",
+            s(&f.others),
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(2);
     assert!(!out.exists());
     // A damaged input bag is refused (exit 4) before anything is written.
     fs::write(f.covid.join("data/records.csv"), "tampered").unwrap();
     prep()
-        .args(["split", "--covid", s(&f.covid), "--healthy", s(&f.others), "--out", s(&out)])
+        .args([
+            "split",
+            "--covid",
+            s(&f.covid),
+            "--healthy",
+            s(&f.others),
+            "--out",
+            s(&out),
+        ])
         .assert()
         .code(4);
 }
 
 /// The first Python that can import `module`: $PREP_PYTHON, /tmp/pyv/bin/python, python3.
 fn python_with(module: &str) -> Option<PathBuf> {
-    let mut cands: Vec<PathBuf> = std::env::var_os("PREP_PYTHON").map(PathBuf::from).into_iter().collect();
+    let mut cands: Vec<PathBuf> = std::env::var_os("PREP_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     cands.push(PathBuf::from("/tmp/pyv/bin/python"));
     cands.push(PathBuf::from("python3"));
     cands.into_iter().find(|py| {
@@ -455,7 +654,10 @@ fn python_bagit_and_torchvision_accept_the_split_bag() {
             "from torchvision import datasets\nd = datasets.ImageFolder('{}/data/{split}')\nassert d.classes == ['covid', 'no-covid'], d.classes\nfor i in range(len(d)): d[i]\nprint(len(d))",
             s(&out)
         );
-        let o = std::process::Command::new(&py).args(["-c", &code]).output().unwrap();
+        let o = std::process::Command::new(&py)
+            .args(["-c", &code])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let n: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
         assert_eq!(n, recs.iter().filter(|r| r["split"] == split).count());
@@ -482,22 +684,62 @@ fn real_samples_split_without_leaks_and_finds_the_known_duplicates() {
     let cohen = sp.join("cohen");
     let meta = cohen.join("metadata_subset.csv");
     prep()
-        .args(["filter", "--source", "cohen", "--dataset", s(&cohen), "--metadata", s(&meta), "--out", s(&b("covid"))])
+        .args([
+            "filter",
+            "--source",
+            "cohen",
+            "--dataset",
+            s(&cohen),
+            "--metadata",
+            s(&meta),
+            "--out",
+            s(&b("covid")),
+        ])
         .assert()
         .success();
     prep()
-        .args(["filter", "--source", "cohen", "--dataset", s(&cohen), "--metadata", s(&meta), "--label-others", "--out", s(&b("others"))])
+        .args([
+            "filter",
+            "--source",
+            "cohen",
+            "--dataset",
+            s(&cohen),
+            "--metadata",
+            s(&meta),
+            "--label-others",
+            "--out",
+            s(&b("others")),
+        ])
         .assert()
         .success();
     prep()
-        .args(["filter", "--source", "folder", "--dataset", s(&sp.join("hannover/png")), "--label", "covid", "--out", s(&b("hannover"))])
+        .args([
+            "filter",
+            "--source",
+            "folder",
+            "--dataset",
+            s(&sp.join("hannover/png")),
+            "--label",
+            "covid",
+            "--out",
+            s(&b("hannover")),
+        ])
         .assert()
         .success();
     let out = b("split");
     let a = prep()
         .args([
-            "split", "--balanced", "--covid", s(&b("covid")), s(&b("hannover")), "--healthy",
-            s(&b("others")), "--diseased", s(&b("others")), "--out", s(&out),
+            "split",
+            "--balanced",
+            "--covid",
+            s(&b("covid")),
+            s(&b("hannover")),
+            "--healthy",
+            s(&b("others")),
+            "--diseased",
+            s(&b("others")),
+            "--out",
+            s(&out),
         ])
         .assert()
         .success();
@@ -523,7 +765,10 @@ fn real_samples_split_without_leaks_and_finds_the_known_duplicates() {
     let h = recs.iter().filter(|r| r["subclass"] == "healthy").count();
     let d = recs.iter().filter(|r| r["subclass"] == "diseased").count();
     assert_eq!((c, h), (h + d, d));
-    prep().args(["split", "--check", s(&out)]).assert().success();
+    prep()
+        .args(["split", "--check", s(&out)])
+        .assert()
+        .success();
     prep().args(["verify", s(&out)]).assert().success();
 }
 
@@ -534,13 +779,29 @@ fn real_samples_have_no_false_near_duplicate_merges() {
     let Some(sp) = samples() else { return };
     let tmp = TempDir::new().unwrap();
     let mut bags = Vec::new();
-    for (i, dir) in ["cohen/images", "hannover/png", "figure1/images", "actualmed/images", "torchxrayvision_tests"]
-        .iter()
-        .enumerate()
+    for (i, dir) in [
+        "cohen/images",
+        "hannover/png",
+        "figure1/images",
+        "actualmed/images",
+        "torchxrayvision_tests",
+    ]
+    .iter()
+    .enumerate()
     {
         let out = tmp.path().join(format!("b{i}"));
         prep()
-            .args(["filter", "--source", "folder", "--dataset", s(&sp.join(dir)), "--label", "covid", "--out", s(&out)])
+            .args([
+                "filter",
+                "--source",
+                "folder",
+                "--dataset",
+                s(&sp.join(dir)),
+                "--label",
+                "covid",
+                "--out",
+                s(&out),
+            ])
             .assert()
             .success();
         bags.push(out);

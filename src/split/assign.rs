@@ -67,7 +67,11 @@ pub fn balance_targets(counts: [usize; 3], ratio: [u32; 3]) -> [usize; 3] {
 
 /// Down-sample each class to its target, dropping whole groups where that allows it; at most
 /// one group per class is cut to meet the target exactly. Returns (kept flags, drops).
-pub fn balance(units: &[Unit], ratio: [u32; 3], seed: u64) -> (Vec<bool>, Vec<Dropped>, [usize; 3]) {
+pub fn balance(
+    units: &[Unit],
+    ratio: [u32; 3],
+    seed: u64,
+) -> (Vec<bool>, Vec<Dropped>, [usize; 3]) {
     let mut counts = [0usize; 3];
     for u in units {
         counts[u.class.index()] += 1;
@@ -172,7 +176,8 @@ pub fn pick_whole_groups(sizes: &[usize], target: usize) -> Vec<bool> {
     can[n * w] = true;
     for i in (0..n).rev() {
         for t in 0..w {
-            can[i * w + t] = can[(i + 1) * w + t] || (sizes[i] <= t && can[(i + 1) * w + t - sizes[i]]);
+            can[i * w + t] =
+                can[(i + 1) * w + t] || (sizes[i] <= t && can[(i + 1) * w + t - sizes[i]]);
         }
     }
     let best = (0..w).rev().find(|&t| can[t]).unwrap_or(0);
@@ -203,7 +208,13 @@ pub fn assign(units: &[Unit], fractions: &[f64], seed: u64) -> Vec<usize> {
         .iter()
         .map(|f| [0, 1, 2].map(|c| f * totals[c]))
         .collect();
-    let weight = [0, 1, 2].map(|c| if totals[c] > 0.0 { 1.0 / totals[c] } else { 0.0 });
+    let weight = [0, 1, 2].map(|c| {
+        if totals[c] > 0.0 {
+            1.0 / totals[c]
+        } else {
+            0.0
+        }
+    });
     let mut order: Vec<(&str, [f64; 3], [u8; 32])> = groups
         .iter()
         .map(|(g, n)| (*g, *n, seeded(seed, "assign", g)))
@@ -308,7 +319,11 @@ mod tests {
     #[test]
     fn balance_drops_whole_groups_when_it_can() {
         // covid: groups of 3,1,1,1 (6 images); healthy 2 singletons; diseased 2 singletons.
-        let mut spec = vec![(Fine::Covid, "p1"), (Fine::Covid, "p1"), (Fine::Covid, "p1")];
+        let mut spec = vec![
+            (Fine::Covid, "p1"),
+            (Fine::Covid, "p1"),
+            (Fine::Covid, "p1"),
+        ];
         spec.extend([(Fine::Covid, "a"), (Fine::Covid, "b"), (Fine::Covid, "c")]);
         spec.extend([(Fine::Healthy, "h1"), (Fine::Healthy, "h2")]);
         spec.extend([(Fine::Diseased, "d1"), (Fine::Diseased, "d2")]);
@@ -316,17 +331,25 @@ mod tests {
         for seed in 0..20 {
             let (keep, drops, t) = balance(&u, [2, 1, 1], seed);
             assert_eq!(t, [4, 2, 2]);
-            let kept_covid = (0..u.len()).filter(|&i| keep[i] && u[i].class == Fine::Covid).count();
+            let kept_covid = (0..u.len())
+                .filter(|&i| keep[i] && u[i].class == Fine::Covid)
+                .count();
             assert_eq!(kept_covid, 4);
             // 4 = 3+1 or 1+1+1+(cut), but whole groups can always make 4 here: never cut.
-            assert!(drops.iter().all(|d| d.reason == "balance"), "{seed}: {drops:?}");
+            assert!(
+                drops.iter().all(|d| d.reason == "balance"),
+                "{seed}: {drops:?}"
+            );
             assert_eq!(drops.len(), 2);
         }
     }
 
     #[test]
     fn whole_groups_meet_targets_when_any_combination_can() {
-        assert_eq!(pick_whole_groups(&[1, 1, 1, 3], 4), vec![true, false, false, true]);
+        assert_eq!(
+            pick_whole_groups(&[1, 1, 1, 3], 4),
+            vec![true, false, false, true]
+        );
         assert_eq!(pick_whole_groups(&[3, 3], 4), vec![true, false]);
         assert_eq!(pick_whole_groups(&[2, 5, 2], 4), vec![true, false, true]);
         assert_eq!(pick_whole_groups(&[2, 2], 0), vec![false, false]);
@@ -350,7 +373,11 @@ mod tests {
         }
         for c in Fine::ALL {
             let n = u.iter().filter(|x| x.class == c).count() as f64;
-            let tr = u.iter().zip(&a).filter(|(x, s)| x.class == c && **s == 0).count() as f64;
+            let tr = u
+                .iter()
+                .zip(&a)
+                .filter(|(x, s)| x.class == c && **s == 0)
+                .count() as f64;
             assert!((tr / n - 0.7).abs() <= 4.0 / n, "{c:?} {}", tr / n);
         }
         let b = assign(&u, &[0.7, 0.3], 2);

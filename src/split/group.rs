@@ -131,7 +131,10 @@ pub fn alias_table(source: &str, lists: &[Vec<String>], into: &mut Aliases) {
     for list in lists {
         if let Some(first) = list.iter().map(|s| s.trim()).min() {
             for id in list {
-                into.insert((source.to_string(), id.trim().to_string()), first.to_string());
+                into.insert(
+                    (source.to_string(), id.trim().to_string()),
+                    first.to_string(),
+                );
             }
         }
     }
@@ -240,9 +243,9 @@ mod tests {
             m("cohen", "87", "aa"),
             m("cohen", "462", "bb"),
             m("cohen", "87", "cc"),
-            m("nih", "87", "dd"),   // same id, other source: another person
-            m("folder", "", "cc"),  // exact copy of member 2
-            m("folder", "", "ee"),  // alone
+            m("nih", "87", "dd"),  // same id, other source: another person
+            m("folder", "", "cc"), // exact copy of member 2
+            m("folder", "", "ee"), // alone
         ];
         let mut aliases = Aliases::new();
         alias_table("cohen", &[vec!["87".into(), "462".into()]], &mut aliases);

@@ -393,14 +393,22 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     }
     // Content order, so nothing below depends on the order of flags or bags.
     items.sort_by(|x, y| {
-        (&x.rec.source, &x.rec.id, &x.rec.sha256, x.class, &bag_names[x.bag], x.row).cmp(&(
-            &y.rec.source,
-            &y.rec.id,
-            &y.rec.sha256,
-            y.class,
-            &bag_names[y.bag],
-            y.row,
-        ))
+        (
+            &x.rec.source,
+            &x.rec.id,
+            &x.rec.sha256,
+            x.class,
+            &bag_names[x.bag],
+            x.row,
+        )
+            .cmp(&(
+                &y.rec.source,
+                &y.rec.id,
+                &y.rec.sha256,
+                y.class,
+                &bag_names[y.bag],
+                y.row,
+            ))
     });
     for c in Fine::ALL {
         if !items.iter().any(|i| i.class == c) && cfg.balance.is_some_and(|r| r[c.index()] > 0) {
@@ -499,7 +507,10 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         .map(|&i| Unit {
             class: items[i].class,
             group: gid[i].clone(),
-            key: format!("{}\u{0}{}\u{0}{}", items[i].rec.source, items[i].rec.id, items[i].rec.sha256),
+            key: format!(
+                "{}\u{0}{}\u{0}{}",
+                items[i].rec.source, items[i].rec.id, items[i].rec.sha256
+            ),
         })
         .collect();
     let mut targets = None;
@@ -550,11 +561,21 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
             .rec
             .id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let mut n = 1;
         let rel = loop {
-            let stem = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            let stem = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
             let rel = format!("{split}/{folder}/{stem}{ext}");
             if taken.insert(rel.to_lowercase()) {
                 break rel;
@@ -610,7 +631,12 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     pb.finish_and_clear();
 
     let mut records: Vec<SplitRecord> = rows.into_iter().map(|(_, r)| r).collect();
-    let split_rank = |s: &str| cfg.splits.iter().position(|x| x.0 == s).unwrap_or(usize::MAX);
+    let split_rank = |s: &str| {
+        cfg.splits
+            .iter()
+            .position(|x| x.0 == s)
+            .unwrap_or(usize::MAX)
+    };
     records.sort_by(|a, b| (split_rank(&a.split), &a.path).cmp(&(split_rank(&b.split), &b.path)));
     excluded.sort_by(|a, b| {
         (&a.source_bag, a.bag_row, &a.class).cmp(&(&b.source_bag, b.bag_row, &b.class))
@@ -621,8 +647,12 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     let mut per_sub: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut sub_total: BTreeMap<String, usize> = BTreeMap::new();
     for r in &records {
-        *counts.entry((r.split.clone(), r.class.clone())).or_default() += 1;
-        *per_sub.entry((r.subclass.clone(), r.split.clone())).or_default() += 1;
+        *counts
+            .entry((r.split.clone(), r.class.clone()))
+            .or_default() += 1;
+        *per_sub
+            .entry((r.subclass.clone(), r.split.clone()))
+            .or_default() += 1;
         *sub_total.entry(r.subclass.clone()).or_default() += 1;
     }
     let mut fractions_out = BTreeMap::new();
@@ -663,7 +693,9 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     .param("near_duplicates", cfg.near_duplicates)
     .param(
         "rules_file",
-        cfg.rules_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        cfg.rules_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
     )
     .param("rules", &cfg.rules)
     .param("merges_by_reason", &merges)
@@ -688,14 +720,24 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         "excluded.csv",
         &write_csv(
             &excluded,
-            &["id", "source_bag", "bag_row", "class", "group", "reason", "detail"],
+            &[
+                "id",
+                "source_bag",
+                "bag_row",
+                "class",
+                "group",
+                "reason",
+                "detail",
+            ],
         )?,
     )?;
     writer.write_payload(
         "duplicates.csv",
         &write_csv(
             &dup_rows,
-            &["reason", "a_bag", "a_id", "a_class", "b_bag", "b_id", "b_class", "group", "detail"],
+            &[
+                "reason", "a_bag", "a_id", "a_class", "b_bag", "b_id", "b_class", "group", "detail",
+            ],
         )?,
     )?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
@@ -712,11 +754,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         };
         globs.push((format!("data/*/*/*.{ext}"), mime.into()));
     }
-    let split_desc: Vec<String> = cfg
-        .splits
-        .iter()
-        .map(|(n, f)| format!("{n} {f}"))
-        .collect();
+    let split_desc: Vec<String> = cfg.splits.iter().map(|(n, f)| format!("{n} {f}")).collect();
     let info = StageInfo {
         name: "prep-split".into(),
         description: format!(
@@ -762,7 +800,10 @@ fn split_columns() -> Vec<(String, ColumnType, String)> {
         .map(|c| {
             let (t, d) = match *c {
                 "split" => (Text, "train, val or test."),
-                "class" => (Text, "Class folder (covid/no-covid, or covid/healthy/diseased)."),
+                "class" => (
+                    Text,
+                    "Class folder (covid/no-covid, or covid/healthy/diseased).",
+                ),
                 "subclass" => (Text, "covid, healthy or diseased."),
                 "group" => (Text, "Patient group: images that must stay in one split."),
                 "id" => (Text, "Image id in its input bag."),
@@ -808,9 +849,11 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
         })?
         .clone();
     let col = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(n)))
+        names.iter().find_map(|n| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(n))
+        })
     };
     let split_c = col(&["split"]).ok_or_else(|| Error::MissingColumn {
         path: table.clone(),
@@ -821,7 +864,14 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
     let source_c = col(&["source"]);
     let sha_c = col(&["sha256"]);
     let group_c = col(&["group"]);
-    let file_c = col(&["source_file", "filename", "file", "path", "image", "image index"]);
+    let file_c = col(&[
+        "source_file",
+        "filename",
+        "file",
+        "path",
+        "image",
+        "image index",
+    ]);
     let path_c = col(&["path"]);
     let id_c = col(&["id", "image_id", "filename", "path"]);
     if patient_c.is_none() && sha_c.is_none() && group_c.is_none() {
@@ -858,7 +908,11 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
         });
         splits.push(split.trim().to_string());
         let id = get(id_c);
-        names.push(if id.is_empty() { format!("row {}", n + 2) } else { id });
+        names.push(if id.is_empty() {
+            format!("row {}", n + 2)
+        } else {
+            id
+        });
         paths.push(path_c.map(|_| get(path_c)));
     }
     let mut warnings = Vec::new();

@@ -94,7 +94,6 @@ impl Plane {
     }
 }
 
-
 /// A near-duplicate pair with its evidence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match {
@@ -131,7 +130,14 @@ impl Fingerprint {
             w,
             h,
             thumb,
-            probe: (0, Rect { x: 0.0, y: 0.0, side: 1.0 }),
+            probe: (
+                0,
+                Rect {
+                    x: 0.0,
+                    y: 0.0,
+                    side: 1.0,
+                },
+            ),
             windows: Vec::new(),
         };
         let short = w.min(h) as f32;
@@ -150,8 +156,16 @@ impl Fingerprint {
             let ny = (fy / step).ceil() as usize + 1;
             for iy in 0..ny {
                 for ix in 0..nx {
-                    let x = if nx > 1 { fx * ix as f32 / (nx - 1) as f32 } else { 0.0 };
-                    let y = if ny > 1 { fy * iy as f32 / (ny - 1) as f32 } else { 0.0 };
+                    let x = if nx > 1 {
+                        fx * ix as f32 / (nx - 1) as f32
+                    } else {
+                        0.0
+                    };
+                    let y = if ny > 1 {
+                        fy * iy as f32 / (ny - 1) as f32
+                    } else {
+                        0.0
+                    };
                     let r = Rect { x, y, side };
                     fp.windows.push((plane.hash(r), r));
                 }
@@ -271,8 +285,11 @@ impl Plane {
                 .max_by(|x, y| x.0.total_cmp(&y.0))
         };
         let a24 = self.sample(mine, VERIFY_GRID / 2);
-        let Some((_, coarse)) = best_of(around(theirs, &[0.96, 1.0, 1.04], 0.03, 2), &a24, VERIFY_GRID / 2)
-        else {
+        let Some((_, coarse)) = best_of(
+            around(theirs, &[0.96, 1.0, 1.04], 0.03, 2),
+            &a24,
+            VERIFY_GRID / 2,
+        ) else {
             return -1.0;
         };
         // Shared anatomy makes any two chest X-rays correlate at coarse scale; only the fine
@@ -330,9 +347,7 @@ fn dct_table() -> &'static [f32] {
         let n = HASH_GRID;
         (0..8)
             .flat_map(|k| {
-                (0..n).map(move |i| {
-                    ((2 * i + 1) as f32 * k as f32 * PI / (2.0 * n as f32)).cos()
-                })
+                (0..n).map(move |i| ((2 * i + 1) as f32 * k as f32 * PI / (2.0 * n as f32)).cos())
             })
             .collect()
     })
@@ -453,9 +468,16 @@ pub fn score(a: &Fingerprint, b: &Fingerprint) -> (u32, f32) {
             best_h = best_h.min((h ^ me.probe.0).count_ones());
         }
     }
-    let c = compare(a, b, NearDupParams { max_hamming: best_h + 2, ..loose })
-        .map(|m| m.1)
-        .unwrap_or(-1.0);
+    let c = compare(
+        a,
+        b,
+        NearDupParams {
+            max_hamming: best_h + 2,
+            ..loose
+        },
+    )
+    .map(|m| m.1)
+    .unwrap_or(-1.0);
     (best_h, c)
 }
 
@@ -500,7 +522,8 @@ mod tests {
         let base = synthetic(1, 640, 560);
         // Re-crop (drop 12 % on the right, 8 % at the bottom), rescale, change gamma.
         let crop = image::imageops::crop_imm(&base, 0, 0, 563, 515).to_image();
-        let mut crop = image::imageops::resize(&crop, 900, 823, image::imageops::FilterType::Triangle);
+        let mut crop =
+            image::imageops::resize(&crop, 900, 823, image::imageops::FilterType::Triangle);
         for px in crop.pixels_mut() {
             px[0] = (255.0 * (px[0] as f32 / 255.0).powf(0.8)) as u8;
         }
@@ -509,7 +532,11 @@ mod tests {
         assert!(compare(&fa, &fb, p).is_some(), "{:?}", score(&fa, &fb));
         for k in 2..6 {
             let other = Fingerprint::new(&DynamicImage::ImageLuma8(synthetic(k, 640, 560)));
-            assert!(compare(&fa, &other, p).is_none(), "{k}: {:?}", score(&fa, &other));
+            assert!(
+                compare(&fa, &other, p).is_none(),
+                "{k}: {:?}",
+                score(&fa, &other)
+            );
         }
     }
 
@@ -540,7 +567,11 @@ mod tests {
             .par_iter()
             .map(|f| Fingerprint::new(&image::open(f).unwrap()))
             .collect();
-        eprintln!("fingerprints: {:?}, windows {:?}", t.elapsed(), fps.iter().map(|f| f.windows.len()).sum::<usize>());
+        eprintln!(
+            "fingerprints: {:?}, windows {:?}",
+            t.elapsed(),
+            fps.iter().map(|f| f.windows.len()).sum::<usize>()
+        );
         let t = std::time::Instant::now();
         let mut rows = Vec::new();
         for i in 0..fps.len() {
