@@ -880,4 +880,59 @@ proptest! {
             prop_assert!(*s < fr.len());
         }
     }
+
+    /// `--check` agrees: the assignment passes, and moving any one image of a group with two
+    /// or more images to another split is caught (as a verification failure, exit code 4).
+    #[test]
+    fn check_catches_any_single_moved_image(
+        imgs in prop::collection::vec((0u8..2, prop::option::of(0u8..6), 0u8..30), 2..40),
+        seed in any::<u64>(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        use prep::split::assign::{assign, Fine, Unit};
+        use prep::split::group::{group, record_links, Aliases, Member};
+        let members: Vec<Member> = imgs.iter().map(|(src, pid, sha)| Member {
+            source: format!("s{src}"),
+            patient_id: pid.map(|p| p.to_string()).unwrap_or_default(),
+            sha256: format!("{sha:064}"),
+            stem: String::new(),
+            declared: String::new(),
+        }).collect();
+        let g = group(&members, record_links(&members, &Aliases::new()));
+        let units: Vec<Unit> = (0..members.len()).map(|i| Unit {
+            class: Fine::ALL[i % 3],
+            group: g.group_of[i].clone(),
+            key: i.to_string(),
+        }).collect();
+        let split = assign(&units, &[0.5, 0.5], seed);
+        let tmp = TempDir::new().unwrap();
+        let write = |name: &str, splits: &[usize]| {
+            let p = tmp.path().join(name);
+            let mut w = csv::Writer::from_path(&p).unwrap();
+            w.write_record(["id", "source", "patient_id", "sha256", "split"]).unwrap();
+            for (i, m) in members.iter().enumerate() {
+                let s = ["train", "val"][splits[i]];
+                w.write_record([&format!("img{i}"), &m.source, &m.patient_id, &m.sha256, &s.to_string()]).unwrap();
+            }
+            w.flush().unwrap();
+            p
+        };
+        let rules = prep::split::Rules::builtin();
+        let ok = write("ok.csv", &split);
+        prop_assert!(prep::split::check(&ok, &rules, false).is_ok());
+        let multi: Vec<usize> = (0..members.len())
+            .filter(|&i| g.group_of.iter().filter(|x| **x == g.group_of[i]).count() > 1)
+            .collect();
+        if !multi.is_empty() {
+            let i = multi[pick.index(multi.len())];
+            let mut moved = split.clone();
+            moved[i] = 1 - moved[i];
+            let bad = write("bad.csv", &moved);
+            let is_verification = matches!(
+                prep::split::check(&bad, &rules, false),
+                Err(prep::Error::Verification { .. })
+            );
+            prop_assert!(is_verification);
+        }
+    }
 }
