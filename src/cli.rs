@@ -35,6 +35,7 @@ pub enum Command {
     ///   prep split --balanced --covid bags/covid --healthy bags/others --diseased bags/others --out bags/split
     ///   prep split --covid bags/covid --healthy bags/normal --diseased bags/nih --train 0.7 --val 0.15 --test 0.15 --classes three --out bags/split3
     ///   prep split --check bags/split
+    #[command(verbatim_doc_comment)]
     Split(SplitArgs),
     /// Re-hash a bag and report every missing, extra or altered file by name (exit 4 if any).
     Verify(VerifyArgs),

@@ -607,51 +607,61 @@ fn bad_invocations_are_usage_errors() {
         .code(4);
 }
 
+/// The first Python that can import `module`: $PREP_PYTHON, the repo's .venv, python3.
+fn python_with(module: &str) -> Option<PathBuf> {
+    let mut cands: Vec<PathBuf> = std::env::var_os("PREP_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    cands.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    cands.push(PathBuf::from("python3"));
+    cands.into_iter().find(|py| {
+        std::process::Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
 #[test]
-fn python_bagit_accepts_the_split_bag() {
-    let py = Path::new("/tmp/pyv/bin/python");
-    let py = if py.exists() {
-        py.to_path_buf()
-    } else {
-        PathBuf::from("python3")
-    };
-    let ok = std::process::Command::new(&py)
-        .args(["-c", "import bagit"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!(
-            "skipped: python package `bagit` is not importable ({})",
-            py.display()
-        );
+fn python_bagit_and_torchvision_accept_the_split_bag() {
+    let bagit = python_with("bagit");
+    let tv = python_with("torchvision");
+    if bagit.is_none() && tv.is_none() {
+        eprintln!("skipped: neither `bagit` nor `torchvision` is importable (set PREP_PYTHON)");
         return;
     }
     let f = fixture();
     let out = f.root.join("split");
     prep().args(split_args(&f, &out)).assert().success();
-    let o = std::process::Command::new(&py)
-        .args(["-m", "bagit", "--validate", s(&out)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // torchvision, only where it is already installed.
-    let tv = std::process::Command::new(&py)
-        .args(["-c", "import torchvision"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tv {
+    match bagit {
+        Some(py) => {
+            let o = std::process::Command::new(&py)
+                .args(["-m", "bagit", "--validate", s(&out)])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        None => eprintln!("skipped: python package `bagit` is not importable"),
+    }
+    let Some(py) = tv else {
         eprintln!("skipped: torchvision is not importable; ImageFolder load not checked");
         return;
+    };
+    let recs = read_csv(&out.join("data/records.csv"));
+    for split in ["train", "val"] {
+        let code = format!(
+            "from torchvision import datasets\nd = datasets.ImageFolder('{}/data/{split}')\nassert d.classes == ['covid', 'no-covid'], d.classes\nfor i in range(len(d)): d[i]\nprint(len(d))",
+            s(&out)
+        );
+        let o = std::process::Command::new(&py)
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let n: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        assert_eq!(n, recs.iter().filter(|r| r["split"] == split).count());
     }
-    let code = format!(
-        "from torchvision import datasets\nfor s in ['train','val']:\n    d = datasets.ImageFolder('{}/data/' + s)\n    assert d.classes == ['covid','no-covid'], d.classes\n    print(s, len(d))",
-        s(&out)
-    );
-    let o = std::process::Command::new(&py)
-        .args(["-c", &code])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn samples() -> Option<PathBuf> {
@@ -868,6 +878,61 @@ proptest! {
         for (u, s) in units.iter().zip(&split) {
             prop_assert_eq!(*seen.entry(&u.group).or_insert(*s), *s);
             prop_assert!(*s < fr.len());
+        }
+    }
+
+    /// `--check` agrees: the assignment passes, and moving any one image of a group with two
+    /// or more images to another split is caught (as a verification failure, exit code 4).
+    #[test]
+    fn check_catches_any_single_moved_image(
+        imgs in prop::collection::vec((0u8..2, prop::option::of(0u8..6), 0u8..30), 2..40),
+        seed in any::<u64>(),
+        pick in any::<prop::sample::Index>(),
+    ) {
+        use prep::split::assign::{assign, Fine, Unit};
+        use prep::split::group::{group, record_links, Aliases, Member};
+        let members: Vec<Member> = imgs.iter().map(|(src, pid, sha)| Member {
+            source: format!("s{src}"),
+            patient_id: pid.map(|p| p.to_string()).unwrap_or_default(),
+            sha256: format!("{sha:064}"),
+            stem: String::new(),
+            declared: String::new(),
+        }).collect();
+        let g = group(&members, record_links(&members, &Aliases::new()));
+        let units: Vec<Unit> = (0..members.len()).map(|i| Unit {
+            class: Fine::ALL[i % 3],
+            group: g.group_of[i].clone(),
+            key: i.to_string(),
+        }).collect();
+        let split = assign(&units, &[0.5, 0.5], seed);
+        let tmp = TempDir::new().unwrap();
+        let write = |name: &str, splits: &[usize]| {
+            let p = tmp.path().join(name);
+            let mut w = csv::Writer::from_path(&p).unwrap();
+            w.write_record(["id", "source", "patient_id", "sha256", "split"]).unwrap();
+            for (i, m) in members.iter().enumerate() {
+                let s = ["train", "val"][splits[i]];
+                w.write_record([&format!("img{i}"), &m.source, &m.patient_id, &m.sha256, &s.to_string()]).unwrap();
+            }
+            w.flush().unwrap();
+            p
+        };
+        let rules = prep::split::Rules::builtin();
+        let ok = write("ok.csv", &split);
+        prop_assert!(prep::split::check(&ok, &rules, false).is_ok());
+        let multi: Vec<usize> = (0..members.len())
+            .filter(|&i| g.group_of.iter().filter(|x| **x == g.group_of[i]).count() > 1)
+            .collect();
+        if !multi.is_empty() {
+            let i = multi[pick.index(multi.len())];
+            let mut moved = split.clone();
+            moved[i] = 1 - moved[i];
+            let bad = write("bad.csv", &moved);
+            let is_verification = matches!(
+                prep::split::check(&bad, &rules, false),
+                Err(prep::Error::Verification { .. })
+            );
+            prop_assert!(is_verification);
         }
     }
 }

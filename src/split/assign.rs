@@ -235,10 +235,10 @@ pub fn assign(units: &[Unit], fractions: &[f64], seed: u64) -> Vec<usize> {
             .sum()
     };
     let mut chosen: BTreeMap<&str, usize> = BTreeMap::new();
-    for (g, n, h) in &order {
+    for (g, n, _) in &order {
         let mut best: Option<(f64, [u8; 32], usize)> = None;
-        for s in 0..k {
-            if fractions[s] <= 0.0 {
+        for (s, &f) in fractions.iter().enumerate() {
+            if f <= 0.0 {
                 continue;
             }
             let cost = delta(&have, s, n, 1.0);
@@ -252,7 +252,6 @@ pub fn assign(units: &[Unit], fractions: &[f64], seed: u64) -> Vec<usize> {
             }
         }
         let s = best.map(|b| b.2).unwrap_or(0);
-        let _ = h;
         for c in 0..3 {
             have[s][c] += n[c];
         }
@@ -264,8 +263,8 @@ pub fn assign(units: &[Unit], fractions: &[f64], seed: u64) -> Vec<usize> {
         for (g, n, _) in &order {
             let from = chosen[g];
             let mut best = (0f64, from);
-            for to in 0..k {
-                if to == from || fractions[to] <= 0.0 {
+            for (to, &f) in fractions.iter().enumerate() {
+                if to == from || f <= 0.0 {
                     continue;
                 }
                 let mut after = have.clone();

@@ -196,7 +196,7 @@ pub fn record_links(members: &[Member], aliases: &Aliases) -> Vec<Link> {
 /// Close the links into groups. Links are applied by reason in [`Reason`] order, then in
 /// the order given, so merge counts are reproducible.
 pub fn group(members: &[Member], mut links: Vec<Link>) -> Grouping {
-    links.sort_by(|x, y| x.reason.cmp(&y.reason)); // stable: keeps the given order within a reason
+    links.sort_by_key(|l| l.reason); // stable: keeps the given order within a reason
     let mut uf = UnionFind::new(members.len());
     let mut merges: BTreeMap<Reason, usize> = BTreeMap::new();
     for l in &links {

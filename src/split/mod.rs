@@ -359,6 +359,16 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         let recs = &bag_records[b];
         let labels: BTreeSet<&str> = recs.iter().map(|r| r.label.as_str()).collect();
         let single = labels.len() == 1;
+        if let (true, Some(only)) = (single, labels.iter().next()) {
+            if *only != class.label() {
+                warnings.push(format!(
+                    "{}: every image is labelled {only:?}; taken as {} (given under --{})",
+                    path.display(),
+                    class.label(),
+                    class.label()
+                ));
+            }
+        }
         let mut n = 0;
         for (i, r) in recs.iter().enumerate() {
             if !(single || r.label == class.label()) {

@@ -293,13 +293,12 @@ impl Plane {
             return -1.0;
         };
         // Shared anatomy makes any two chest X-rays correlate at coarse scale; only the fine
-        // detail (ribs, vessels, wires) tells one picture from another. So the final score is
-        // the correlation of high-passed rank images, at the alignment that maximises it.
-        let a = high_pass(&ranks(&self.sample(mine, VERIFY_GRID)), VERIFY_GRID);
-        let score = |r: Rect| {
-            let b = high_pass(&ranks(&other.sample(r, VERIFY_GRID)), VERIFY_GRID);
-            pearson(&a, &b)
-        };
+        // detail (ribs, vessels, wires) tells one picture from another. So the alignment is
+        // refined on high-passed images, and the final score is the correlation of high-passed
+        // rank images (blind to contrast and gamma) at that alignment.
+        let mine48 = self.sample(mine, VERIFY_GRID);
+        let a = high_pass(&mine48, VERIFY_GRID);
+        let score = |r: Rect| pearson(&a, &high_pass(&other.sample(r, VERIFY_GRID), VERIFY_GRID));
         let mut best = (score(coarse), coarse);
         for step in [0.01f32, 0.004] {
             let centre = best.1;
@@ -310,7 +309,11 @@ impl Plane {
                 }
             }
         }
-        best.0
+        let fin = pearson(
+            &high_pass(&ranks(&mine48), VERIFY_GRID),
+            &high_pass(&ranks(&other.sample(best.1, VERIFY_GRID)), VERIFY_GRID),
+        );
+        fin
     }
 }
 
