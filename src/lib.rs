@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod filter;
+pub mod inpaint;
 pub mod manifest;
 pub mod progress;
 pub mod source;
