@@ -15,7 +15,6 @@ pub mod io;
 pub mod stage;
 pub mod telea;
 
-use std::collections::VecDeque;
 
 /// How to fill holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -71,7 +70,7 @@ impl Sample for u16 {
     }
 }
 
-/// One connected (8-neighbour) hole of a mask: its pixels (row-major indices) and bounding box
+/// One connected (8-neighbour) hole of a mask: its pixels (row-major indices, flood-fill order) and bounding box
 /// (inclusive).
 #[derive(Debug, Clone)]
 pub struct Hole {
@@ -86,14 +85,15 @@ pub struct Hole {
 /// Only masked pixels are visited after one quick scan for non-zero bytes.
 pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
     assert_eq!(mask.len(), width * height, "mask size");
-    let mut seen = vec![false; mask.len()];
+    let mut todo = mask.to_vec(); // non-zero = masked and not yet assigned to a hole
     let mut out = Vec::new();
-    let mut queue = VecDeque::new();
+    let mut stack = Vec::new();
     let mut start = 0usize;
-    // Skip zero runs eight bytes at a time: masks are mostly empty.
-    while start < mask.len() {
-        if start + 8 <= mask.len() && start % 8 == 0 {
-            let chunk = u64::from_ne_bytes(mask[start..start + 8].try_into().expect("8 bytes"));
+    let n = mask.len();
+    while start < n {
+        // Skip zero runs eight bytes at a time: masks are mostly empty.
+        if start % 8 == 0 && start + 8 <= n {
+            let chunk = u64::from_ne_bytes(todo[start..start + 8].try_into().expect("8 bytes"));
             if chunk == 0 {
                 start += 8;
                 continue;
@@ -101,11 +101,11 @@ pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
         }
         let i = start;
         start += 1;
-        if mask[i] == 0 || seen[i] {
+        if todo[i] == 0 {
             continue;
         }
-        seen[i] = true;
-        queue.push_back(i);
+        todo[i] = 0;
+        stack.push(i);
         let mut hole = Hole {
             pixels: Vec::new(),
             x0: usize::MAX,
@@ -113,28 +113,25 @@ pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
             x1: 0,
             y1: 0,
         };
-        while let Some(p) = queue.pop_front() {
+        while let Some(p) = stack.pop() {
             let (x, y) = (p % width, p / width);
             hole.pixels.push(p as u32);
             hole.x0 = hole.x0.min(x);
             hole.x1 = hole.x1.max(x);
             hole.y0 = hole.y0.min(y);
             hole.y1 = hole.y1.max(y);
-            for dy in -1isize..=1 {
-                for dx in -1isize..=1 {
-                    let (nx, ny) = (x as isize + dx, y as isize + dy);
-                    if nx < 0 || ny < 0 || nx >= width as isize || ny >= height as isize {
-                        continue;
-                    }
-                    let q = ny as usize * width + nx as usize;
-                    if mask[q] != 0 && !seen[q] {
-                        seen[q] = true;
-                        queue.push_back(q);
+            let (xa, xb) = (x.saturating_sub(1), (x + 1).min(width - 1));
+            let (ya, yb) = (y.saturating_sub(1), (y + 1).min(height - 1));
+            for yy in ya..=yb {
+                let row = yy * width;
+                for q in row + xa..=row + xb {
+                    if todo[q] != 0 {
+                        todo[q] = 0;
+                        stack.push(q);
                     }
                 }
             }
         }
-        hole.pixels.sort_unstable();
         out.push(hole);
     }
     out
@@ -159,7 +156,7 @@ pub(crate) struct Local {
     pub c: usize,
     pub flag: Vec<u8>,
     pub vals: Vec<f32>,
-    /// Local indices of the hole's pixels, in raster order.
+    /// Local indices of the hole's pixels (flood-fill order, deterministic).
     pub inside: Vec<u32>,
 }
 
@@ -311,11 +308,16 @@ mod tests {
         ];
         let hs = holes(&mask, 5, 4);
         assert_eq!(hs.len(), 4);
-        assert_eq!(hs[0].pixels, vec![0, 6]);
+        let sorted = |h: &Hole| {
+            let mut p = h.pixels.clone();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(sorted(&hs[0]), vec![0, 6]);
         assert_eq!((hs[0].x0, hs[0].y0, hs[0].x1, hs[0].y1), (0, 0, 1, 1));
-        assert_eq!(hs[1].pixels, vec![4, 9]);
-        assert_eq!(hs[2].pixels, vec![15, 16]);
-        assert_eq!(hs[3].pixels, vec![18]);
+        assert_eq!(sorted(&hs[1]), vec![4, 9]);
+        assert_eq!(sorted(&hs[2]), vec![15, 16]);
+        assert_eq!(sorted(&hs[3]), vec![18]);
     }
 
     #[test]
