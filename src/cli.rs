@@ -139,6 +139,12 @@ pub struct InpaintArgs {
     #[arg(long, default_value_t = 3.0, value_name = "PX")]
     pub radius: f32,
 
+    /// Replace every masked pixel. By default the biharmonic fill keeps masked pixels that
+    /// already match the film around them (within 2.5 grain standard deviations of the fill),
+    /// such as the safety rim of a dilated mask; the saved mask shows what was replaced.
+    #[arg(long)]
+    pub replace_all: bool,
+
     /// Seed of the film-grain re-synthesis (mixed with each image id).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -126,6 +126,7 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         method: a.method,
         radius: a.radius,
         seed: a.seed,
+        keep_film: !a.replace_all,
     };
     if let Some(image) = a.image {
         let output = a

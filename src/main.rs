@@ -155,9 +155,10 @@ fn run_inpaint(cfg: config::InpaintConfig) -> Result<ExitCode, Error> {
                 println!("detect_ms={:.3}", out.detect_ms);
             }
             println!(
-                "inpainted {} pixel(s) in {} hole(s){}; wrote {}",
-                out.filled.pixels,
+                "inpainted {} pixel(s) in {} hole(s) ({} masked pixel(s) kept as film){}; wrote {}",
+                out.filled.pixels - out.filled.kept.len(),
                 out.filled.holes,
+                out.filled.kept.len(),
                 if c.detect == prep::inpaint::stage::Detect::Auto {
                     format!(", {} annotation component(s) detected", out.components)
                 } else {

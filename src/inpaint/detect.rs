@@ -34,7 +34,7 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
-    let opened = open(&g, w, h, r);
+    let opened = open_half(&g, w, h, r);
     let tophat: Vec<u8> = g.iter().zip(&opened).map(|(a, b)| a - b).collect();
 
     let mut hist = [0usize; 256];
@@ -67,7 +67,7 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
             continue; // long bright structures: collimator edges, bones
         }
         let fill = area as f32 / (bw * bh) as f32;
-        let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.6;
+        let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.75;
         if area > big && !boxy {
             continue; // anatomy-sized blob
         }
@@ -75,6 +75,13 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         let on_edge = c.x0 == 0 || c.y0 == 0 || c.x1 + 1 == w || c.y1 + 1 == h;
         if on_edge && (bw <= 2 || bh <= 2) {
             continue;
+        }
+        // Burned-in marks are far brighter than the film around them; saturated anatomy fades
+        // into bright surroundings.
+        let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
+        match ring_mean(&g, w, h, c, 2) {
+            Some(m) if mean_in - m >= 30.0 => {}
+            _ => continue,
         }
         kept += 1;
         for &p in &c.pixels {
@@ -85,40 +92,73 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
     }
     // Grow into the anti-aliased rims: neighbours clearly brighter than their surroundings.
+    // Frontier-based, so the cost follows the kept area.
     let grow = ((2.0 * scale).round() as usize).max(1);
+    let mut frontier: Vec<usize> = (0..w * h).filter(|&i| keep[i] != 0).collect();
     for _ in 0..grow {
-        let prev = keep.clone();
-        for y in 1..h.saturating_sub(1) {
-            for x in 1..w - 1 {
-                let i = y * w + x;
-                if prev[i] != 0 || tophat[i] < 12 {
-                    continue;
+        let mut next = Vec::new();
+        for &p in &frontier {
+            let (x, y) = (p % w, p / w);
+            let mut try_add = |q: usize| {
+                if keep[q] == 0 && tophat[q] >= 12 {
+                    keep[q] = 1;
+                    next.push(q);
                 }
-                if prev[i - 1] | prev[i + 1] | prev[i - w] | prev[i + w] != 0 {
-                    keep[i] = 1;
-                }
+            };
+            if x > 0 {
+                try_add(p - 1);
+            }
+            if x + 1 < w {
+                try_add(p + 1);
+            }
+            if y > 0 {
+                try_add(p - w);
+            }
+            if y + 1 < h {
+                try_add(p + w);
             }
         }
+        frontier = next;
     }
-    let keep = dilate(&keep, w, h, 1);
-    // Back to full size, widened by the shrink factor.
+    // One work pixel of safety rim, and one more when shrunk (a work pixel is f >= 2 full ones).
+    let keep = dilate_sparse(&keep, w, h, if f > 1 { 2 } else { 1 });
+    // Back to full size.
     let mut mask = vec![0u8; width * height];
     for y in 0..height {
-        let row = (y / f) * w;
-        for x in 0..width {
-            if keep[row + x / f] != 0 {
-                mask[y * width + x] = 255;
+        let k = &keep[(y / f) * w..(y / f + 1) * w];
+        for (bx, chunk) in mask[y * width..(y + 1) * width].chunks_mut(f).enumerate() {
+            if k[bx] != 0 {
+                chunk.fill(255);
             }
         }
-    }
-    if f > 1 {
-        mask = dilate(&mask, width, height, f / 2);
-        mask.iter_mut().for_each(|v| *v = if *v != 0 { 255 } else { 0 });
     }
     Detection {
         mask,
         components: kept,
     }
+}
+
+/// Mean grey level on the rectangle `gap` pixels outside a component's bounding box (the sides
+/// that lie inside the image); None when no side does.
+fn ring_mean(g: &[u8], w: usize, h: usize, c: &super::Hole, gap: usize) -> Option<f32> {
+    let (x0, y0) = (c.x0 as isize - gap as isize, c.y0 as isize - gap as isize);
+    let (x1, y1) = ((c.x1 + gap) as isize, (c.y1 + gap) as isize);
+    let (mut s, mut n) = (0f64, 0usize);
+    let mut add = |x: isize, y: isize| {
+        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
+            s += g[y as usize * w + x as usize] as f64;
+            n += 1;
+        }
+    };
+    for x in x0..=x1 {
+        add(x, y0);
+        add(x, y1);
+    }
+    for y in y0 + 1..y1 {
+        add(x0, y);
+        add(x1, y);
+    }
+    (n >= 8).then(|| (s / n as f64) as f32)
 }
 
 fn percentile(hist: &[usize; 256], q: f64) -> u8 {
@@ -140,16 +180,23 @@ fn shrink(src: &[u8], width: usize, height: usize, f: usize) -> Vec<u8> {
         return src.to_vec();
     }
     let (w, h) = (width.div_ceil(f), height.div_ceil(f));
-    let mut sum = vec![0u32; w * h];
-    let mut cnt = vec![0u32; w * h];
-    for y in 0..height {
-        let row = (y / f) * w;
-        for x in 0..width {
-            sum[row + x / f] += src[y * width + x] as u32;
-            cnt[row + x / f] += 1;
+    let mut out = vec![0u8; w * h];
+    let mut sum = vec![0u32; w];
+    for by in 0..h {
+        sum.fill(0);
+        let rows = (by * f..((by + 1) * f).min(height)).len();
+        for y in by * f..by * f + rows {
+            let line = &src[y * width..(y + 1) * width];
+            for (bx, chunk) in line.chunks(f).enumerate() {
+                sum[bx] += chunk.iter().map(|&v| v as u32).sum::<u32>();
+            }
+        }
+        for bx in 0..w {
+            let cols = (bx * f..((bx + 1) * f).min(width)).len();
+            out[by * w + bx] = (sum[bx] / (rows * cols) as u32) as u8;
         }
     }
-    sum.iter().zip(&cnt).map(|(s, c)| (s / c) as u8).collect()
+    out
 }
 
 /// Max of each f×f block (a coloured stroke must not be averaged away).
@@ -160,68 +207,147 @@ fn shrink_max(src: &[u8], width: usize, height: usize, f: usize) -> Vec<u8> {
     let (w, h) = (width.div_ceil(f), height.div_ceil(f));
     let mut out = vec![0u8; w * h];
     for y in 0..height {
-        let row = (y / f) * w;
-        for x in 0..width {
-            let o = &mut out[row + x / f];
-            *o = (*o).max(src[y * width + x]);
+        let o = &mut out[(y / f) * w..(y / f + 1) * w];
+        for (bx, chunk) in src[y * width..(y + 1) * width].chunks(f).enumerate() {
+            o[bx] = o[bx].max(*chunk.iter().max().expect("non-empty"));
         }
     }
     out
 }
 
-/// van Herk/Gil-Werman running min or max over windows of 2r+1 along a strided line.
-fn line_minmax(src: &[u8], dst: &mut [u8], r: usize, max: bool, g: &mut [u8], hbuf: &mut [u8]) {
-    let n = src.len();
-    let k = 2 * r + 1;
-    let pad = if max { 0u8 } else { 255u8 };
-    let op = |a: u8, b: u8| if max { a.max(b) } else { a.min(b) };
-    // padded line: r on each side
-    let m = n + 2 * r;
-    let get = |i: usize| {
-        if i < r || i >= r + n {
-            pad
-        } else {
-            src[i - r]
-        }
-    };
-    for start in (0..m).step_by(k) {
-        let end = (start + k).min(m);
-        let mut acc = pad;
-        for i in start..end {
-            acc = op(acc, get(i));
-            g[i] = acc;
-        }
-        let mut acc = pad;
-        for i in (start..end).rev() {
-            acc = op(acc, get(i));
-            hbuf[i] = acc;
-        }
-    }
-    for (x, d) in dst.iter_mut().enumerate() {
-        // window [x, x + 2r] in padded coordinates
-        *d = op(hbuf[x], g[x + 2 * r]);
+#[inline(always)]
+fn op<const MAX: bool>(a: u8, b: u8) -> u8 {
+    if MAX {
+        a.max(b)
+    } else {
+        a.min(b)
     }
 }
 
-fn morph(src: &[u8], w: usize, h: usize, r: usize, max: bool) -> Vec<u8> {
-    let m = w.max(h) + 2 * r;
-    let (mut g, mut hb) = (vec![0u8; m], vec![0u8; m]);
+/// van Herk/Gil-Werman running min or max over windows of 2r+1: 3 comparisons per sample
+/// whatever r. `buf` holds the line padded by r on each side; `g`/`hb` are scratch.
+fn line_minmax<const MAX: bool>(buf: &[u8], dst: &mut [u8], r: usize, g: &mut [u8], hb: &mut [u8]) {
+    let k = 2 * r + 1;
+    let m = buf.len();
+    let mut start = 0;
+    while start < m {
+        let end = (start + k).min(m);
+        let mut acc = buf[start];
+        g[start] = acc;
+        for i in start + 1..end {
+            acc = op::<MAX>(acc, buf[i]);
+            g[i] = acc;
+        }
+        let mut acc = buf[end - 1];
+        hb[end - 1] = acc;
+        for i in (start..end - 1).rev() {
+            acc = op::<MAX>(acc, buf[i]);
+            hb[i] = acc;
+        }
+        start = end;
+    }
+    for (x, d) in dst.iter_mut().enumerate() {
+        *d = op::<MAX>(hb[x], g[x + 2 * r]);
+    }
+}
+
+fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    let pad = if MAX { 0u8 } else { 255u8 };
+    // Rows.
+    let m = w + 2 * r;
+    let (mut buf, mut g, mut hb) = (vec![pad; m], vec![0u8; m], vec![0u8; m]);
     let mut tmp = vec![0u8; w * h];
     for y in 0..h {
-        let (s, d) = (&src[y * w..(y + 1) * w], &mut tmp[y * w..(y + 1) * w]);
-        line_minmax(s, d, r, max, &mut g, &mut hb);
+        buf[r..r + w].copy_from_slice(&src[y * w..(y + 1) * w]);
+        line_minmax::<MAX>(&buf, &mut tmp[y * w..(y + 1) * w], r, &mut g, &mut hb);
+    }
+    // Columns, a whole row at a time (cache-friendly, vectorises): the same block scheme with
+    // rows as samples.
+    let k = 2 * r + 1;
+    let mh = h + 2 * r;
+    let row = |y: usize| -> Option<&[u8]> {
+        (y >= r && y < r + h).then(|| &tmp[(y - r) * w..(y - r + 1) * w])
+    };
+    let mut gg = vec![0u8; mh * w];
+    let mut hh = vec![0u8; mh * w];
+    let mut start = 0;
+    while start < mh {
+        let end = (start + k).min(mh);
+        for y in start..end {
+            let (prev, cur) = gg.split_at_mut(y * w);
+            let cur = &mut cur[..w];
+            match row(y) {
+                Some(s) => cur.copy_from_slice(s),
+                None => cur.fill(pad),
+            }
+            if y > start {
+                let p = &prev[(y - 1) * w..];
+                for x in 0..w {
+                    cur[x] = op::<MAX>(cur[x], p[x]);
+                }
+            }
+        }
+        for y in (start..end).rev() {
+            let (cur, next) = hh.split_at_mut((y + 1) * w);
+            let cur = &mut cur[y * w..];
+            match row(y) {
+                Some(s) => cur.copy_from_slice(s),
+                None => cur.fill(pad),
+            }
+            if y + 1 < end {
+                let n = &next[..w];
+                for x in 0..w {
+                    cur[x] = op::<MAX>(cur[x], n[x]);
+                }
+            }
+        }
+        start = end;
     }
     let mut out = vec![0u8; w * h];
-    let mut col = vec![0u8; h];
-    let mut res = vec![0u8; h];
-    for x in 0..w {
-        for y in 0..h {
-            col[y] = tmp[y * w + x];
+    for y in 0..h {
+        let (a, b) = (&hh[y * w..(y + 1) * w], &gg[(y + 2 * r) * w..(y + 2 * r + 1) * w]);
+        let o = &mut out[y * w..(y + 1) * w];
+        for x in 0..w {
+            o[x] = op::<MAX>(a[x], b[x]);
         }
-        line_minmax(&col, &mut res, r, max, &mut g, &mut hb);
-        for y in 0..h {
-            out[y * w + x] = res[y];
+    }
+    out
+}
+
+fn morph(src: &[u8], w: usize, h: usize, r: usize, max: bool) -> Vec<u8> {
+    if max {
+        morph_t::<true>(src, w, h, r)
+    } else {
+        morph_t::<false>(src, w, h, r)
+    }
+}
+
+/// Grey opening with a ~(2r+1)² square, computed at half resolution: 2×2 min-pool, opening
+/// with r/2, nearest upsampling. The min-pool keeps thin bright strokes out of the opening
+/// (so they stay in the top-hat) at a quarter of the cost.
+fn open_half(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    if r < 4 {
+        return open(src, w, h, r);
+    }
+    let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
+    let mut small = vec![255u8; hw * hh];
+    for y in 0..h {
+        let row = &mut small[(y / 2) * hw..(y / 2 + 1) * hw];
+        for (bx, ch) in src[y * w..(y + 1) * w].chunks(2).enumerate() {
+            row[bx] = row[bx].min(*ch.iter().min().expect("non-empty"));
         }
+    }
+    let o = open(&small, hw, hh, r / 2);
+    let mut out = vec![0u8; w * h];
+    for y in 0..h {
+        let row = &o[(y / 2) * hw..(y / 2 + 1) * hw];
+        for (bx, ch) in out[y * w..(y + 1) * w].chunks_mut(2).enumerate() {
+            ch.fill(row[bx]);
+        }
+    }
+    // The opening never exceeds the image.
+    for (o, s) in out.iter_mut().zip(src) {
+        *o = (*o).min(*s);
     }
     out
 }
@@ -230,6 +356,22 @@ fn morph(src: &[u8], w: usize, h: usize, r: usize, max: bool) -> Vec<u8> {
 fn open(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     let e = morph(src, w, h, r, false);
     morph(&e, w, h, r, true)
+}
+
+/// Binary dilation with a (2r+1)² square, visiting only set pixels (masks are sparse).
+fn dilate_sparse(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    let mut out = src.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            if src[y * w + x] == 0 {
+                continue;
+            }
+            for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                out[yy * w + x.saturating_sub(r)..yy * w + (x + r + 1).min(w)].fill(1);
+            }
+        }
+    }
+    out
 }
 
 /// Binary dilation with a (2r+1)² square.

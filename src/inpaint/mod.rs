@@ -158,6 +158,10 @@ pub(crate) struct Local {
     pub vals: Vec<f32>,
     /// Local indices of the hole's pixels (flood-fill order, deterministic).
     pub inside: Vec<u32>,
+    /// The hole's original values, parallel to `inside` (c per pixel).
+    pub orig: Vec<f32>,
+    /// Local indices of hole pixels kept as they were (they already look like the film).
+    pub kept: Vec<u32>,
 }
 
 impl Local {
@@ -196,8 +200,12 @@ impl Local {
             }
         }
         let mut inside = Vec::with_capacity(hole.pixels.len());
+        let mut orig = Vec::with_capacity(hole.pixels.len() * c);
         for &g in &hole.pixels {
             let g = g as usize;
+            for ch in 0..c {
+                orig.push(data[g * c + ch].to_f32());
+            }
             let (gx, gy) = ((g % width) as isize, (g / width) as isize);
             let l = (gy - y0) as usize * w + (gx - x0) as usize;
             flag[l] = INSIDE;
@@ -212,6 +220,8 @@ impl Local {
             flag,
             vals,
             inside,
+            orig,
+            kept: Vec::new(),
         }
     }
 
@@ -241,6 +251,9 @@ pub struct Options {
     pub radius: f32,
     /// Seed of the grain re-synthesis (mixed with each hole's position).
     pub seed: u64,
+    /// Biharmonic: keep masked pixels that already look like the film around them (within
+    /// a few grain standard deviations of the smooth fill) instead of inventing them.
+    pub keep_film: bool,
 }
 
 impl Default for Options {
@@ -249,15 +262,19 @@ impl Default for Options {
             method: Method::Auto,
             radius: 3.0,
             seed: 0,
+            keep_film: true,
         }
     }
 }
 
 /// What was filled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filled {
     pub holes: usize,
+    /// Masked pixels.
     pub pixels: usize,
+    /// Masked pixels kept as they were (see [`Options::keep_film`]), row-major indices.
+    pub kept: Vec<u32>,
 }
 
 /// Fill every masked pixel of an interleaved `width`×`height`×`c` raster in place. Pixels where
@@ -287,9 +304,16 @@ pub fn inpaint<T: Sample>(
                 let mut local = Local::new(data, width, height, c, mask, hole, biharmonic::PAD);
                 biharmonic::fill(&mut local, opts, T::MAX);
                 local.store(data, width);
+                for &l in &local.kept {
+                    let l = l as usize;
+                    let gx = (local.x0 + (l % local.w) as isize) as usize;
+                    let gy = (local.y0 + (l / local.w) as isize) as usize;
+                    filled.kept.push((gy * width + gx) as u32);
+                }
             }
         }
     }
+    filled.kept.sort_unstable();
     filled
 }
 

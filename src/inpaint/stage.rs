@@ -130,7 +130,8 @@ pub fn run_single(cfg: &SingleConfig) -> Result<SingleOutcome> {
     let png = io::encode_png(&out)?;
     write_atomic(&cfg.output, &png)?;
     if let Some(p) = &cfg.save_mask {
-        write_atomic(p, &io::encode_mask(&m.mask, img.width(), img.height())?)?;
+        let used = used_mask(&m.mask, &filled);
+        write_atomic(p, &io::encode_mask(&used, img.width(), img.height())?)?;
     }
     Ok(SingleOutcome {
         filled,
@@ -138,6 +139,15 @@ pub fn run_single(cfg: &SingleConfig) -> Result<SingleOutcome> {
         inpaint_ms: times,
         detect_ms: m.detect_ms,
     })
+}
+
+/// The mask of the pixels really inpainted: the mask less the pixels kept as film.
+pub fn used_mask(mask: &[u8], filled: &Filled) -> Vec<u8> {
+    let mut used = mask.to_vec();
+    for &k in &filled.kept {
+        used[k as usize] = 0;
+    }
+    used
 }
 
 /// Write to a temporary file beside `path`, then rename it into place.
@@ -185,6 +195,8 @@ pub struct InpaintRecord {
     pub input_sha256: String,
     /// Pixels inpainted (0 = passed through byte-identical).
     pub mask_pixels: u64,
+    /// Masked pixels kept because they already matched the film around them.
+    pub film_kept: u64,
     /// Annotation components found by detection.
     pub components: u64,
     /// User mask used (`DIR/<id>.png`).
@@ -211,6 +223,7 @@ pub const INPAINT_COLUMNS: &[&str] = &[
     "source_row",
     "input_sha256",
     "mask_pixels",
+    "film_kept",
     "components",
     "user_mask",
     "method",
@@ -398,22 +411,34 @@ fn one_image(
         source_row: r.source_row.clone(),
         input_sha256: r.sha256.clone(),
         mask_pixels: m.pixels as u64,
+        film_kept: 0,
         components: m.components as u64,
         user_mask,
         method: "none".into(),
         mask_path: String::new(),
     };
-    if m.pixels == 0 {
+    let pass = |row: &mut InpaintRecord| -> Result<()> {
         let sha = hash_bytes(&bytes);
         writer.add_file(&src, &rel_images, &bytes, &sha, false)?;
         row.sha256 = sha;
+        Ok(())
+    };
+    if m.pixels == 0 {
+        pass(&mut row)?;
         return Ok(Ok(row));
     }
     let opts = Options {
         seed: image_seed(cfg.opts.seed, &r.id),
         ..cfg.opts
     };
-    apply(&mut img, &m.mask, &opts);
+    let filled = apply(&mut img, &m.mask, &opts);
+    row.film_kept = filled.kept.len() as u64;
+    row.mask_pixels = (m.pixels - filled.kept.len()) as u64;
+    if row.mask_pixels == 0 {
+        pass(&mut row)?;
+        return Ok(Ok(row));
+    }
+    let used = used_mask(&m.mask, &filled);
     let png = io::encode_png(&img)?;
     // Lossless output whatever the input format: a re-encoded JPEG would change pixels
     // outside the mask.
@@ -426,7 +451,7 @@ fn one_image(
     let mask_rel = format!("masks/{}.png", r.id);
     writer.write_payload(
         &mask_rel,
-        &io::encode_mask(&m.mask, img.width(), img.height())?,
+        &io::encode_mask(&used, img.width(), img.height())?,
     )?;
     row.path = format!("data/{rel_out}");
     row.sha256 = sha;
@@ -459,6 +484,7 @@ fn columns() -> Vec<(String, ColumnType, String)> {
             "source_row" => (Text, "Line of the source metadata file."),
             "input_sha256" => (Text, "SHA-256 of the image in the input bag."),
             "mask_pixels" => (Integer, "Pixels inpainted (0: passed through unchanged)."),
+            "film_kept" => (Integer, "Masked pixels kept because they already matched the film."),
             "components" => (Integer, "Annotation components found by detection."),
             "user_mask" => (Boolean, "Whether a user mask was OR-ed in."),
             "method" => (Text, "Fill used: telea, biharmonic, or none."),
