@@ -392,7 +392,7 @@ fn ring_grain(local: &Local, unknown: &[usize]) -> Option<Vec<f32>> {
             x[q] = local.vals[q * c + ch];
         }
         let bf = blur_weighted(&x, &film, w, h, &ring);
-        out.push(std_dev(ring.iter().zip(&bf).map(|(&q, b)| x[q] - b)));
+        out.push(robust_sd(ring.iter().zip(&bf).map(|(&q, b)| x[q] - b).collect()));
     }
     Some(out)
 }
@@ -427,6 +427,19 @@ fn grain(local: &mut Local, unknown: &[usize], ring_sd: &[f32], seed: u64, max: 
             local.vals[p * c + ch] = (x[p] + add * noise[i]).clamp(0.0, max);
         }
     }
+}
+
+/// Standard deviation estimated from the median absolute deviation: edges, JPEG ringing and
+/// stray marks in the ring inflate a plain std, the film's grain does not.
+fn robust_sd(mut v: Vec<f32>) -> f32 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    let med = *v.select_nth_unstable_by(mid, f32::total_cmp).1;
+    let mut dev: Vec<f32> = v.iter().map(|x| (x - med).abs()).collect();
+    let mad = *dev.select_nth_unstable_by(mid, f32::total_cmp).1;
+    1.4826 * mad
 }
 
 fn std_dev(it: impl Iterator<Item = f32>) -> f32 {

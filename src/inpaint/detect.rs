@@ -57,6 +57,8 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     let big = w * h / 500;
     let mut keep = vec![0u8; w * h];
     let mut kept = 0usize;
+    // Film level around each kept component, carried into its rim while growing.
+    let mut bg = vec![0u8; w * h];
     for c in &comps {
         let area = c.pixels.len();
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
@@ -79,29 +81,33 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        match ring_mean(&g, w, h, c, 2) {
-            Some(m) if mean_in - m >= 30.0 => {}
+        let around = match ring_mean(&g, w, h, c, 2) {
+            Some(m) if mean_in - m >= 30.0 => m,
             _ => continue,
-        }
+        };
         kept += 1;
         for &p in &c.pixels {
             keep[p as usize] = 1;
+            bg[p as usize] = around.round() as u8;
         }
         if boxy {
             fill_holes(&mut keep, w, c);
         }
     }
-    // Grow into the anti-aliased rims: neighbours clearly brighter than their surroundings.
-    // Frontier-based, so the cost follows the kept area.
+    // Grow into the rims: anti-aliased edges (clearly brighter than their surroundings) and the
+    // dark outline some scanners draw around white text (far darker than the film around the
+    // mark). Frontier-based, so the cost follows the kept area.
     let grow = ((2.0 * scale).round() as usize).max(1);
     let mut frontier: Vec<usize> = (0..w * h).filter(|&i| keep[i] != 0).collect();
     for _ in 0..grow {
         let mut next = Vec::new();
         for &p in &frontier {
             let (x, y) = (p % w, p / w);
+            let b = bg[p];
             let mut try_add = |q: usize| {
-                if keep[q] == 0 && tophat[q] >= 12 {
+                if keep[q] == 0 && (tophat[q] >= 12 || (g[q] as i32) + 40 <= b as i32) {
                     keep[q] = 1;
+                    bg[q] = b;
                     next.push(q);
                 }
             };
@@ -120,8 +126,10 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
         frontier = next;
     }
-    // One work pixel of safety rim, and one more when shrunk (a work pixel is f >= 2 full ones).
-    let keep = dilate_sparse(&keep, w, h, if f > 1 { 2 } else { 1 });
+    // Safety rim: two work pixels (JPEG ringing around white text reaches that far and would
+    // otherwise feed a dark ghost into the fill), one more when shrunk. The fill keeps rim
+    // pixels that turn out to be plain film.
+    let keep = dilate_sparse(&keep, w, h, if f > 1 { 3 } else { 2 });
     // Back to full size.
     let mut mask = vec![0u8; width * height];
     for y in 0..height {
@@ -475,26 +483,26 @@ mod tests {
             .collect();
         let clean = detect(&g, None, w, h);
         assert_eq!(clean.mask.iter().filter(|&&v| v != 0).count(), 0);
-        // a white "L" and a solid box with a dark hole
-        for y in 20..50 {
-            for x in 200..204 {
+        // a white "L" and a solid label box with dark text (sizes as on a 1024-px film / 4)
+        for y in 20..34 {
+            for x in 200..202 {
                 g[y * w + x] = 255;
             }
         }
-        for x in 200..215 {
-            for y in 46..50 {
+        for x in 200..208 {
+            for y in 32..34 {
                 g[y * w + x] = 255;
             }
         }
-        for y in 220..240 {
-            for x in 150..200 {
-                g[y * w + x] = if (170..175).contains(&x) && (225..235).contains(&y) { 0 } else { 255 };
+        for y in 220..230 {
+            for x in 150..180 {
+                g[y * w + x] = if (160..164).contains(&x) && (223..227).contains(&y) { 0 } else { 255 };
             }
         }
         let d = detect(&g, None, w, h);
         assert_eq!(d.components, 2);
-        assert_eq!(d.mask[30 * w + 201], 255);
-        assert_eq!(d.mask[230 * w + 172], 255, "dark text inside the box is filled");
+        assert_eq!(d.mask[25 * w + 201], 255);
+        assert_eq!(d.mask[225 * w + 162], 255, "dark text inside the box is filled");
         assert_eq!(d.mask[100 * w + 100], 0);
     }
 }
