@@ -26,7 +26,7 @@ const KEEP_SIGMAS: f32 = 2.5;
 /// Fine-scale strength of the filled pixels relative to the ring's. Slightly under 1: the
 /// texture then reads as film (ratio ~0.95 on the harness cases) while the independent noise
 /// costs less PSNR than a full match.
-const GRAIN_FRACTION: f32 = 0.9;
+const GRAIN_FRACTION: f32 = 1.0;
 
 /// Fill `local`'s hole: telea warm start, biharmonic CG, film kept, grain.
 pub(crate) fn fill(local: &mut Local, opts: &Options, max: f32) {

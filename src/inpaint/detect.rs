@@ -97,7 +97,7 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     // Grow into the rims: anti-aliased edges (clearly brighter than their surroundings) and the
     // dark outline some scanners draw around white text (far darker than the film around the
     // mark). Frontier-based, so the cost follows the kept area.
-    let grow = ((2.0 * scale).round() as usize).max(1);
+    let grow = (scale.round() as usize).max(1);
     let mut frontier: Vec<usize> = (0..w * h).filter(|&i| keep[i] != 0).collect();
     for _ in 0..grow {
         let mut next = Vec::new();
@@ -129,7 +129,7 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     // Safety rim: two work pixels (JPEG ringing around white text reaches that far and would
     // otherwise feed a dark ghost into the fill), one more when shrunk. The fill keeps rim
     // pixels that turn out to be plain film.
-    let keep = dilate_sparse(&keep, w, h, if f > 1 { 3 } else { 2 });
+    let keep = dilate_sparse(&keep, w, h, if f > 1 { 2 } else { 1 });
     // Back to full size.
     let mut mask = vec![0u8; width * height];
     for y in 0..height {
