@@ -115,7 +115,11 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct InpaintArgs {
     /// Input bag (bag mode). Verified before anything is read.
-    #[arg(value_name = "IN_BAG", required_unless_present = "image", conflicts_with = "image")]
+    #[arg(
+        value_name = "IN_BAG",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
     pub bag: Option<PathBuf>,
 
     /// Output bag (bag mode; refused if it exists and is not empty, unless --force).

@@ -132,10 +132,8 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         let output = a
             .output
             .ok_or_else(|| Error::Usage("--image needs --output FILE.png".into()))?;
-        let is_png = |p: &std::path::Path| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-        };
+        let is_png =
+            |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if !is_png(&output) || a.save_mask.as_deref().is_some_and(|p| !is_png(p)) {
             return Err(Error::Usage(
                 "--output and --save-mask are written as PNG: give them a .png name".into(),
@@ -180,7 +178,10 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         .out
         .ok_or_else(|| Error::Usage("bag mode needs --out OUT_BAG".into()))?;
     if !input.is_dir() {
-        return Err(Error::bad_input(&input, "input bag does not exist or is not a folder"));
+        return Err(Error::bad_input(
+            &input,
+            "input bag does not exist or is not a folder",
+        ));
     }
     if let Some(m) = &a.masks {
         if !m.is_dir() {

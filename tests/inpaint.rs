@@ -55,12 +55,10 @@ fn make(kind: &str, w: u32, h: u32, with_mark: bool, seed: u32) -> DynamicImage 
     let b16 = |f: f32| (f * 65535.0).round() as u16;
     match kind {
         "L8" => DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([b8(v(x, y))]))),
-        "L16" => {
-            DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([b16(v(x, y))])))
+        "L16" => DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| Luma([b16(v(x, y))]))),
+        "LA8" => {
+            DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| LumaA([b8(v(x, y)), 255])))
         }
-        "LA8" => DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, y| {
-            LumaA([b8(v(x, y)), 255])
-        })),
         "RGB8" => DynamicImage::ImageRgb8(ImageBuffer::from_fn(w, h, |x, y| {
             let g = b8(v(x, y));
             Rgb([g, g, g.saturating_sub(3)])
@@ -100,7 +98,12 @@ fn read_csv(p: &Path) -> Vec<BTreeMap<String, String>> {
 
 /// Every sample outside `mask` identical; returns the mean absolute error inside it against
 /// `clean` (in units of the type's full range) .
-fn check_outside(out: &DynamicImage, input: &DynamicImage, clean: &DynamicImage, mask: &[u8]) -> f64 {
+fn check_outside(
+    out: &DynamicImage,
+    input: &DynamicImage,
+    clean: &DynamicImage,
+    mask: &[u8],
+) -> f64 {
     assert_eq!(out.color(), input.color(), "colour type kept");
     assert_eq!((out.width(), out.height()), (input.width(), input.height()));
     let c = out.color().channel_count() as usize;
@@ -115,7 +118,10 @@ fn check_outside(out: &DynamicImage, input: &DynamicImage, clean: &DynamicImage,
         for ch in 0..4 {
             let j = i * 4 + ch;
             if *m == 0 {
-                assert_eq!(a[j], b[j], "pixel {i} channel {ch} changed outside the mask");
+                assert_eq!(
+                    a[j], b[j],
+                    "pixel {i} channel {ch} changed outside the mask"
+                );
             } else if ch < 3 {
                 err += (a[j] as f64 - k[j] as f64).abs() / 65535.0;
                 n += 1;
@@ -168,7 +174,14 @@ fn bench_repeat_prints_one_timing_per_run_and_saves_the_mask() {
     mark_mask(w, h).save(&maskp).unwrap();
     let saved = t.path().join("used.png");
     let out = prep()
-        .args(["inpaint", "--method", "telea", "--bench-repeat", "4", "--image"])
+        .args([
+            "inpaint",
+            "--method",
+            "telea",
+            "--bench-repeat",
+            "4",
+            "--image",
+        ])
         .arg(&inp)
         .arg("--mask")
         .arg(&maskp)
@@ -189,7 +202,10 @@ fn bench_repeat_prints_one_timing_per_run_and_saves_the_mask() {
     let used = read(&saved);
     assert_eq!(used.color(), image::ColorType::L8);
     // telea replaces every masked pixel
-    assert_eq!(used.to_luma8().into_raw(), read(&maskp).to_luma8().into_raw());
+    assert_eq!(
+        used.to_luma8().into_raw(),
+        read(&maskp).to_luma8().into_raw()
+    );
 }
 
 #[test]
@@ -225,7 +241,10 @@ fn detection_finds_the_mark_and_leaves_a_clean_image_alone() {
         }
     }
     assert!(hit as f64 >= 0.95 * total as f64, "recall {hit}/{total}");
-    assert!(false_pos < 3 * total, "{false_pos} pixels flagged away from the mark");
+    assert!(
+        false_pos < 3 * total,
+        "{false_pos} pixels flagged away from the mark"
+    );
     let saved2 = t.path().join("m2.png");
     prep()
         .args(["inpaint", "--detect", "auto", "--image"])
@@ -248,7 +267,11 @@ fn palette_images_are_inpainted_as_rgb_with_outside_pixels_kept() {
     let mut data = vec![0u8; (w * h) as usize];
     for y in 0..h {
         for x in 0..w {
-            data[(y * w + x) as usize] = if mark(x, y, w, h) { 15 } else { ((x / 8) % 8) as u8 + 4 };
+            data[(y * w + x) as usize] = if mark(x, y, w, h) {
+                15
+            } else {
+                ((x / 8) % 8) as u8 + 4
+            };
         }
     }
     let palette: Vec<u8> = (0..16u8).flat_map(|i| [i * 17, i * 17, i * 17]).collect();
@@ -276,7 +299,11 @@ fn palette_images_are_inpainted_as_rgb_with_outside_pixels_kept() {
         .success();
     let input = read(&p);
     let out = read(&outp);
-    assert_eq!(out.color(), image::ColorType::Rgb8, "palette expands to RGB");
+    assert_eq!(
+        out.color(),
+        image::ColorType::Rgb8,
+        "palette expands to RGB"
+    );
     check_outside(&out, &input, &input, &mask_img.into_raw());
 }
 
@@ -391,7 +418,12 @@ fn payload(bag: &Path) -> BTreeMap<String, Vec<u8>> {
     for e in walkdir::WalkDir::new(bag.join("data")).sort_by_file_name() {
         let e = e.unwrap();
         if e.file_type().is_file() && e.file_name() != "provenance.json" {
-            let rel = e.path().strip_prefix(bag).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(bag)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel, fs::read(e.path()).unwrap());
         }
     }
@@ -402,17 +434,22 @@ fn payload(bag: &Path) -> BTreeMap<String, Vec<u8>> {
 fn bag_mode_cleans_marked_images_passes_clean_ones_and_is_thread_count_independent() {
     let t = tempdir().unwrap();
     let (bag, truth) = dataset_bag(t.path());
-    let in_records: BTreeMap<String, BTreeMap<String, String>> = read_csv(&bag.join("data/records.csv"))
-        .into_iter()
-        .map(|r| (r["id"].clone(), r))
-        .collect();
+    let in_records: BTreeMap<String, BTreeMap<String, String>> =
+        read_csv(&bag.join("data/records.csv"))
+            .into_iter()
+            .map(|r| (r["id"].clone(), r))
+            .collect();
     let out1 = t.path().join("out1");
     let out2 = t.path().join("out2");
     run_bag(&bag, &out1, "1", &[])
         .success()
         .stdout(predicate::str::contains("4 inpainted, 3 passed through"));
     run_bag(&bag, &out2, "2", &[]).success();
-    assert_eq!(payload(&out1), payload(&out2), "same bag for 1 and 2 threads");
+    assert_eq!(
+        payload(&out1),
+        payload(&out2),
+        "same bag for 1 and 2 threads"
+    );
 
     prep().arg("verify").arg(&out1).assert().success();
 
@@ -481,15 +518,31 @@ fn bag_mode_user_masks_are_ored_in_and_unknown_names_reported() {
     // a user mask on a clean image: a square in the middle
     let (w, h) = (256, 256);
     let m: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
-        Luma([if (100..120).contains(&x) && (100..120).contains(&y) { 255 } else { 0 }])
+        Luma([if (100..120).contains(&x) && (100..120).contains(&y) {
+            255
+        } else {
+            0
+        }])
     });
     m.save(masks.join("img1.png")).unwrap();
     m.save(masks.join("nobody.png")).unwrap();
     let out = t.path().join("out");
-    run_bag(&bag, &out, "2", &["--detect", "none", "--masks", masks.to_str().unwrap(), "--method", "telea"])
-        .success()
-        .stdout(predicate::str::contains("1 inpainted, 6 passed through"))
-        .stderr(predicate::str::contains("nobody.png"));
+    run_bag(
+        &bag,
+        &out,
+        "2",
+        &[
+            "--detect",
+            "none",
+            "--masks",
+            masks.to_str().unwrap(),
+            "--method",
+            "telea",
+        ],
+    )
+    .success()
+    .stdout(predicate::str::contains("1 inpainted, 6 passed through"))
+    .stderr(predicate::str::contains("nobody.png"));
     let rows = read_csv(&out.join("data/records.csv"));
     let r = rows.iter().find(|r| r["id"] == "img1").unwrap();
     assert_eq!(r["user_mask"], "true");

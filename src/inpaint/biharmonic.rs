@@ -87,8 +87,6 @@ fn level_iters(depth: usize) -> usize {
     }
 }
 
-
-
 /// Smooth every channel of the hole's `unknown` pixels.
 fn smooth(local: &mut Local, unknown: &[usize]) {
     let (w, h, c) = (local.w, local.h, local.c);
@@ -96,7 +94,13 @@ fn smooth(local: &mut Local, unknown: &[usize]) {
     let mut status: Vec<u8> = local
         .flag
         .iter()
-        .map(|&f| if f == EXCLUDED || f == INSIDE { S_OFF } else { S_KNOWN })
+        .map(|&f| {
+            if f == EXCLUDED || f == INSIDE {
+                S_OFF
+            } else {
+                S_KNOWN
+            }
+        })
         .collect();
     for &p in unknown {
         status[p] = S_UNKNOWN;
@@ -392,7 +396,9 @@ fn ring_grain(local: &Local, unknown: &[usize]) -> Option<Vec<f32>> {
             x[q] = local.vals[q * c + ch];
         }
         let bf = blur_weighted(&x, &film, w, h, &ring);
-        out.push(robust_sd(ring.iter().zip(&bf).map(|(&q, b)| x[q] - b).collect()));
+        out.push(robust_sd(
+            ring.iter().zip(&bf).map(|(&q, b)| x[q] - b).collect(),
+        ));
     }
     Some(out)
 }

@@ -313,7 +313,10 @@ fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8>
     }
     let mut out = vec![0u8; w * h];
     for y in 0..h {
-        let (a, b) = (&hh[y * w..(y + 1) * w], &gg[(y + 2 * r) * w..(y + 2 * r + 1) * w]);
+        let (a, b) = (
+            &hh[y * w..(y + 1) * w],
+            &gg[(y + 2 * r) * w..(y + 2 * r + 1) * w],
+        );
         let o = &mut out[y * w..(y + 1) * w];
         for x in 0..w {
             o[x] = op::<MAX>(a[x], b[x]);
@@ -461,12 +464,18 @@ mod tests {
     #[test]
     fn van_herk_matches_naive_min_max() {
         let (w, h) = (37, 23);
-        let src: Vec<u8> = (0..w * h)
-            .map(|i| ((i * 7919) % 251) as u8)
-            .collect();
+        let src: Vec<u8> = (0..w * h).map(|i| ((i * 7919) % 251) as u8).collect();
         for r in [1, 2, 5, 12] {
-            assert_eq!(morph(&src, w, h, r, true), naive(&src, w, h, r, true), "max r={r}");
-            assert_eq!(morph(&src, w, h, r, false), naive(&src, w, h, r, false), "min r={r}");
+            assert_eq!(
+                morph(&src, w, h, r, true),
+                naive(&src, w, h, r, true),
+                "max r={r}"
+            );
+            assert_eq!(
+                morph(&src, w, h, r, false),
+                naive(&src, w, h, r, false),
+                "min r={r}"
+            );
         }
     }
 
@@ -496,13 +505,21 @@ mod tests {
         }
         for y in 220..230 {
             for x in 150..180 {
-                g[y * w + x] = if (160..164).contains(&x) && (223..227).contains(&y) { 0 } else { 255 };
+                g[y * w + x] = if (160..164).contains(&x) && (223..227).contains(&y) {
+                    0
+                } else {
+                    255
+                };
             }
         }
         let d = detect(&g, None, w, h);
         assert_eq!(d.components, 2);
         assert_eq!(d.mask[25 * w + 201], 255);
-        assert_eq!(d.mask[225 * w + 162], 255, "dark text inside the box is filled");
+        assert_eq!(
+            d.mask[225 * w + 162],
+            255,
+            "dark text inside the box is filled"
+        );
         assert_eq!(d.mask[100 * w + 100], 0);
     }
 }

@@ -15,7 +15,6 @@ pub mod io;
 pub mod stage;
 pub mod telea;
 
-
 /// How to fill holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

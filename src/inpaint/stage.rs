@@ -470,7 +470,10 @@ fn columns() -> Vec<(String, ColumnType, String)> {
     let d = |c: &str| -> (ColumnType, &'static str) {
         match c {
             "id" => (Text, "Image id, unique in the bag."),
-            "path" => (Text, "Path of the (cleaned) image relative to the bag root."),
+            "path" => (
+                Text,
+                "Path of the (cleaned) image relative to the bag root.",
+            ),
             "sha256" => (Text, "SHA-256 of the image file in this bag."),
             "bytes" => (Integer, "Size of the image file in bytes."),
             "width" => (Integer, "Image width in pixels."),
@@ -484,7 +487,10 @@ fn columns() -> Vec<(String, ColumnType, String)> {
             "source_row" => (Text, "Line of the source metadata file."),
             "input_sha256" => (Text, "SHA-256 of the image in the input bag."),
             "mask_pixels" => (Integer, "Pixels inpainted (0: passed through unchanged)."),
-            "film_kept" => (Integer, "Masked pixels kept because they already matched the film."),
+            "film_kept" => (
+                Integer,
+                "Masked pixels kept because they already matched the film.",
+            ),
             "components" => (Integer, "Annotation components found by detection."),
             "user_mask" => (Boolean, "Whether a user mask was OR-ed in."),
             "method" => (Text, "Fill used: telea, biharmonic, or none."),
