@@ -379,6 +379,18 @@ fn one_image(
         reason: reason.into(),
         detail,
     };
+    // records.csv is data: never follow a path out of the bag's payload.
+    let safe = r.path.starts_with("data/")
+        && !r.path.contains('\\')
+        && Path::new(&r.path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !safe {
+        return Ok(Err(exclude(
+            "unsafe-path",
+            format!("path {:?} leaves the bag's data/ folder", r.path),
+        )));
+    }
     let bytes = std::fs::read(&src).map_err(|e| Error::read(&src, e))?;
     let mut img = match io::decode(&src, &bytes) {
         Ok(i) => i,
