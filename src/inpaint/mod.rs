@@ -292,15 +292,18 @@ pub fn inpaint<T: Sample>(
     for hole in &hs {
         filled.holes += 1;
         filled.pixels += hole.pixels.len();
+        // Telea reads `radius` around every hole pixel (also as biharmonic's warm start).
+        let telea_pad = opts.radius.ceil() as usize + 2;
         match opts.method {
             Method::Telea => {
-                let pad = opts.radius.ceil() as usize + 2;
+                let pad = telea_pad;
                 let mut local = Local::new(data, width, height, c, mask, hole, pad);
                 telea::fill(&mut local, opts.radius);
                 local.store(data, width);
             }
             Method::Biharmonic | Method::Auto => {
-                let mut local = Local::new(data, width, height, c, mask, hole, biharmonic::PAD);
+                let pad = biharmonic::PAD.max(telea_pad);
+                let mut local = Local::new(data, width, height, c, mask, hole, pad);
                 biharmonic::fill(&mut local, opts, T::MAX);
                 local.store(data, width);
                 for &l in &local.kept {
@@ -388,6 +391,56 @@ mod tests {
                 }
             }
             assert!(worst <= 6, "{method:?}: worst error {worst} on a ramp");
+        }
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+            /// Whatever the mask (holes touching borders, holes touching each other, a mask
+            /// covering everything), outside pixels never change, nothing panics, and the same
+            /// input gives the same output.
+            #[test]
+            fn outside_pixels_never_change(
+                w in 3usize..40,
+                h in 3usize..40,
+                c in 1usize..5,
+                seed in any::<u64>(),
+                density in 0u32..100,
+                telea in any::<bool>(),
+            ) {
+                let mut s = seed | 1;
+                let mut next = move || {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s
+                };
+                let data: Vec<u16> = (0..w * h * c).map(|_| (next() % 65536) as u16).collect();
+                let mask: Vec<u8> = (0..w * h)
+                    .map(|_| if (next() % 100) < density as u64 { 255 } else { 0 })
+                    .collect();
+                let opts = Options {
+                    method: if telea { Method::Telea } else { Method::Auto },
+                    seed,
+                    radius: 1.0 + (seed % 12) as f32,
+                    ..Options::default()
+                };
+                let mut a = data.clone();
+                let fa = inpaint(&mut a, w, h, c, &mask, &opts);
+                let mut b = data.clone();
+                let fb = inpaint(&mut b, w, h, c, &mask, &opts);
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!(fa, fb);
+                for i in 0..w * h {
+                    if mask[i] == 0 {
+                        prop_assert_eq!(&a[i * c..(i + 1) * c], &data[i * c..(i + 1) * c]);
+                    }
+                }
+            }
         }
     }
 }
