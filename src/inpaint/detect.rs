@@ -126,10 +126,10 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
         frontier = next;
     }
-    // Safety rim: two work pixels (JPEG ringing around white text reaches that far and would
-    // otherwise feed a dark ghost into the fill), one more when shrunk. The fill keeps rim
-    // pixels that turn out to be plain film.
-    let keep = dilate_sparse(&keep, w, h, if f > 1 { 2 } else { 1 });
+    // Safety rim of one work pixel (f full-size pixels). The fill keeps rim pixels that turn
+    // out to be plain film, and measures the film's grain robustly, so JPEG ringing around
+    // white text does not leave a dark ghost.
+    let keep = dilate_sparse(&keep, w, h, 1);
     // Back to full size.
     let mut mask = vec![0u8; width * height];
     for y in 0..height {
