@@ -19,7 +19,8 @@ pub mod telea;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Per hole: biharmonic with grain for ordinary holes (the default).
+    /// The recommended fill for training data; today the biharmonic fill with film grain for
+    /// every hole (a patch-based fill for wide label boxes is not implemented yet).
     Auto,
     /// Fast marching (Telea 2004): fastest, slightly streaky in wide holes.
     Telea,
