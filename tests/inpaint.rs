@@ -567,3 +567,91 @@ fn bag_mode_refuses_a_damaged_input_bag() {
         .stderr(predicate::str::contains("verification failed"));
     assert!(!t.path().join("out").exists());
 }
+
+/// A hand-made bag (through the library's writer) whose records point at a corrupt image, a 1x1
+/// image, a path outside data/ and one good marked image: the bad ones are recorded in
+/// excluded.csv with their reason, the good one is cleaned, nothing panics.
+#[test]
+fn bag_mode_records_unreadable_tiny_and_unsafe_inputs_as_exclusions() {
+    use prep::manifest::{
+        write_csv, BagWriter, ColumnType, CroissantSpec, Record, StageInfo, RECORD_COLUMNS,
+    };
+    let t = tempdir().unwrap();
+    let bag = t.path().join("bag");
+    let w = BagWriter::create(&bag, false).unwrap();
+    let mut png = Vec::new();
+    make("L8", 128, 128, true, 5)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut tiny = Vec::new();
+    make("L8", 1, 1, false, 5)
+        .write_to(
+            &mut std::io::Cursor::new(&mut tiny),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let files: [(&str, Vec<u8>); 3] = [
+        ("good", png),
+        ("corrupt", b"\x89PNG\r\n\x1a\nnot really".to_vec()),
+        ("tiny", tiny),
+    ];
+    let mut records = Vec::new();
+    for (id, bytes) in &files {
+        let rel = format!("images/x/{id}.png");
+        let sha = w.write_payload(&rel, bytes).unwrap();
+        records.push(Record {
+            id: id.to_string(),
+            path: format!("data/{rel}"),
+            sha256: sha,
+            bytes: bytes.len() as u64,
+            width: 128,
+            height: 128,
+            source: "test".into(),
+            patient_id: String::new(),
+            view: String::new(),
+            label: "x".into(),
+            finding: String::new(),
+            source_file: format!("{id}.png"),
+            source_row: String::new(),
+        });
+    }
+    let mut escape = records[0].clone();
+    escape.id = "escape".into();
+    escape.path = "data/../bagit.txt".into();
+    records.push(escape);
+    w.write_payload("records.csv", &write_csv(&records, RECORD_COLUMNS).unwrap())
+        .unwrap();
+    w.finish(StageInfo {
+        name: "test".into(),
+        description: "test".into(),
+        croissant: CroissantSpec {
+            license: "test".into(),
+            url: String::new(),
+            table: "data/records.csv".into(),
+            columns: RECORD_COLUMNS
+                .iter()
+                .map(|c| (c.to_string(), ColumnType::Text, String::new()))
+                .collect(),
+            image_globs: vec![("data/images/**/*.png".into(), "image/png".into())],
+        },
+    })
+    .unwrap();
+
+    let out = t.path().join("out");
+    run_bag(&bag, &out, "2", &[])
+        .success()
+        .stdout(predicate::str::contains(
+            "1 image(s): 1 inpainted, 0 passed through unchanged, 3 excluded",
+        ))
+        .stderr(predicate::str::contains("panicked").not());
+    let ex = read_csv(&out.join("data/excluded.csv"));
+    let reasons: BTreeMap<String, String> = ex
+        .iter()
+        .map(|e| (e["file"].clone(), e["reason"].clone()))
+        .collect();
+    assert_eq!(reasons["data/images/x/corrupt.png"], "unreadable-image");
+    assert_eq!(reasons["data/images/x/tiny.png"], "unreadable-image");
+    assert_eq!(reasons["data/../bagit.txt"], "unsafe-path");
+    assert!(ex.iter().any(|e| e["detail"].contains("too small")));
+    prep().arg("verify").arg(&out).assert().success();
+}
