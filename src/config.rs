@@ -1,6 +1,6 @@
 //! From parsed arguments to checked stage configurations, before any work starts.
 
-use crate::cli::FilterArgs;
+use crate::cli::{FilterArgs, InpaintArgs};
 use prep::filter::{check_label, FilterConfig};
 use prep::source::{Class, Kind, Selection, SourceDesc};
 use prep::{Error, Result};
@@ -342,4 +342,106 @@ pub fn train_config(
         force: a.force,
         argv,
     })
+}
+
+/// A checked `prep inpaint` invocation: one image or a whole bag.
+pub enum InpaintConfig {
+    Single(prep::inpaint::stage::SingleConfig),
+    Bag(prep::inpaint::stage::BagConfig),
+}
+
+pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig> {
+    use prep::inpaint::stage::{BagConfig, Detect, SingleConfig};
+    use prep::inpaint::Options;
+    if !(a.radius >= 1.0 && a.radius <= 20.0) {
+        return Err(Error::Usage(format!(
+            "--radius {} must be between 1 and 20 px",
+            a.radius
+        )));
+    }
+    let opts = Options {
+        method: a.method,
+        radius: a.radius,
+        seed: a.seed,
+        keep_film: !a.replace_all,
+    };
+    if let Some(image) = a.image {
+        let output = a
+            .output
+            .ok_or_else(|| Error::Usage("--image needs --output FILE.png".into()))?;
+        let is_png =
+            |p: &std::path::Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if !is_png(&output) || a.save_mask.as_deref().is_some_and(|p| !is_png(p)) {
+            return Err(Error::Usage(
+                "--output and --save-mask are written as PNG: give them a .png name".into(),
+            ));
+        }
+        let detect = a.detect.unwrap_or(if a.mask.is_some() {
+            Detect::None
+        } else {
+            Detect::Auto
+        });
+        if detect == Detect::None && a.mask.is_none() {
+            return Err(Error::Usage(
+                "nothing to inpaint: give --mask FILE, --detect auto, or both".into(),
+            ));
+        }
+        if !image.is_file() {
+            return Err(Error::bad_input(&image, "image file does not exist"));
+        }
+        if let Some(m) = &a.mask {
+            if !m.is_file() {
+                return Err(Error::bad_input(m, "mask file does not exist"));
+            }
+        }
+        let n = a.bench_repeat.unwrap_or(1);
+        if n == 0 || n > 1000 {
+            return Err(Error::Usage("--bench-repeat must be 1..=1000".into()));
+        }
+        return Ok(InpaintConfig::Single(SingleConfig {
+            image,
+            mask: a.mask,
+            output,
+            detect,
+            save_mask: a.save_mask,
+            bench_repeat: n,
+            opts,
+        }));
+    }
+    let input = a
+        .bag
+        .ok_or_else(|| Error::Usage("give an input bag, or --image FILE".into()))?;
+    let out = a
+        .out
+        .ok_or_else(|| Error::Usage("bag mode needs --out OUT_BAG".into()))?;
+    if !input.is_dir() {
+        return Err(Error::bad_input(
+            &input,
+            "input bag does not exist or is not a folder",
+        ));
+    }
+    if let Some(m) = &a.masks {
+        if !m.is_dir() {
+            return Err(Error::bad_input(m, "masks folder does not exist"));
+        }
+    }
+    let (ci, co) = (input.canonicalize().ok(), out.canonicalize().ok());
+    if ci.is_some() && ci == co {
+        return Err(Error::Usage("--out must differ from the input bag".into()));
+    }
+    let detect = a.detect.unwrap_or(Detect::Auto);
+    if detect == Detect::None && a.masks.is_none() {
+        return Err(Error::Usage(
+            "--detect none needs --masks DIR (otherwise nothing would be inpainted)".into(),
+        ));
+    }
+    Ok(InpaintConfig::Bag(BagConfig {
+        input,
+        out,
+        detect,
+        masks: a.masks,
+        opts,
+        force: a.force,
+        argv,
+    }))
 }

@@ -35,8 +35,22 @@ pub fn run(out: &Path, seed: u64, side: u32, log: &mut dyn FnMut(&str)) -> Resul
         synth::image_folder(&normal, seed, "normal", 16, side, 0.0)?;
         // A Hannover-like folder of COVID films and an NIH-like folder of other disease, so the
         // balanced split has enough images for the demo model to learn something.
-        synth::image_folder(&datasets.join("covid-cohort"), seed, "cohort", 24, side, 0.9)?;
-        synth::image_folder(&datasets.join("other-disease"), seed, "disease", 14, side, 0.45)?;
+        synth::image_folder(
+            &datasets.join("covid-cohort"),
+            seed,
+            "cohort",
+            24,
+            side,
+            0.9,
+        )?;
+        synth::image_folder(
+            &datasets.join("other-disease"),
+            seed,
+            "disease",
+            14,
+            side,
+            0.45,
+        )?;
         std::fs::write(&stamp, b"").map_err(|e| Error::write(&stamp, e))?;
     }
     let pipeline: PipelineFile = toml::from_str(DEMO_PIPELINE)

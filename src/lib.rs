@@ -7,6 +7,7 @@
 pub mod demo;
 pub mod error;
 pub mod filter;
+pub mod inpaint;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;

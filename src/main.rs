@@ -123,6 +123,7 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             println!("report: {}", args.out.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inpaint(args) => run_inpaint(config::inpaint_config(args, argv)?),
         Command::Doctor => {
             println!("prep {}", env!("CARGO_PKG_VERSION"));
             let commit = env!("PREP_GIT_COMMIT");
@@ -345,4 +346,43 @@ fn predict_cmd(args: cli::PredictArgs) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_inpaint(cfg: config::InpaintConfig) -> Result<ExitCode, Error> {
+    match cfg {
+        config::InpaintConfig::Single(c) => {
+            let out = prep::inpaint::stage::run_single(&c)?;
+            for t in &out.inpaint_ms {
+                println!("inpaint_ms={t:.3}");
+            }
+            if c.detect == prep::inpaint::stage::Detect::Auto {
+                println!("detect_ms={:.3}", out.detect_ms);
+            }
+            println!(
+                "inpainted {} pixel(s) in {} hole(s) ({} masked pixel(s) kept as film){}; wrote {}",
+                out.filled.pixels - out.filled.kept.len(),
+                out.filled.holes,
+                out.filled.kept.len(),
+                if c.detect == prep::inpaint::stage::Detect::Auto {
+                    format!(", {} annotation component(s) detected", out.components)
+                } else {
+                    String::new()
+                },
+                c.output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        config::InpaintConfig::Bag(c) => {
+            let out = prep::inpaint::stage::run_bag(&c)?;
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{} image(s): {} inpainted, {} passed through unchanged, {} excluded",
+                out.images, out.inpainted, out.passed, out.excluded
+            );
+            println!("bag: {}", out.bag.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -39,15 +39,38 @@ fn demo_runs_every_stage_verifies_and_reports() {
         .assert()
         .success()
         .stdout(predicate::str::contains("report: "));
-    for bag in ["covid", "cohen-others", "normal", "covid-cohort", "other-disease", "split"] {
-        prep().arg("verify").arg(out.join("bags").join(bag)).assert().success();
+    for bag in [
+        "covid",
+        "cohen-others",
+        "normal",
+        "covid-cohort",
+        "other-disease",
+        "split",
+    ] {
+        prep()
+            .arg("verify")
+            .arg(out.join("bags").join(bag))
+            .assert()
+            .success();
     }
     let run = out.join("runs/demo");
-    for f in ["summary.json", "summary.md", "repeat-1/metrics.csv", "repeat-1/best.safetensors", "repeat-2/model.json"] {
+    for f in [
+        "summary.json",
+        "summary.md",
+        "repeat-1/metrics.csv",
+        "repeat-1/best.safetensors",
+        "repeat-2/model.json",
+    ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    for want in ["Lineage", "Leakage check: none", "Training", "Confusion matrix", "unsafe-path"] {
+    for want in [
+        "Lineage",
+        "Leakage check: none",
+        "Training",
+        "Confusion matrix",
+        "unsafe-path",
+    ] {
         assert!(html.contains(want), "report lacks {want:?}");
     }
     // A second run finds every stage up to date.
@@ -56,5 +79,7 @@ fn demo_runs_every_stage_verifies_and_reports() {
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicate::str::contains("up to date").and(predicate::str::contains("running").not()));
+        .stdout(
+            predicate::str::contains("up to date").and(predicate::str::contains("running").not()),
+        );
 }

@@ -1,0 +1,521 @@
+//! The `prep inpaint` stage: one image (for users and benchmarks) or a whole bag.
+
+use super::io::{self, SamplesMut};
+use super::{detect, inpaint, Filled, Method, Options};
+use crate::error::{Error, Result};
+use crate::manifest::{
+    hash_bytes, manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType,
+    CroissantSpec, Excluded, FinishedBag, InputRef, Provenance, Record, StageInfo,
+};
+use crate::progress;
+use image::DynamicImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which masks to build for an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Detect {
+    /// Find annotations automatically (OR-ed with any user mask).
+    Auto,
+    /// Use the user's masks only.
+    None,
+}
+
+/// The mask of one image and where it came from.
+pub struct MaskInfo {
+    pub mask: Vec<u8>,
+    pub components: usize,
+    pub pixels: usize,
+    pub detect_ms: f64,
+}
+
+/// Build the mask of `img`: detection (if asked) OR the user mask.
+pub fn build_mask(img: &DynamicImage, user: Option<Vec<u8>>, detect_on: bool) -> MaskInfo {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut mask = user.unwrap_or_else(|| vec![0u8; w * h]);
+    let mut components = 0;
+    let mut detect_ms = 0.0;
+    if detect_on {
+        let t = Instant::now();
+        let grey = io::grey8(img);
+        let spread = colour_spread(img);
+        let d = detect::detect(&grey, spread.as_deref(), w, h);
+        for (m, a) in mask.iter_mut().zip(&d.mask) {
+            *m |= *a;
+        }
+        components = d.components;
+        detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+    }
+    for m in mask.iter_mut() {
+        if *m != 0 {
+            *m = 255;
+        }
+    }
+    let pixels = mask.iter().filter(|&&v| v != 0).count();
+    MaskInfo {
+        mask,
+        components,
+        pixels,
+        detect_ms,
+    }
+}
+
+/// max - min over R, G, B (8-bit) for colour images; None for grey ones.
+fn colour_spread(img: &DynamicImage) -> Option<Vec<u8>> {
+    if !img.color().has_color() {
+        return None;
+    }
+    let rgb = img.to_rgb8();
+    Some(
+        rgb.pixels()
+            .map(|p| {
+                let [r, g, b] = p.0;
+                r.max(g).max(b) - r.min(g).min(b)
+            })
+            .collect(),
+    )
+}
+
+/// Fill the masked pixels of `img` in place.
+pub fn apply(img: &mut DynamicImage, mask: &[u8], opts: &Options) -> Filled {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    match io::samples_mut(img) {
+        SamplesMut::U8(d, c) => inpaint(d, w, h, c, mask, opts),
+        SamplesMut::U16(d, c) => inpaint(d, w, h, c, mask, opts),
+    }
+}
+
+/// A checked single-image invocation.
+#[derive(Debug, Clone)]
+pub struct SingleConfig {
+    pub image: PathBuf,
+    pub mask: Option<PathBuf>,
+    pub output: PathBuf,
+    pub detect: Detect,
+    pub save_mask: Option<PathBuf>,
+    pub bench_repeat: usize,
+    pub opts: Options,
+}
+
+pub struct SingleOutcome {
+    pub filled: Filled,
+    pub components: usize,
+    /// Inpainting time of each run, ms (decode, detection and encode excluded).
+    pub inpaint_ms: Vec<f64>,
+    pub detect_ms: f64,
+}
+
+pub fn run_single(cfg: &SingleConfig) -> Result<SingleOutcome> {
+    let bytes = std::fs::read(&cfg.image).map_err(|e| Error::read(&cfg.image, e))?;
+    let img = io::decode(&cfg.image, &bytes)?;
+    let user = match &cfg.mask {
+        Some(m) => Some(io::read_mask(m, img.width(), img.height())?),
+        None => None,
+    };
+    let m = build_mask(&img, user, cfg.detect == Detect::Auto);
+    let mut times = Vec::new();
+    let mut out = img.clone();
+    let mut filled = Filled::default();
+    for _ in 0..cfg.bench_repeat.max(1) {
+        let mut work = img.clone();
+        let t = Instant::now();
+        filled = apply(&mut work, &m.mask, &cfg.opts);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        out = work;
+    }
+    let png = io::encode_png(&out)?;
+    write_atomic(&cfg.output, &png)?;
+    if let Some(p) = &cfg.save_mask {
+        let used = used_mask(&m.mask, &filled);
+        write_atomic(p, &io::encode_mask(&used, img.width(), img.height())?)?;
+    }
+    Ok(SingleOutcome {
+        filled,
+        components: m.components,
+        inpaint_ms: times,
+        detect_ms: m.detect_ms,
+    })
+}
+
+/// The mask of the pixels really inpainted: the mask less the pixels kept as film.
+pub fn used_mask(mask: &[u8], filled: &Filled) -> Vec<u8> {
+    let mut used = mask.to_vec();
+    for &k in &filled.kept {
+        used[k as usize] = 0;
+    }
+    used
+}
+
+/// Write to a temporary file beside `path`, then rename it into place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::write(&dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| Error::write(path, e))?;
+    tmp.persist(path).map_err(|e| Error::write(path, e.error))?;
+    Ok(())
+}
+
+/// A checked bag invocation.
+#[derive(Debug, Clone)]
+pub struct BagConfig {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub detect: Detect,
+    pub masks: Option<PathBuf>,
+    pub opts: Options,
+    pub force: bool,
+    pub argv: Vec<String>,
+}
+
+/// One row of the output records.csv: the input record (path, hash and size of the new file)
+/// plus what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InpaintRecord {
+    pub id: String,
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    pub source: String,
+    pub patient_id: String,
+    pub view: String,
+    pub label: String,
+    pub finding: String,
+    pub source_file: String,
+    pub source_row: String,
+    /// sha256 of the image in the input bag.
+    pub input_sha256: String,
+    /// Pixels inpainted (0 = passed through byte-identical).
+    pub mask_pixels: u64,
+    /// Masked pixels kept because they already matched the film around them.
+    pub film_kept: u64,
+    /// Annotation components found by detection.
+    pub components: u64,
+    /// User mask used (`DIR/<id>.png`).
+    pub user_mask: bool,
+    /// Fill used: telea, biharmonic, or none (passed through).
+    pub method: String,
+    /// The mask used, relative to the bag root (empty when nothing was inpainted).
+    pub mask_path: String,
+}
+
+pub const INPAINT_COLUMNS: &[&str] = &[
+    "id",
+    "path",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "source",
+    "patient_id",
+    "view",
+    "label",
+    "finding",
+    "source_file",
+    "source_row",
+    "input_sha256",
+    "mask_pixels",
+    "film_kept",
+    "components",
+    "user_mask",
+    "method",
+    "mask_path",
+];
+
+pub struct BagOutcome {
+    pub bag: FinishedBag,
+    pub images: usize,
+    pub inpainted: usize,
+    pub passed: usize,
+    pub excluded: usize,
+    pub warnings: Vec<String>,
+}
+
+/// Seed of an image's grain: from the run seed and the image id, never from thread order.
+fn image_seed(seed: u64, id: &str) -> u64 {
+    let h = hash_bytes(id.as_bytes());
+    seed ^ u64::from_str_radix(&h[..16], 16).expect("hex")
+}
+
+pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
+    verify_bag(&cfg.input)?.into_result(&cfg.input)?;
+    let records = read_records(&cfg.input)?;
+    let mut warnings = Vec::new();
+    let mut prov = Provenance::new("inpaint", cfg.argv.clone(), &cfg.out);
+    prov.inputs.push(InputRef {
+        kind: "bag".into(),
+        path: cfg.input.to_string_lossy().into_owned(),
+        sha256: manifest_sha256(&cfg.input)?,
+    });
+    // User masks: DIR/<id>.png; any file naming no image is reported, not silently ignored.
+    let mut mask_listing = String::new();
+    if let Some(dir) = &cfg.masks {
+        let ids: BTreeSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(|e| Error::read(dir, e))? {
+            let e = e.map_err(|e| Error::read(dir, e))?;
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        for n in &names {
+            match n.strip_suffix(".png") {
+                Some(id) if ids.contains(id) => {
+                    let (sha, _) = crate::manifest::hash_file(&dir.join(n))?;
+                    mask_listing.push_str(&format!("{sha}  {n}\n"));
+                }
+                _ => warnings.push(format!(
+                    "{}: names no image of the bag (masks are <image id>.png)",
+                    dir.join(n).display()
+                )),
+            }
+        }
+        prov.inputs.push(InputRef {
+            kind: "masks".into(),
+            path: dir.to_string_lossy().into_owned(),
+            sha256: hash_bytes(mask_listing.as_bytes()),
+        });
+    }
+
+    let writer = BagWriter::create(&cfg.out, cfg.force)?;
+    let pb = progress::bar(records.len() as u64, "inpainting");
+    let results: Vec<std::result::Result<InpaintRecord, Excluded>> = records
+        .par_iter()
+        .map(|r| {
+            let res = one_image(cfg, &writer, r);
+            pb.inc(1);
+            res
+        })
+        .collect::<Result<Vec<_>>>()?;
+    pb.finish_and_clear();
+
+    let mut rows = Vec::new();
+    let mut excluded = Vec::new();
+    for r in results {
+        match r {
+            Ok(row) => rows.push(row),
+            Err(e) => excluded.push(e),
+        }
+    }
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    excluded.sort_by(|a, b| a.file.cmp(&b.file));
+    let inpainted = rows.iter().filter(|r| r.mask_pixels > 0).count();
+    prov.param("detect", cfg.detect)
+        .param("method", cfg.opts.method)
+        .param("telea_radius", cfg.opts.radius)
+        .param("seed", cfg.opts.seed)
+        .param(
+            "masks",
+            cfg.masks.as_ref().map(|m| m.to_string_lossy().into_owned()),
+        );
+    prov.seed = Some(cfg.opts.seed);
+    writer.write_payload("records.csv", &write_csv(&rows, INPAINT_COLUMNS)?)?;
+    writer.write_payload(
+        "excluded.csv",
+        &write_csv(&excluded, &["source_row", "file", "reason", "detail"])?,
+    )?;
+    writer.write_payload("provenance.json", &prov.to_bytes())?;
+    let mut globs: Vec<(String, String)> = Vec::new();
+    for r in &rows {
+        let ext = r.path.rsplit('.').next().unwrap_or("").to_string();
+        let mime = match ext.to_ascii_lowercase().as_str() {
+            "jpg" | "jpeg" => "image/jpeg",
+            "png" => "image/png",
+            "bmp" => "image/bmp",
+            "tif" | "tiff" => "image/tiff",
+            _ => "application/octet-stream",
+        };
+        globs.push((format!("data/images/**/*.{ext}"), mime.to_string()));
+    }
+    if inpainted > 0 {
+        globs.push(("data/masks/*.png".into(), "image/png".into()));
+    }
+    let info = StageInfo {
+        name: "prep-inpaint".into(),
+        description: format!(
+            "{} images of {} with burned-in annotations erased by prep inpaint ({} inpainted, {} passed through byte-identical); the masks used are in data/masks/.",
+            rows.len(),
+            cfg.input.display(),
+            inpainted,
+            rows.len() - inpainted
+        ),
+        croissant: CroissantSpec {
+            license: "See the input bag's licence; inpainting does not change it.".into(),
+            url: String::new(),
+            cite_as: String::new(),
+            table: "data/records.csv".into(),
+            columns: columns(),
+            image_globs: globs,
+        },
+    };
+    let bag = writer.finish(info)?;
+    Ok(BagOutcome {
+        bag,
+        images: rows.len(),
+        inpainted,
+        passed: rows.len() - inpainted,
+        excluded: excluded.len(),
+        warnings,
+    })
+}
+
+/// Process one record: Ok(Ok(row)) written, Ok(Err(exclusion)) unreadable input, Err(_) a
+/// write failure that stops the run.
+fn one_image(
+    cfg: &BagConfig,
+    writer: &BagWriter,
+    r: &Record,
+) -> Result<std::result::Result<InpaintRecord, Excluded>> {
+    let src = cfg.input.join(&r.path);
+    let exclude = |reason: &str, detail: String| Excluded {
+        source_row: r.source_row.clone(),
+        file: r.path.clone(),
+        reason: reason.into(),
+        detail,
+    };
+    // records.csv is data: never follow a path out of the bag's payload.
+    let safe = r.path.starts_with("data/")
+        && !r.path.contains('\\')
+        && Path::new(&r.path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !safe {
+        return Ok(Err(exclude(
+            "unsafe-path",
+            format!("path {:?} leaves the bag's data/ folder", r.path),
+        )));
+    }
+    let bytes = std::fs::read(&src).map_err(|e| Error::read(&src, e))?;
+    let mut img = match io::decode(&src, &bytes) {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(exclude("unreadable-image", e.to_string()))),
+    };
+    let user_path = cfg.masks.as_ref().map(|d| d.join(format!("{}.png", r.id)));
+    let user = match &user_path {
+        Some(p) if p.is_file() => match io::read_mask(p, img.width(), img.height()) {
+            Ok(m) => Some(m),
+            Err(e) => return Ok(Err(exclude("bad-mask", e.to_string()))),
+        },
+        _ => None,
+    };
+    let user_mask = user.is_some();
+    let m = build_mask(&img, user, cfg.detect == Detect::Auto);
+    let rel_images = r.path.strip_prefix("data/").unwrap_or(&r.path).to_string();
+    let mut row = InpaintRecord {
+        id: r.id.clone(),
+        path: r.path.clone(),
+        sha256: r.sha256.clone(),
+        bytes: r.bytes,
+        width: r.width,
+        height: r.height,
+        source: r.source.clone(),
+        patient_id: r.patient_id.clone(),
+        view: r.view.clone(),
+        label: r.label.clone(),
+        finding: r.finding.clone(),
+        source_file: r.source_file.clone(),
+        source_row: r.source_row.clone(),
+        input_sha256: r.sha256.clone(),
+        mask_pixels: m.pixels as u64,
+        film_kept: 0,
+        components: m.components as u64,
+        user_mask,
+        method: "none".into(),
+        mask_path: String::new(),
+    };
+    let pass = |row: &mut InpaintRecord| -> Result<()> {
+        let sha = hash_bytes(&bytes);
+        writer.add_file(&src, &rel_images, &bytes, &sha, false)?;
+        row.sha256 = sha;
+        Ok(())
+    };
+    if m.pixels == 0 {
+        pass(&mut row)?;
+        return Ok(Ok(row));
+    }
+    let opts = Options {
+        seed: image_seed(cfg.opts.seed, &r.id),
+        ..cfg.opts
+    };
+    let filled = apply(&mut img, &m.mask, &opts);
+    row.film_kept = filled.kept.len() as u64;
+    row.mask_pixels = (m.pixels - filled.kept.len()) as u64;
+    if row.mask_pixels == 0 {
+        pass(&mut row)?;
+        return Ok(Ok(row));
+    }
+    let used = used_mask(&m.mask, &filled);
+    let png = io::encode_png(&img)?;
+    // Lossless output whatever the input format: a re-encoded JPEG would change pixels
+    // outside the mask.
+    let stem = match rel_images.rfind('.') {
+        Some(k) if k > rel_images.rfind('/').map_or(0, |s| s + 1) => &rel_images[..k],
+        _ => rel_images.as_str(),
+    };
+    let rel_out = format!("{stem}.png");
+    let sha = writer.write_payload(&rel_out, &png)?;
+    let mask_rel = format!("masks/{}.png", r.id);
+    writer.write_payload(
+        &mask_rel,
+        &io::encode_mask(&used, img.width(), img.height())?,
+    )?;
+    row.path = format!("data/{rel_out}");
+    row.sha256 = sha;
+    row.bytes = png.len() as u64;
+    row.method = match opts.method {
+        Method::Telea => "telea",
+        Method::Biharmonic | Method::Auto => "biharmonic",
+    }
+    .into();
+    row.mask_path = format!("data/{mask_rel}");
+    Ok(Ok(row))
+}
+
+fn columns() -> Vec<(String, ColumnType, String)> {
+    use ColumnType::*;
+    let d = |c: &str| -> (ColumnType, &'static str) {
+        match c {
+            "id" => (Text, "Image id, unique in the bag."),
+            "path" => (
+                Text,
+                "Path of the (cleaned) image relative to the bag root.",
+            ),
+            "sha256" => (Text, "SHA-256 of the image file in this bag."),
+            "bytes" => (Integer, "Size of the image file in bytes."),
+            "width" => (Integer, "Image width in pixels."),
+            "height" => (Integer, "Image height in pixels."),
+            "source" => (Text, "Source the image came from."),
+            "patient_id" => (Text, "Patient id within the source (may be empty)."),
+            "view" => (Text, "Radiographic projection as the source gives it."),
+            "label" => (Text, "Label assigned by prep."),
+            "finding" => (Text, "Finding as the source gives it."),
+            "source_file" => (Text, "Path of the file inside the source dataset."),
+            "source_row" => (Text, "Line of the source metadata file."),
+            "input_sha256" => (Text, "SHA-256 of the image in the input bag."),
+            "mask_pixels" => (Integer, "Pixels inpainted (0: passed through unchanged)."),
+            "film_kept" => (
+                Integer,
+                "Masked pixels kept because they already matched the film.",
+            ),
+            "components" => (Integer, "Annotation components found by detection."),
+            "user_mask" => (Boolean, "Whether a user mask was OR-ed in."),
+            "method" => (Text, "Fill used: telea, biharmonic, or none."),
+            "mask_path" => (Text, "The mask used, relative to the bag root."),
+            _ => (Text, ""),
+        }
+    };
+    INPAINT_COLUMNS
+        .iter()
+        .map(|c| {
+            let (t, s) = d(c);
+            (c.to_string(), t, s.to_string())
+        })
+        .collect()
+}
