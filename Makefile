@@ -16,9 +16,9 @@ demo: libtorch
 	$(CARGO) build --release
 	./target/release/prep demo --out demo-out
 
-# The whole test suite (the BagIt/Croissant validators come from PyPI into .venv).
+# The whole test suite (BagIt/Croissant validators and PyTorch for parity come from PyPI into .venv).
 test: libtorch python
-	PREP_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test
+	PREP_PYTHON=$(CURDIR)/.venv/bin/python PREP_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test
 
 fmt:
 	$(CARGO) fmt --check

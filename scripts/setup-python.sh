@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Python tools the test suite checks prep's outputs with (BagIt and Croissant validators),
-# in a git-ignored virtual environment .venv/. Idempotent.
+# Python tools the test suite checks prep's outputs against, in a git-ignored virtual
+# environment .venv/: the BagIt and Croissant validators, and PyTorch + torchvision (the same
+# libtorch 2.11 as prep) for full-size DenseNet-121 parity, transform parity, ImageFolder loading
+# and scripts/convert-weights.py. Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests
+# then skip with a printed reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 REQS="bagit==1.9.0 mlcroissant==1.1.1"
+if [ -z "${PREP_NO_TORCH:-}" ]; then
+  REQS="$REQS torch==2.11.0 torchvision==0.26.0 safetensors numpy pillow"
+fi
 stamp=.venv/.prep-reqs
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$REQS" ]; then
   exit 0
