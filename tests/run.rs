@@ -155,3 +155,24 @@ fn a_failing_stage_stops_the_run_with_its_name() {
         .stderr(predicate::str::contains("stage covid failed"));
     assert!(!t.path().join("bags/.covid.prep-stage.json").exists());
 }
+
+#[test]
+fn shipped_pipelines_parse_and_plan() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut n = 0;
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            let t = tempdir().unwrap();
+            prep()
+                .current_dir(t.path())
+                .arg("run")
+                .arg(e.path())
+                .arg("--dry-run")
+                .assert()
+                .success()
+                .stdout(predicate::str::contains("(no output yet)"));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "demo, perez-bir-2020 and its tables");
+}
