@@ -627,6 +627,7 @@ fn bag_mode_records_unreadable_tiny_and_unsafe_inputs_as_exclusions() {
         croissant: CroissantSpec {
             license: "test".into(),
             url: String::new(),
+            cite_as: String::new(),
             table: "data/records.csv".into(),
             columns: RECORD_COLUMNS
                 .iter()
