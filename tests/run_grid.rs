@@ -112,3 +112,38 @@ fn sigkill_mid_run_resumes_without_redoing_finished_stages() {
 }
 
 use std::os::unix::process::CommandExt;
+
+#[test]
+fn changing_an_inpaint_parameter_reruns_inpaint_split_and_train_only() {
+    let t = tempdir().unwrap();
+    let d = t.path().join("demo");
+    prep().args(["demo", "--size", "64", "--out"]).arg(&d).assert().success();
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
+    let sets = |extra: &[&str]| {
+        let mut v = vec![
+            "--set".to_string(),
+            format!("data={}", d.join("datasets").display()),
+            "--set".to_string(),
+            format!("out={}", d.join("bags").display()),
+            "--set".to_string(),
+            format!("runs={}", d.join("runs").display()),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // The demo's own run is current.
+    prep().arg("run").arg(&pipeline).args(sets(&[])).assert().success().stdout(predicate::str::contains("0 stage(s) run"));
+    let out = prep()
+        .arg("run")
+        .arg(&pipeline)
+        .args(sets(&["--set", "inpaint_method=telea"]))
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    for stage in ["covid", "others", "normal", "cohort", "disease"] {
+        assert!(text.contains(&format!("] {stage}: up to date")), "{stage} must be skipped:\n{text}");
+    }
+    for stage in ["covid_clean", "normal_clean", "split", "train"] {
+        assert!(text.contains(&format!("] {stage}: running")), "{stage} must re-run:\n{text}");
+    }
+}
