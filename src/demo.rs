@@ -61,7 +61,10 @@ pub fn run(out: &Path, seed: u64, side: u32, log: &mut dyn FnMut(&str)) -> Resul
             "out".to_string(),
             out.join("bags").to_string_lossy().into_owned(),
         ),
-        ("runs".to_string(), out.join("runs").to_string_lossy().into_owned()),
+        (
+            "runs".to_string(),
+            out.join("runs").to_string_lossy().into_owned(),
+        ),
     ]);
     let plan = pipeline.plan(&sets)?;
     let mut exec = pipeline::exec_child;

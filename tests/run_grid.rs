@@ -22,7 +22,11 @@ fn pipeline(dir: &Path, grid: bool) -> std::path::PathBuf {
         "epochs = 3\nrepeats = 1\nlr = 0.001\n"
     };
     let p = dir.join("p.toml");
-    let mut text = format!("[vars]\ndata = \"{}\"\nout = \"{}\"\n", dir.join("data").display(), dir.join("out").display());
+    let mut text = format!(
+        "[vars]\ndata = \"{}\"\nout = \"{}\"\n",
+        dir.join("data").display(),
+        dir.join("out").display()
+    );
     for class in ["covid", "healthy", "diseased"] {
         text.push_str(&format!(
             "\n[[stage]]\nname = \"{class}\"\ncommand = \"filter\"\nout = \"${{out}}/{class}\"\n[stage.args]\nsource = \"folder\"\ndataset = \"${{data}}/{class}\"\nlabel = \"{class}\"\n"
@@ -42,23 +46,39 @@ fn pipeline(dir: &Path, grid: bool) -> std::path::PathBuf {
 fn grid_of_three_values_with_two_repeats_gives_a_six_run_table() {
     let t = tempdir().unwrap();
     let p = pipeline(t.path(), true);
-    prep().arg("run").arg(&p).assert().success().stdout(predicate::str::contains("grid table: "));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("grid table: "));
     let table = read_csv(&t.path().join("out/runs/grid-summary.csv"));
     assert_eq!(table.len(), 3, "one row per grid point");
     let lrs: Vec<&str> = table.iter().map(|r| r["lr"].as_str()).collect();
     assert_eq!(lrs, vec!["0.0001", "0.001", "0.01"]);
-    let runs: usize = table.iter().map(|r| r["repeats"].parse::<usize>().unwrap()).sum();
+    let runs: usize = table
+        .iter()
+        .map(|r| r["repeats"].parse::<usize>().unwrap())
+        .sum();
     assert_eq!(runs, 6, "three values x two repeats");
     for r in &table {
         let acc: f64 = r["max_val_accuracy_mean"].parse().unwrap();
         assert!((0.0..=1.0).contains(&acc));
-        assert!(!r["max_val_accuracy_std"].is_empty(), "std over two repeats");
+        assert!(
+            !r["max_val_accuracy_std"].is_empty(),
+            "std over two repeats"
+        );
         assert!(Path::new(&r["run"]).join("repeat-2/metrics.csv").is_file());
     }
     let md = fs::read_to_string(t.path().join("out/runs/grid-summary.md")).unwrap();
     assert_eq!(md.lines().count(), 2 + 3);
     // Nothing changed: the second run skips all stages and rewrites the same table.
-    prep().arg("run").arg(&p).assert().success().stdout(predicate::str::contains("0 stage(s) run"));
+    prep()
+        .arg("run")
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 stage(s) run"));
 }
 
 #[test]
@@ -67,7 +87,10 @@ fn sigkill_mid_run_resumes_without_redoing_finished_stages() {
     let p = pipeline(t.path(), false);
     prep().arg("run").arg(&p).assert().success();
     let out = t.path().join("out");
-    let reference: Vec<_> = ["covid", "healthy", "diseased", "split"].iter().map(|b| bag_without_date(&out.join(b))).collect();
+    let reference: Vec<_> = ["covid", "healthy", "diseased", "split"]
+        .iter()
+        .map(|b| bag_without_date(&out.join(b)))
+        .collect();
     let metrics = fs::read(out.join("runs/metrics.csv")).unwrap();
 
     // Start again from the split, and kill the whole process group while it works.
@@ -99,16 +122,25 @@ fn sigkill_mid_run_resumes_without_redoing_finished_stages() {
     let _ = child.wait();
 
     // The resume skips the three filter bags and finishes the rest.
-    prep()
-        .arg("run")
-        .arg(&p)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("covid: up to date").and(predicate::str::contains("healthy: up to date")));
-    let after: Vec<_> = ["covid", "healthy", "diseased", "split"].iter().map(|b| bag_without_date(&out.join(b))).collect();
+    prep().arg("run").arg(&p).assert().success().stdout(
+        predicate::str::contains("covid: up to date")
+            .and(predicate::str::contains("healthy: up to date")),
+    );
+    let after: Vec<_> = ["covid", "healthy", "diseased", "split"]
+        .iter()
+        .map(|b| bag_without_date(&out.join(b)))
+        .collect();
     assert_eq!(after, reference, "bags identical to the uninterrupted run");
-    assert_eq!(fs::read(out.join("runs/metrics.csv")).unwrap(), metrics, "training reproduces");
-    prep().arg("verify").arg(out.join("split")).assert().success();
+    assert_eq!(
+        fs::read(out.join("runs/metrics.csv")).unwrap(),
+        metrics,
+        "training reproduces"
+    );
+    prep()
+        .arg("verify")
+        .arg(out.join("split"))
+        .assert()
+        .success();
 }
 
 use std::os::unix::process::CommandExt;
@@ -117,7 +149,11 @@ use std::os::unix::process::CommandExt;
 fn changing_an_inpaint_parameter_reruns_inpaint_split_and_train_only() {
     let t = tempdir().unwrap();
     let d = t.path().join("demo");
-    prep().args(["demo", "--size", "64", "--out"]).arg(&d).assert().success();
+    prep()
+        .args(["demo", "--size", "64", "--out"])
+        .arg(&d)
+        .assert()
+        .success();
     let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/demo.toml");
     let sets = |extra: &[&str]| {
         let mut v = vec![
@@ -132,7 +168,13 @@ fn changing_an_inpaint_parameter_reruns_inpaint_split_and_train_only() {
         v
     };
     // The demo's own run is current.
-    prep().arg("run").arg(&pipeline).args(sets(&[])).assert().success().stdout(predicate::str::contains("0 stage(s) run"));
+    prep()
+        .arg("run")
+        .arg(&pipeline)
+        .args(sets(&[]))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 stage(s) run"));
     let out = prep()
         .arg("run")
         .arg(&pipeline)
@@ -141,9 +183,15 @@ fn changing_an_inpaint_parameter_reruns_inpaint_split_and_train_only() {
         .success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     for stage in ["covid", "others", "normal", "cohort", "disease"] {
-        assert!(text.contains(&format!("] {stage}: up to date")), "{stage} must be skipped:\n{text}");
+        assert!(
+            text.contains(&format!("] {stage}: up to date")),
+            "{stage} must be skipped:\n{text}"
+        );
     }
     for stage in ["covid_clean", "normal_clean", "split", "train"] {
-        assert!(text.contains(&format!("] {stage}: running")), "{stage} must re-run:\n{text}");
+        assert!(
+            text.contains(&format!("] {stage}: running")),
+            "{stage} must re-run:\n{text}"
+        );
     }
 }

@@ -225,6 +225,7 @@ fn finish(w: BagWriter) -> PathBuf {
         croissant: CroissantSpec {
             license: "CC0-1.0".into(),
             url: "https://example.org/none".into(),
+            cite_as: String::new(),
             table: "data/records.csv".into(),
             columns: vec![("path".into(), ColumnType::Text, "image path".into())],
             image_globs: vec![("data/**/*.png".into(), "image/png".into())],
