@@ -18,7 +18,7 @@ demo: libtorch
 
 # The whole test suite (BagIt/Croissant validators and PyTorch for parity come from PyPI into .venv).
 test: libtorch python
-	PREP_PYTHON=$(CURDIR)/.venv/bin/python PREP_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test
+	PREP_PYTHON=$(CURDIR)/.venv/bin/python PREP_TEST_PYTHON=$(CURDIR)/.venv/bin/python $(CARGO) test --no-fail-fast
 
 fmt:
 	$(CARGO) fmt --check

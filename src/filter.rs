@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::manifest::{
-    hash_bytes, write_csv, BagWriter, ColumnType, CroissantSpec, Excluded, FinishedBag, InputRef,
-    Provenance, Record, StageInfo, RECORD_COLUMNS,
+    describe_columns, hash_bytes, write_csv, BagWriter, ColumnType, CroissantSpec, Excluded,
+    FinishedBag, InputRef, Provenance, Record, StageInfo, RECORD_COLUMNS,
 };
 use crate::progress;
 use crate::source::{self, Candidate, Encoding, Kind, Locate, Selection, SourceDesc};
@@ -432,44 +432,7 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
 }
 
 fn record_columns() -> Vec<(String, ColumnType, String)> {
-    use ColumnType::*;
-    let describe = |c: &str| -> (ColumnType, &'static str) {
-        match c {
-            "id" => (
-                Text,
-                "Image id, unique in the bag (the output file name without extension).",
-            ),
-            "path" => (Text, "Path of the image relative to the bag root."),
-            "sha256" => (Text, "SHA-256 of the image file."),
-            "bytes" => (Integer, "Size of the image file in bytes."),
-            "width" => (Integer, "Image width in pixels."),
-            "height" => (Integer, "Image height in pixels."),
-            "source" => (Text, "Source the image came from."),
-            "patient_id" => (
-                Text,
-                "Patient id within the source (empty when the source has none).",
-            ),
-            "view" => (Text, "Radiographic projection as the source gives it."),
-            "label" => (
-                Text,
-                "Label assigned by prep (covid, healthy, diseased or a folder label).",
-            ),
-            "finding" => (Text, "Finding as the source gives it."),
-            "source_file" => (Text, "Path of the file inside the source dataset."),
-            "source_row" => (
-                Text,
-                "Line of the source metadata file the image came from.",
-            ),
-            _ => (Text, ""),
-        }
-    };
-    RECORD_COLUMNS
-        .iter()
-        .map(|c| {
-            let (t, d) = describe(c);
-            (c.to_string(), t, d.to_string())
-        })
-        .collect()
+    describe_columns(RECORD_COLUMNS, |_| None)
 }
 
 /// `label/<file name>`, made unique (case-insensitively, for case-folding filesystems) by a

@@ -480,24 +480,13 @@ fn one_image(
 
 fn columns() -> Vec<(String, ColumnType, String)> {
     use ColumnType::*;
-    let d = |c: &str| -> (ColumnType, &'static str) {
-        match c {
-            "id" => (Text, "Image id, unique in the bag."),
+    crate::manifest::describe_columns(INPAINT_COLUMNS, |c| {
+        Some(match c {
             "path" => (
                 Text,
                 "Path of the (cleaned) image relative to the bag root.",
             ),
             "sha256" => (Text, "SHA-256 of the image file in this bag."),
-            "bytes" => (Integer, "Size of the image file in bytes."),
-            "width" => (Integer, "Image width in pixels."),
-            "height" => (Integer, "Image height in pixels."),
-            "source" => (Text, "Source the image came from."),
-            "patient_id" => (Text, "Patient id within the source (may be empty)."),
-            "view" => (Text, "Radiographic projection as the source gives it."),
-            "label" => (Text, "Label assigned by prep."),
-            "finding" => (Text, "Finding as the source gives it."),
-            "source_file" => (Text, "Path of the file inside the source dataset."),
-            "source_row" => (Text, "Line of the source metadata file."),
             "input_sha256" => (Text, "SHA-256 of the image in the input bag."),
             "mask_pixels" => (Integer, "Pixels inpainted (0: passed through unchanged)."),
             "film_kept" => (
@@ -508,14 +497,7 @@ fn columns() -> Vec<(String, ColumnType, String)> {
             "user_mask" => (Boolean, "Whether a user mask was OR-ed in."),
             "method" => (Text, "Fill used: telea, biharmonic, or none."),
             "mask_path" => (Text, "The mask used, relative to the bag root."),
-            _ => (Text, ""),
-        }
-    };
-    INPAINT_COLUMNS
-        .iter()
-        .map(|c| {
-            let (t, s) = d(c);
-            (c.to_string(), t, s.to_string())
+            _ => return None,
         })
-        .collect()
+    })
 }

@@ -16,7 +16,9 @@ mod verify;
 pub use bag::{hash_bytes, hash_file, BagWriter, FinishedBag, StageInfo};
 pub use croissant::{ColumnType, CroissantSpec};
 pub use provenance::{InputRef, Provenance};
-pub use records::{read_records, write_csv, Excluded, Record, RECORD_COLUMNS};
+pub use records::{
+    describe_columns, read_records, record_column, write_csv, Excluded, Record, RECORD_COLUMNS,
+};
 pub use verify::{manifest_sha256, verify_bag, VerifyReport};
 
 /// Percent-encode a payload path for a manifest line, as RFC 8493 §2.1.3 requires for

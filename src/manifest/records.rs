@@ -1,5 +1,6 @@
 //! The per-image table (`data/records.csv`) and the exclusion table (`data/excluded.csv`).
 
+use super::croissant::ColumnType;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -39,6 +40,55 @@ pub const RECORD_COLUMNS: &[&str] = &[
     "source_file",
     "source_row",
 ];
+
+/// Type and description of a `records.csv` column that every stage shares (Croissant fields).
+pub fn record_column(col: &str) -> Option<(ColumnType, &'static str)> {
+    use ColumnType::*;
+    Some(match col {
+        "id" => (
+            Text,
+            "Image id, unique in the bag (the file name without extension).",
+        ),
+        "path" => (Text, "Path of the image relative to the bag root."),
+        "sha256" => (Text, "SHA-256 of the image file."),
+        "bytes" => (Integer, "Size of the image file in bytes."),
+        "width" => (Integer, "Image width in pixels."),
+        "height" => (Integer, "Image height in pixels."),
+        "source" => (Text, "Source the image came from."),
+        "patient_id" => (
+            Text,
+            "Patient id within the source (empty when the source has none).",
+        ),
+        "view" => (Text, "Radiographic projection as the source gives it."),
+        "label" => (
+            Text,
+            "Label assigned by prep (covid, healthy, diseased or a folder label).",
+        ),
+        "finding" => (Text, "Finding as the source gives it."),
+        "source_file" => (Text, "Path of the file inside the source dataset."),
+        "source_row" => (
+            Text,
+            "Line of the source metadata file the image came from.",
+        ),
+        _ => return None,
+    })
+}
+
+/// Croissant columns for `names`: a stage's own descriptions first, then the shared ones.
+pub fn describe_columns(
+    names: &[&str],
+    own: impl Fn(&str) -> Option<(ColumnType, &'static str)>,
+) -> Vec<(String, ColumnType, String)> {
+    names
+        .iter()
+        .map(|c| {
+            let (t, d) = own(c)
+                .or_else(|| record_column(c))
+                .unwrap_or((ColumnType::Text, ""));
+            (c.to_string(), t, d.to_string())
+        })
+        .collect()
+}
 
 /// One dropped input with a machine-readable reason code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
