@@ -386,22 +386,12 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
     writer.write_payload("records.csv", &write_csv(&records, RECORD_COLUMNS)?)?;
     writer.write_payload(
         "excluded.csv",
-        &write_csv(&excluded, &["source_row", "file", "reason", "detail"])?,
+        &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
     )?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
 
-    let mut globs: Vec<(String, String)> = Vec::new();
-    for r in &records {
-        let ext = r.path.rsplit('.').next().unwrap_or("");
-        let mime = match ext.to_ascii_lowercase().as_str() {
-            "jpg" | "jpeg" => "image/jpeg",
-            "png" => "image/png",
-            "bmp" => "image/bmp",
-            "tif" | "tiff" => "image/tiff",
-            _ => "application/octet-stream",
-        };
-        globs.push((format!("data/images/**/*.{ext}"), mime.to_string()));
-    }
+    let globs =
+        crate::manifest::image_globs("data/images/**", records.iter().map(|r| r.path.as_str()));
     let info = StageInfo {
         name: format!("prep-filter-{}", cfg.source.name),
         description: format!(

@@ -55,7 +55,11 @@ fn grid_of_three_values_with_two_repeats_gives_a_six_run_table() {
     let table = read_csv(&t.path().join("out/runs/grid-summary.csv"));
     assert_eq!(table.len(), 3, "one row per grid point");
     let lrs: Vec<&str> = table.iter().map(|r| r["lr"].as_str()).collect();
-    assert_eq!(lrs, vec!["0.01", "0.001", "0.0001"], "in the order the pipeline lists them");
+    assert_eq!(
+        lrs,
+        vec!["0.01", "0.001", "0.0001"],
+        "in the order the pipeline lists them"
+    );
     let runs: usize = table
         .iter()
         .map(|r| r["repeats"].parse::<usize>().unwrap())

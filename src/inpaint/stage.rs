@@ -319,21 +319,11 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
     writer.write_payload("records.csv", &write_csv(&rows, INPAINT_COLUMNS)?)?;
     writer.write_payload(
         "excluded.csv",
-        &write_csv(&excluded, &["source_row", "file", "reason", "detail"])?,
+        &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
     )?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
-    let mut globs: Vec<(String, String)> = Vec::new();
-    for r in &rows {
-        let ext = r.path.rsplit('.').next().unwrap_or("").to_string();
-        let mime = match ext.to_ascii_lowercase().as_str() {
-            "jpg" | "jpeg" => "image/jpeg",
-            "png" => "image/png",
-            "bmp" => "image/bmp",
-            "tif" | "tiff" => "image/tiff",
-            _ => "application/octet-stream",
-        };
-        globs.push((format!("data/images/**/*.{ext}"), mime.to_string()));
-    }
+    let mut globs =
+        crate::manifest::image_globs("data/images/**", rows.iter().map(|r| r.path.as_str()));
     if inpainted > 0 {
         globs.push(("data/masks/*.png".into(), "image/png".into()));
     }

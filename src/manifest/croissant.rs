@@ -41,6 +41,28 @@ pub struct CroissantSpec {
     pub image_globs: Vec<(String, String)>,
 }
 
+/// FileSet patterns for the images at `paths` (bag-relative): one `<dir_glob>/*.<ext>` per
+/// extension present, with its MIME type. The writer sorts and deduplicates them.
+pub fn image_globs<'a>(
+    dir_glob: &str,
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, String)> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let ext = p.rsplit('.').next().unwrap_or("");
+            let mime = match ext.to_ascii_lowercase().as_str() {
+                "jpg" | "jpeg" => "image/jpeg",
+                "png" => "image/png",
+                "bmp" => "image/bmp",
+                "tif" | "tiff" => "image/tiff",
+                _ => "application/octet-stream",
+            };
+            (format!("{dir_glob}/*.{ext}"), mime.to_string())
+        })
+        .collect()
+}
+
 impl CroissantSpec {
     /// Render the JSON-LD; `lookup` gives (sha256, bytes) of a file by bag-relative path.
     pub(crate) fn to_json(

@@ -14,10 +14,11 @@ mod records;
 mod verify;
 
 pub use bag::{hash_bytes, hash_file, BagWriter, FinishedBag, StageInfo};
-pub use croissant::{ColumnType, CroissantSpec};
+pub use croissant::{image_globs, ColumnType, CroissantSpec};
 pub use provenance::{InputRef, Provenance};
 pub use records::{
-    describe_columns, read_records, record_column, write_csv, Excluded, Record, RECORD_COLUMNS,
+    describe_columns, read_records, record_column, write_csv, Excluded, Record, EXCLUDED_COLUMNS,
+    RECORD_COLUMNS,
 };
 pub use verify::{manifest_sha256, verify_bag, VerifyReport};
 

@@ -99,6 +99,9 @@ pub struct Excluded {
     pub detail: String,
 }
 
+/// Column order of `excluded.csv`.
+pub const EXCLUDED_COLUMNS: &[&str] = &["source_row", "file", "reason", "detail"];
+
 /// Serialise rows to CSV bytes (header first). Built in memory: the bag writer stores bytes.
 pub fn write_csv<T: Serialize>(rows: &[T], header_if_empty: &[&str]) -> Result<Vec<u8>> {
     let mut w = csv::WriterBuilder::new()

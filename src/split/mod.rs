@@ -752,18 +752,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     )?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
 
-    let mut globs: Vec<(String, String)> = Vec::new();
-    for r in &records {
-        let ext = r.path.rsplit('.').next().unwrap_or("");
-        let mime = match ext {
-            "jpg" | "jpeg" => "image/jpeg",
-            "png" => "image/png",
-            "bmp" => "image/bmp",
-            "tif" | "tiff" => "image/tiff",
-            _ => "application/octet-stream",
-        };
-        globs.push((format!("data/*/*/*.{ext}"), mime.into()));
-    }
+    let globs = crate::manifest::image_globs("data/*/*", records.iter().map(|r| r.path.as_str()));
     let split_desc: Vec<String> = cfg.splits.iter().map(|(n, f)| format!("{n} {f}")).collect();
     let info = StageInfo {
         name: "prep-split".into(),
