@@ -298,51 +298,30 @@ fn bad_metadata_and_bad_invocations_fail_clearly() {
         .assert()
         .code(3)
         .stderr(predicate::str::contains("/nonexistent/ds"));
-    // Unknown source and conflicting flags: usage errors.
-    prep()
-        .args(["filter", "--source", "nope", "--dataset"])
-        .arg(&ds)
-        .arg("--out")
-        .arg(t.path().join("o3"))
-        .assert()
-        .code(2);
-    prep()
-        .args([
-            "filter",
-            "--source",
-            "folder",
-            "--label-others",
-            "--dataset",
-        ])
-        .arg(&ds)
-        .arg("--out")
-        .arg(t.path().join("o4"))
-        .assert()
-        .code(2);
-    prep()
-        .args([
-            "filter",
-            "--source",
-            "folder",
-            "--label",
-            "../x",
-            "--dataset",
-        ])
-        .arg(&ds)
-        .arg("--out")
-        .arg(t.path().join("o5"))
-        .assert()
-        .code(2);
-    prep()
-        .args(["filter", "--source", "nih", "--dataset"])
-        .arg(&ds)
-        .arg("--metadata")
-        .arg(ds.join("metadata.csv"))
-        .arg("--out")
-        .arg(t.path().join("o6"))
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--label-healthy"));
+    // Unknown source and conflicting flags: usage errors (exit 2), each naming what is wrong.
+    let meta = ds.join("metadata.csv").to_string_lossy().into_owned();
+    let usage: [(&str, &[&str], &str); 4] = [
+        ("o3", &["--source", "nope"], "nope"),
+        ("o4", &["--source", "folder", "--label-others"], "--label"),
+        ("o5", &["--source", "folder", "--label", "../x"], "../x"),
+        (
+            "o6",
+            &["--source", "nih", "--metadata", &meta],
+            "--label-healthy",
+        ),
+    ];
+    for (out, args, says) in usage {
+        prep()
+            .arg("filter")
+            .args(args)
+            .arg("--dataset")
+            .arg(&ds)
+            .arg("--out")
+            .arg(t.path().join(out))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
+    }
     assert!(!t.path().join("o1").exists() && !t.path().join("o3").exists());
 }
 

@@ -6,21 +6,10 @@ mod common;
 
 use common::*;
 use std::fs;
-use tempfile::tempdir;
 
 #[test]
 fn filter_outputs_are_stable() {
-    let t = tempdir().unwrap();
-    let ds = t.path().join("cohen");
-    prep::synth::cohen_like(&ds, 3, 64).unwrap();
-    let out = t.path().join("bag");
-    prep()
-        .args(["filter", "--source", "cohen", "--dataset"])
-        .arg(&ds)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    let (t, out) = filtered_synthetic_cohen(3, 64);
     let tmp = t.path().to_string_lossy().into_owned();
     let clean = |s: String| s.replace(&tmp, "[TMP]");
     insta::assert_snapshot!(

@@ -10,18 +10,7 @@ use std::path::{Path, PathBuf};
 use tempfile::{tempdir, TempDir};
 
 fn make_bag() -> (TempDir, PathBuf) {
-    let t = tempdir().unwrap();
-    let ds = t.path().join("cohen");
-    prep::synth::cohen_like(&ds, 9, 48).unwrap();
-    let out = t.path().join("bag");
-    prep()
-        .args(["filter", "--source", "cohen", "--dataset"])
-        .arg(&ds)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    (t, out)
+    filtered_synthetic_cohen(9, 48)
 }
 
 fn first_image(bag: &Path) -> String {

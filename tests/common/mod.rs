@@ -122,3 +122,20 @@ pub fn small_png(side: u32, seed: u64, id: &str) -> Vec<u8> {
     ))
     .unwrap()
 }
+
+/// A synthetic Cohen-layout dataset at `TMP/cohen` filtered by the real binary into `TMP/bag`.
+/// Returns the temp folder (keep it alive) and the bag.
+pub fn filtered_synthetic_cohen(seed: u64, side: u32) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let ds = t.path().join("cohen");
+    prep::synth::cohen_like(&ds, seed, side).unwrap();
+    let out = t.path().join("bag");
+    prep()
+        .args(["filter", "--source", "cohen", "--dataset"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    (t, out)
+}
