@@ -362,6 +362,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_augment: bool,
 
+    /// Run the frozen stages faster (~1.8x on a CPU): BatchNorm folded into the convolutions,
+    /// pool-then-conv transitions, channels-last tensors. Same function up to float rounding
+    /// (eval logits within ~1e-5), but not bit-identical to torchvision's kernels.
+    #[arg(long)]
+    pub fast_frozen: bool,
+
     /// Train this many times with seeds SEED, SEED+1, ... and summarise mean ± std.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,

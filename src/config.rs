@@ -307,6 +307,11 @@ pub fn train_config(
         ));
     }
     let unfreeze = Unfreeze::parse(&a.unfreeze);
+    if a.fast_frozen && unfreeze == Unfreeze::All {
+        return Err(Error::Usage(
+            "--fast-frozen with --unfreeze all: nothing is frozen, nothing to speed up".into(),
+        ));
+    }
     if a.cache_features && unfreeze == Unfreeze::All {
         return Err(Error::Usage(
             "--cache-features with --unfreeze all: nothing is frozen, nothing to cache".into(),
@@ -335,6 +340,7 @@ pub fn train_config(
         image_size: a.image_size,
         device: device_choice(a.device),
         cache_features: a.cache_features,
+        fast_frozen: a.fast_frozen,
         augment: !a.no_augment,
         repeats: a.repeats,
         positive: a.positive,

@@ -16,6 +16,7 @@
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
 const BN_EPS: f64 = 1e-5;
@@ -206,7 +207,15 @@ pub struct DenseNet {
     tensors: BTreeMap<String, Tensor>,
     /// Names of the learnable parameters (not running statistics).
     params: BTreeSet<String>,
+    /// BatchNorm's `num_batches_tracked` counters (int64 scalars, as torchvision keeps them):
+    /// saved so torchvision's strict `load_state_dict` accepts our files, but optional on load.
+    batches_tracked: BTreeMap<String, Tensor>,
     stages: Vec<Stage>,
+    /// Run the frozen prefix through `FastPlan` (folded BatchNorm, channels-last) instead of
+    /// torchvision's exact sequence of operations.
+    fast_frozen: bool,
+    /// The fast path's precomputed weights; cleared whenever weights or the frozen set change.
+    plan: Mutex<Option<Arc<FastPlan>>>,
 }
 
 /// What `load_weights` did, for the user.
@@ -229,7 +238,10 @@ impl DenseNet {
             device,
             tensors: BTreeMap::new(),
             params: BTreeSet::new(),
+            batches_tracked: BTreeMap::new(),
             stages: Vec::new(),
+            fast_frozen: false,
+            plan: Mutex::new(None),
         };
         let opts = (Kind::Float, device);
         let conv = |net: &mut DenseNet, name: String, out: i64, inp: i64, k: i64| {
@@ -244,6 +256,10 @@ impl DenseNet {
                 .insert(format!("{name}.running_mean"), Tensor::zeros([c], opts));
             net.tensors
                 .insert(format!("{name}.running_var"), Tensor::ones([c], opts));
+            net.batches_tracked.insert(
+                format!("{name}.num_batches_tracked"),
+                Tensor::zeros([], (Kind::Int64, device)),
+            );
         };
         let g = config.growth_rate;
         let inter = config.bn_size * g;
@@ -408,6 +424,26 @@ impl DenseNet {
             })?;
             report.loaded += 1;
         }
+        // Optional: files written before these counters were saved, or by other tools, lack them.
+        for (name, dst) in &self.batches_tracked {
+            if let Some(src) = file.get(name) {
+                if src.numel() != 1 {
+                    return Err(Error::bad_input(
+                        path,
+                        format!(
+                            "tensor {name} has shape {:?}, a BatchNorm batch counter is a scalar",
+                            src.size()
+                        ),
+                    ));
+                }
+                tch::no_grad(|| -> Result<()> {
+                    dst.shallow_clone()
+                        .f_copy_(&src.f_reshape([])?.f_to_kind(Kind::Int64)?)?;
+                    Ok(())
+                })?;
+            }
+        }
+        self.invalidate_plan();
         report.unused = file
             .keys()
             .filter(|k| !self.tensors.contains_key(*k) && !k.ends_with("num_batches_tracked"))
@@ -416,14 +452,18 @@ impl DenseNet {
         Ok(report)
     }
 
-    /// The full state dict (parameters and running statistics), detached copies on the CPU,
-    /// sorted by name.
+    /// The full state dict (parameters, running statistics and BatchNorm batch counters, as
+    /// torchvision's), detached copies on the CPU, sorted by name.
     pub fn state_dict(&self) -> Vec<(String, Tensor)> {
         tch::no_grad(|| {
-            self.tensors
+            let mut sd: Vec<(String, Tensor)> = self
+                .tensors
                 .iter()
+                .chain(&self.batches_tracked)
                 .map(|(k, t)| (k.clone(), t.detach().to_device(Device::Cpu).copy()))
-                .collect()
+                .collect();
+            sd.sort_by(|a, b| a.0.cmp(&b.0));
+            sd
         })
     }
 
@@ -431,14 +471,17 @@ impl DenseNet {
     pub fn load_state_dict(&mut self, sd: &[(String, Tensor)]) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for (k, src) in sd {
-                let dst = self.tensors.get(k).ok_or_else(|| {
+                let dst = self.tensors.get(k).or_else(|| self.batches_tracked.get(k));
+                let dst = dst.ok_or_else(|| {
                     Error::Usage(format!("internal: state dict has unknown tensor {k}"))
                 })?;
                 dst.shallow_clone()
                     .f_copy_(&src.f_to_device(self.device)?)?;
             }
             Ok(())
-        })
+        })?;
+        self.invalidate_plan();
+        Ok(())
     }
 
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
@@ -478,6 +521,7 @@ impl DenseNet {
             };
             let _ = t.shallow_clone().set_requires_grad(trainable);
         }
+        self.invalidate_plan();
         Ok(())
     }
 
@@ -511,9 +555,41 @@ impl DenseNet {
         self.stages.iter().take_while(|s| !s.trainable).count()
     }
 
+    /// Run the frozen prefix the fast way (`FastPlan`: BatchNorm folded into the convolutions,
+    /// transitions pooling before their 1x1 convolution, channels-last tensors, one buffer per
+    /// dense block) instead of torchvision's exact sequence of operations. Same function up to
+    /// float rounding, about 1.8x faster on a CPU, but not bit-identical to torchvision.
+    pub fn set_fast_frozen(&mut self, on: bool) {
+        self.fast_frozen = on;
+        self.invalidate_plan();
+    }
+
+    pub fn fast_frozen(&self) -> bool {
+        self.fast_frozen
+    }
+
+    fn invalidate_plan(&self) {
+        *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The fast path's weights for the current frozen prefix, computed once.
+    fn fast_plan(&self) -> Arc<FastPlan> {
+        let mut slot = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| {
+            Arc::new(tch::no_grad(|| {
+                FastPlan::new(self, &self.stages[..self.frozen_prefix_len()])
+            }))
+        })
+        .clone()
+    }
+
     /// The frozen prefix: eval mode, no_grad. Identity when the first stage is trainable.
     pub fn forward_frozen(&self, x: &Tensor) -> Tensor {
         let n = self.frozen_prefix_len();
+        if self.fast_frozen && n > 0 {
+            let plan = self.fast_plan();
+            return tch::no_grad(|| plan.forward(x));
+        }
         tch::no_grad(|| {
             let mut x = x.shallow_clone();
             for s in &self.stages[..n] {
@@ -565,6 +641,13 @@ impl DenseNet {
 
     fn bn(&self, x: &Tensor, p: &str, train: bool) -> Tensor {
         let t = |s: &str| &self.tensors[&format!("{p}.{s}")];
+        if train {
+            // torchvision counts every train-mode batch (it only matters with momentum=None).
+            let mut n = self.batches_tracked[&format!("{p}.num_batches_tracked")].shallow_clone();
+            tch::no_grad(|| {
+                let _ = n.g_add_scalar_(1);
+            });
+        }
         x.batch_norm(
             Some(t("weight")),
             Some(t("bias")),
@@ -622,6 +705,177 @@ impl DenseNet {
             }
             StageKind::Norm5 => self.bn(x, "features.norm5", train),
         }
+    }
+}
+
+/// Eval-mode BatchNorm as a per-channel affine map `x * scale + shift`, shaped [C, 1, 1] to
+/// broadcast over NCHW. Computed in f64, then rounded once to f32.
+fn bn_affine(net: &DenseNet, p: &str) -> (Tensor, Tensor) {
+    let t = |s: &str| {
+        net.tensors[&format!("{p}.{s}")]
+            .detach()
+            .to_kind(Kind::Double)
+    };
+    let scale = t("weight") / (t("running_var") + BN_EPS).sqrt();
+    let shift = t("bias") - t("running_mean") * &scale;
+    let c = scale.size()[0];
+    (
+        scale.to_kind(Kind::Float).view([c, 1, 1]),
+        shift.to_kind(Kind::Float).view([c, 1, 1]),
+    )
+}
+
+/// A NCHW tensor with NHWC strides: what libtorch treats as channels-last (tch has no
+/// memory-format API); oneDNN convolutions run on it without reordering.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+fn relu_inplace(mut t: Tensor) -> Tensor {
+    let _ = t.relu_();
+    t
+}
+
+/// The frozen prefix rewritten for speed, with the same math as the eval-mode stages up to
+/// float rounding:
+/// - eval BatchNorm is a per-channel affine; where a convolution follows it directly with no
+///   ReLU between (conv0 -> norm0, conv1 -> norm2) it is folded into that convolution's weight
+///   and bias;
+/// - a transition's 1x1 convolution and 2x2 average pool are both linear and commute, so it
+///   pools first (4x fewer convolution FLOPs);
+/// - every tensor is channels-last, and a dense block writes each layer's new channels into one
+///   preallocated buffer instead of concatenating again for every layer.
+#[derive(Debug)]
+struct FastPlan {
+    stages: Vec<FastStage>,
+}
+
+#[derive(Debug)]
+enum FastStage {
+    Stem {
+        w: Tensor,
+        b: Tensor,
+    },
+    Block {
+        growth: i64,
+        layers: Vec<FastLayer>,
+    },
+    Transition {
+        scale: Tensor,
+        shift: Tensor,
+        w: Tensor,
+    },
+    Norm5 {
+        scale: Tensor,
+        shift: Tensor,
+    },
+}
+
+#[derive(Debug)]
+struct FastLayer {
+    scale1: Tensor,
+    shift1: Tensor,
+    /// conv1 with norm2 folded in.
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+}
+
+/// `conv` with the per-output-channel affine that follows it folded in: (w * scale, shift).
+fn fold(net: &DenseNet, conv: &str, bn: &str) -> (Tensor, Tensor) {
+    let (scale, shift) = bn_affine(net, bn);
+    let c = scale.size()[0];
+    let w = net.tensors[&format!("{conv}.weight")]
+        .detach()
+        .to_kind(Kind::Double)
+        * scale.to_kind(Kind::Double).view([c, 1, 1, 1]);
+    (channels_last(&w.to_kind(Kind::Float)), shift.view([c]))
+}
+
+impl FastPlan {
+    fn new(net: &DenseNet, stages: &[Stage]) -> FastPlan {
+        let weight = |p: &str| channels_last(&net.tensors[&format!("{p}.weight")].detach());
+        let stages = stages
+            .iter()
+            .map(|s| match &s.kind {
+                StageKind::Stem => {
+                    let (w, b) = fold(net, "features.conv0", "features.norm0");
+                    FastStage::Stem { w, b }
+                }
+                StageKind::Block { index, layers, .. } => FastStage::Block {
+                    growth: net.config.growth_rate,
+                    layers: (1..=*layers)
+                        .map(|l| {
+                            let p = format!("features.denseblock{index}.denselayer{l}");
+                            let (scale1, shift1) = bn_affine(net, &format!("{p}.norm1"));
+                            let (w1, b1) = fold(net, &format!("{p}.conv1"), &format!("{p}.norm2"));
+                            FastLayer {
+                                scale1,
+                                shift1,
+                                w1,
+                                b1,
+                                w2: weight(&format!("{p}.conv2")),
+                            }
+                        })
+                        .collect(),
+                },
+                StageKind::Transition { index, .. } => {
+                    let p = format!("features.transition{index}");
+                    let (scale, shift) = bn_affine(net, &format!("{p}.norm"));
+                    FastStage::Transition {
+                        scale,
+                        shift,
+                        w: weight(&format!("{p}.conv")),
+                    }
+                }
+                StageKind::Norm5 => {
+                    let (scale, shift) = bn_affine(net, "features.norm5");
+                    FastStage::Norm5 { scale, shift }
+                }
+            })
+            .collect();
+        FastPlan { stages }
+    }
+
+    /// Call under no_grad. Returns a contiguous (NCHW) tensor, like the exact path.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mut x = channels_last(x);
+        for s in &self.stages {
+            x = match s {
+                FastStage::Stem { w, b } => {
+                    relu_inplace(x.conv2d(w, Some(b), [2, 2], [3, 3], [1, 1], 1)).max_pool2d(
+                        [3, 3],
+                        [2, 2],
+                        [1, 1],
+                        [1, 1],
+                        false,
+                    )
+                }
+                FastStage::Block { growth, layers } => {
+                    let sz = x.size();
+                    let (n, c0, h, w) = (sz[0], sz[1], sz[2], sz[3]);
+                    let total = c0 + growth * layers.len() as i64;
+                    // NHWC storage, NCHW view: each layer reads a channel prefix of it.
+                    let buf = Tensor::empty([n, h, w, total], (x.kind(), x.device()))
+                        .permute([0, 3, 1, 2]);
+                    buf.narrow(1, 0, c0).copy_(&x);
+                    for (i, l) in layers.iter().enumerate() {
+                        let cin = c0 + growth * i as i64;
+                        let y = relu_inplace(l.shift1.addcmul(&buf.narrow(1, 0, cin), &l.scale1));
+                        let y =
+                            relu_inplace(y.conv2d(&l.w1, Some(&l.b1), [1, 1], [0, 0], [1, 1], 1));
+                        let y = y.conv2d(&l.w2, None::<&Tensor>, [1, 1], [1, 1], [1, 1], 1);
+                        buf.narrow(1, cin, *growth).copy_(&y);
+                    }
+                    buf
+                }
+                FastStage::Transition { scale, shift, w } => relu_inplace(shift.addcmul(&x, scale))
+                    .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)
+                    .conv2d(w, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 1),
+                FastStage::Norm5 { scale, shift } => shift.addcmul(&x, scale),
+            };
+        }
+        x.contiguous()
     }
 }
 

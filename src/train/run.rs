@@ -41,6 +41,8 @@ pub struct TrainConfig {
     pub image_size: u32,
     pub device: DeviceChoice,
     pub cache_features: bool,
+    /// Frozen stages through `DenseNet::set_fast_frozen` (folded BatchNorm, channels-last).
+    pub fast_frozen: bool,
     /// RandomResizedCrop + flip on the training images (off: the validation transform).
     pub augment: bool,
     pub repeats: usize,
@@ -256,6 +258,7 @@ fn train_one(
         &mut notes,
     )?;
     net.set_trainable(&cfg.unfreeze)?;
+    net.set_fast_frozen(cfg.fast_frozen);
     let mut opt = Adam::new(&net, cfg.adam)?;
     let size = cfg.image_size;
     let train_tf = Transform {
@@ -736,6 +739,11 @@ fn write_model_card(
             "epochs": cfg.epochs,
             "patience": cfg.patience,
             "cache_features": cfg.cache_features,
+            "frozen_math": if cfg.fast_frozen {
+                "fast: BatchNorm folded into convolutions, pool-then-conv transitions, channels-last (equal up to float rounding)"
+            } else {
+                "exact: torchvision's operations in torchvision's order"
+            },
             "seed": seed,
             "best_epoch": best_epoch,
             "selection": "highest val accuracy (ties: lower val loss)",
