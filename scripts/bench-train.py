@@ -2,14 +2,17 @@
 """One training epoch of the same data in prep and in PyTorch + torchvision, side by side.
 
   bench-train.py [--prep target/release/prep] [--images 128] [--source-size 512] [--threads 2]
-                 [--batch-size 8] [--unfreeze denseblock4] [--workers 2] [--keep DIR]
+                 [--batch-size 8] [--unfreeze denseblock4] [--workers 2] [--rounds 3]
+                 [--modes exact,fast] [--keep DIR]
 
 Both sides: densenet121 with the same random weights, a fresh 2-class classifier, everything
 frozen but --unfreeze (frozen BatchNorm in eval mode), Adam(lr 1e-3, weight decay 1e-4),
 cross-entropy, RandomResizedCrop(224) + RandomHorizontalFlip + ImageNet Normalize on the training
 split, the same libtorch thread count. PyTorch reads with torchvision ImageFolder + DataLoader
 (--workers processes); prep decodes on rayon (RAYON_NUM_THREADS=--workers). Grey PNGs of
---source-size px stand in for X-rays. Prints images/s of each and the ratio prep / PyTorch.
+--source-size px stand in for X-rays. prep runs in each of --modes: `exact` (torchvision's
+operations, bit-identical logits) and `fast` (--fast-frozen: folded BatchNorm, channels-last frozen
+stages). Prints images/s of each and the ratio prep / PyTorch.
 
 Needs: torch==2.11.0 torchvision==0.26.0 safetensors pillow numpy (pip), and a built prep.
 """
@@ -94,11 +97,13 @@ def torch_epoch(bag, weights_sd, args):
     return n / (time.perf_counter() - t)
 
 
-def prep_epoch(bag, weights, out, args):
+def prep_epoch(bag, weights, out, args, mode):
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.workers))
     cmd = [args.prep, "train", "--data", bag, "--out", out, "--weights", weights, "--epochs", "1",
            "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", "cpu",
            "--unfreeze", args.unfreeze or "none", "--image-size", "224", "--force"]
+    if mode == "fast":
+        cmd.append("--fast-frozen")
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     with open(os.path.join(out, "timing.csv")) as f:
         row = f.read().splitlines()[1].split(",")
@@ -114,10 +119,15 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--unfreeze", default="denseblock4")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=3,
                     help="alternate prep and PyTorch this many times and keep each one's best (the machine may be shared)")
+    ap.add_argument("--modes", default="exact,fast",
+                    help="prep variants to time: exact (default prep) and/or fast (--fast-frozen)")
     ap.add_argument("--keep", help="build the bag here and keep it")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in ("exact", "fast") for m in modes):
+        ap.error("--modes takes exact and/or fast")
     tmp = tempfile.mkdtemp(prefix="prep-bench-")
     try:
         bag = args.keep or os.path.join(tmp, "bag")
@@ -130,15 +140,19 @@ def main():
         print(f"{args.images} train images {args.source_size}px grey PNG -> 224, batch {args.batch_size}, "
               f"libtorch threads {args.threads}, loader workers {args.workers}, trainable: {args.unfreeze or 'classifier only'}; "
               f"torch {torch.__version__}")
-        ps, ts = [], []
+        ps, ts = {m: [] for m in modes}, []
         for r in range(args.rounds):
-            ps.append(prep_epoch(bag, weights, os.path.join(tmp, "run"), args))
+            for m in modes:
+                ps[m].append(prep_epoch(bag, weights, os.path.join(tmp, "run"), args, m))
             ts.append(torch_epoch(bag, sd, args))
-            print(f"round {r + 1}: prep {ps[-1]:.2f} images/s, pytorch {ts[-1]:.2f} images/s")
-        p, t = max(ps), max(ts)
-        print(f"prep:    {p:8.2f} images/s (best of {args.rounds})")
-        print(f"pytorch: {t:8.2f} images/s (best of {args.rounds})")
-        print(f"ratio prep/pytorch: {p / t:.2f}x")
+            line = ", ".join(f"prep {m} {ps[m][-1]:.2f}" for m in modes)
+            print(f"round {r + 1}: {line}, pytorch {ts[-1]:.2f} images/s", flush=True)
+        t = max(ts)
+        for m in modes:
+            print(f"prep {m:5s}: {max(ps[m]):8.2f} images/s (best of {args.rounds})")
+        print(f"pytorch   : {t:8.2f} images/s (best of {args.rounds})")
+        for m in modes:
+            print(f"ratio prep {m}/pytorch: {max(ps[m]) / t:.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -45,6 +45,19 @@ fn check_parity(weights: &Path, expected: &Path) {
     assert!(d <= 1e-4, "eval logits differ from torchvision by {d}");
 
     net.set_trainable(&Unfreeze::parse("denseblock4")).unwrap();
+    // With a frozen prefix (eval mode, no_grad), exact and --fast-frozen (folded BatchNorm,
+    // channels-last) paths: the same eval logits.
+    for fast in [false, true] {
+        net.set_fast_frozen(fast);
+        let lf = tch::no_grad(|| net.forward_t(x, false));
+        let d = max_abs(&lf, &exp["logits_eval"]);
+        println!("eval logits with frozen prefix, fast={fast}: max abs diff {d:e}");
+        assert!(
+            d <= 1e-4,
+            "fast={fast}: eval logits differ from torchvision by {d}"
+        );
+    }
+    net.set_fast_frozen(false);
     let mut opt = Adam::new(&net, AdamConfig::default()).unwrap();
     let loss0 = net.forward_t(x, true).cross_entropy_for_logits(y);
     let l0 = loss0.double_value(&[]);
@@ -105,6 +118,104 @@ fn parity_with_torchvision_full_densenet121() {
         &dir.path().join("densenet121-weights.safetensors"),
         &dir.path().join("densenet121-expected.safetensors"),
     );
+}
+
+/// best.safetensors carries torchvision's `num_batches_tracked` counters, so torchvision's
+/// strict `load_state_dict` takes it; trainable BatchNorm counters count the train batches,
+/// frozen ones stay as loaded. Also exercises --fast-frozen through the binary.
+#[test]
+fn best_weights_load_strictly_into_torchvision() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 10,
+            val: 4,
+            test: 0,
+            size: 48,
+            seed: 5,
+        },
+        |_| {},
+    );
+    let weights = fixtures().join("densenet-tiny-weights.safetensors");
+    let init = read(&weights);
+    for fast in [false, true] {
+        let run = dir.path().join(format!("run-{fast}"));
+        let mut c = prep();
+        c.args(set(
+            set(train_args(&bag, &run), "--image-size", "48"),
+            "--batch-size",
+            "8",
+        ))
+        .args(["--epochs", "1"])
+        .args(["--weights", weights.to_str().unwrap()]);
+        if fast {
+            c.arg("--fast-frozen");
+        }
+        c.assert().success();
+        let card = json(&run.join("model.json"));
+        let math = card["frozen_math"].as_str().unwrap();
+        assert!(
+            math.starts_with(if fast { "fast" } else { "exact" }),
+            "{math}"
+        );
+        let best = read(&run.join("best.safetensors"));
+        let counters: Vec<&String> = best
+            .keys()
+            .filter(|k| k.ends_with(".num_batches_tracked"))
+            .collect();
+        // tiny: norm0, 4 blocks x 2 layers x 2 norms, 3 transitions, norm5
+        assert_eq!(counters.len(), 1 + 16 + 3 + 1);
+        for name in counters {
+            let t = &best[name];
+            assert_eq!(t.kind(), Kind::Int64, "{name}");
+            assert!(t.size().is_empty(), "{name} is not a scalar");
+            let n = t.int64_value(&[]);
+            if name.starts_with("features.denseblock4.") {
+                assert_eq!(n, 3, "{name}: 20 train images in batches of 8 = 3 batches");
+            } else {
+                assert_eq!(
+                    n,
+                    init[name].int64_value(&[]),
+                    "{name} of a frozen stage moved"
+                );
+            }
+        }
+        let Some(py) = python() else {
+            println!("skipped torchvision strict load: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+            continue;
+        };
+        let code = r#"
+import sys, torch, torchvision
+from safetensors.torch import load_file
+sd = load_file(sys.argv[1])
+m = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=2, num_classes=2)
+m.load_state_dict(sd, strict=True)
+assert m.features.denseblock4.denselayer1.norm1.num_batches_tracked.item() == 3
+print("strict load ok")
+"#;
+        let out = std::process::Command::new(&py)
+            .args(["-c", code])
+            .arg(run.join("best.safetensors"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "torchvision strict load failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Files without the counters (older prep runs, other tools) still load.
+    let stripped: Vec<(String, Tensor)> = read(&weights)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
+    let path = dir.path().join("no-counters.safetensors");
+    Tensor::write_safetensors(&stripped, &path).unwrap();
+    let cfg = DenseNetConfig::infer(&DenseNet::read_shapes(&path).unwrap(), &path).unwrap();
+    let mut net = DenseNet::new(cfg, Device::Cpu);
+    let report = net.load_weights(&path, false).unwrap();
+    assert!(report.unused.is_empty() && report.new_head.is_none());
 }
 
 #[test]

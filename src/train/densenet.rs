@@ -996,4 +996,96 @@ mod tests {
         assert!(trainable.contains(&"classifier.bias".to_string()));
         assert!(net.set_trainable(&Unfreeze::parse("denseblock9")).is_err());
     }
+
+    /// Random BatchNorm parameters and statistics, so folding them is really exercised.
+    fn perturb(net: &mut DenseNet) {
+        let sd: Vec<(String, Tensor)> = net
+            .state_dict()
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if k.ends_with("running_var") {
+                    t.rand_like() + 0.5
+                } else if k.ends_with("running_mean") || (k.contains("norm") && k.ends_with("bias"))
+                {
+                    t.randn_like() * 0.1
+                } else if k.contains("norm") && k.ends_with("weight") {
+                    t.rand_like() + 0.5
+                } else {
+                    t
+                };
+                (k, t)
+            })
+            .collect();
+        net.load_state_dict(&sd).unwrap();
+    }
+
+    #[test]
+    fn fast_frozen_prefix_matches_exact_for_every_prefix() {
+        tch::manual_seed(1);
+        let mut net = DenseNet::new(tiny(), Device::Cpu);
+        perturb(&mut net);
+        let x = Tensor::randn([3, 3, 40, 40], (Kind::Float, Device::Cpu));
+        // Prefixes ending in the stem, a block, a transition, and norm5 (head only).
+        for (unfreeze, prefix) in [
+            ("denseblock1", 1),
+            ("transition1", 2),
+            ("denseblock2", 3),
+            ("none", 5),
+        ] {
+            net.set_trainable(&Unfreeze::parse(unfreeze)).unwrap();
+            assert_eq!(net.frozen_prefix_len(), prefix);
+            net.set_fast_frozen(false);
+            let exact = net.forward_frozen(&x);
+            net.set_fast_frozen(true);
+            let fast = net.forward_frozen(&x);
+            assert_eq!(exact.size(), fast.size());
+            assert!(fast.is_contiguous());
+            let d = (&exact - &fast).abs().max().double_value(&[]);
+            assert!(d <= 1e-5, "{unfreeze}: fast frozen prefix differs by {d}");
+            assert!(d > 0.0 || prefix == 1, "{unfreeze}: fast path not taken?");
+        }
+        // New weights replace the precomputed plan.
+        net.set_trainable(&Unfreeze::parse("denseblock2")).unwrap();
+        net.set_fast_frozen(true);
+        let before = net.forward_frozen(&x);
+        perturb(&mut net);
+        let after = net.forward_frozen(&x);
+        net.set_fast_frozen(false);
+        let exact = net.forward_frozen(&x);
+        assert!((&before - &after).abs().max().double_value(&[]) > 1e-3);
+        assert!((&exact - &after).abs().max().double_value(&[]) <= 1e-5);
+    }
+
+    #[test]
+    fn fast_frozen_training_keeps_frozen_stats_and_counts_batches() {
+        tch::manual_seed(2);
+        let mut net = DenseNet::new(tiny(), Device::Cpu);
+        perturb(&mut net);
+        net.set_trainable(&Unfreeze::parse("denseblock2")).unwrap();
+        net.set_fast_frozen(true);
+        let before: BTreeMap<String, Tensor> = net.state_dict().into_iter().collect();
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        for _ in 0..2 {
+            let _ = net.forward_t(&x, true);
+        }
+        let after: BTreeMap<String, Tensor> = net.state_dict().into_iter().collect();
+        assert_eq!(before.len(), after.len());
+        for (k, t) in &after {
+            if k.starts_with("features.denseblock2.") {
+                if k.ends_with("num_batches_tracked") {
+                    assert_eq!(t.int64_value(&[]), 2, "{k}");
+                }
+                if k.ends_with("running_mean") {
+                    assert!(!t.equal(&before[k]), "{k} should update in train mode");
+                }
+            } else {
+                assert!(t.equal(&before[k]), "frozen {k} changed");
+            }
+        }
+        let n = after
+            .keys()
+            .filter(|k| k.ends_with("num_batches_tracked"))
+            .count();
+        assert_eq!(n, 1 + 2 * 5 + 1 + 1); // norm0, 2 x (2+3 layers), transition1, norm5
+    }
 }
