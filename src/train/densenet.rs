@@ -593,7 +593,7 @@ impl DenseNet {
         tch::no_grad(|| {
             let mut x = x.shallow_clone();
             for s in &self.stages[..n] {
-                x = self.stage(s, &x, false);
+                x = self.stage_frozen(s, &x);
             }
             x
         })
@@ -669,6 +669,59 @@ impl DenseNet {
             [1, 1],
             1,
         )
+    }
+
+    /// A stage of the frozen prefix (eval mode, under no_grad) with bit-for-bit the values
+    /// `stage(s, x, false)` gives, computed with less memory traffic: the stem's max pool runs
+    /// channels-last (a max is exact in any order, and libtorch's NCHW max pool is slow), and a
+    /// dense block writes each layer's new channels into one buffer instead of concatenating
+    /// all of them again for every layer. BatchNorm then reads a channel prefix of that buffer;
+    /// it runs one sample at a time because a single sample's prefix is contiguous, which keeps
+    /// libtorch on the same contiguous kernel (hence the same rounding) as on a `cat` result.
+    fn stage_frozen(&self, s: &Stage, x: &Tensor) -> Tensor {
+        match &s.kind {
+            StageKind::Stem => {
+                let y = self.conv(x, "features.conv0", 2, 3);
+                let y = relu_inplace(self.bn(&y, "features.norm0", false));
+                channels_last(&y)
+                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
+                    .contiguous()
+            }
+            StageKind::Block { index, layers, .. } => {
+                let sz = x.size();
+                let (n, c0, h, w) = (sz[0], sz[1], sz[2], sz[3]);
+                let g = self.config.growth_rate;
+                let opts = (x.kind(), x.device());
+                let buf = Tensor::empty([n, c0 + g * layers, h, w], opts);
+                buf.narrow(1, 0, c0).copy_(x);
+                for l in 1..=*layers {
+                    let p = format!("features.denseblock{index}.denselayer{l}");
+                    let cin = c0 + g * (l - 1);
+                    let t = |s: &str| &self.tensors[&format!("{p}.norm1.{s}")];
+                    let y = Tensor::empty([n, cin, h, w], opts);
+                    for i in 0..n {
+                        let _ = buf.narrow(0, i, 1).narrow(1, 0, cin).native_batch_norm_out(
+                            &y.narrow(0, i, 1),
+                            &Tensor::empty([0], opts),
+                            &Tensor::empty([0], opts),
+                            Some(t("weight")),
+                            Some(t("bias")),
+                            Some(t("running_mean")),
+                            Some(t("running_var")),
+                            false,
+                            BN_MOMENTUM,
+                            BN_EPS,
+                        );
+                    }
+                    let y = self.conv(&relu_inplace(y), &format!("{p}.conv1"), 1, 0);
+                    let y = relu_inplace(self.bn(&y, &format!("{p}.norm2"), false));
+                    let y = self.conv(&y, &format!("{p}.conv2"), 1, 1);
+                    buf.narrow(1, cin, g).copy_(&y);
+                }
+                buf
+            }
+            _ => self.stage(s, x, false),
+        }
     }
 
     fn stage(&self, s: &Stage, x: &Tensor, train: bool) -> Tensor {
@@ -1054,6 +1107,24 @@ mod tests {
         let exact = net.forward_frozen(&x);
         assert!((&before - &after).abs().max().double_value(&[]) > 1e-3);
         assert!((&exact - &after).abs().max().double_value(&[]) <= 1e-5);
+    }
+
+    #[test]
+    fn exact_frozen_prefix_is_bit_identical_to_eval_stages() {
+        tch::manual_seed(3);
+        let mut net = DenseNet::new(tiny(), Device::Cpu);
+        perturb(&mut net);
+        let x = Tensor::randn([3, 3, 40, 40], (Kind::Float, Device::Cpu));
+        net.set_trainable(&Unfreeze::None).unwrap();
+        let n = net.frozen_prefix_len();
+        let mut y = x.shallow_clone();
+        for s in &net.stages[..n] {
+            let plain = tch::no_grad(|| net.stage(s, &y, false));
+            let frozen = tch::no_grad(|| net.stage_frozen(s, &y));
+            assert!(plain.equal(&frozen), "stage {} differs", s.name);
+            y = plain;
+        }
+        assert!(net.forward_frozen(&x).equal(&y));
     }
 
     #[test]
