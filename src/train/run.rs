@@ -91,6 +91,8 @@ struct EpochTiming {
     train_seconds: f64,
     val_seconds: f64,
     train_images_per_second: f64,
+    /// Time the model spent waiting for decoded batches (the first one included).
+    data_wait_seconds: f64,
 }
 
 /// Train `cfg.repeats` models and write everything under `cfg.out`.
@@ -313,6 +315,7 @@ fn train_one(
             &format!("epoch {epoch}/{}", cfg.epochs),
         );
         let mut acc = Accumulator::default();
+        let mut data_wait = 0.0;
         let mut step = |x: &Tensor, y: &[i64], from_cache: bool| -> Result<()> {
             let yt = Tensor::from_slice(y).to_device(device);
             let logits = if from_cache {
@@ -345,7 +348,11 @@ fn train_one(
                     epoch as u64,
                     4,
                 );
-                for b in rx {
+                let mut rx = rx.into_iter();
+                loop {
+                    let tw = Instant::now();
+                    let Some(b) = rx.next() else { break };
+                    data_wait += tw.elapsed().as_secs_f64();
                     let b = b?;
                     let x = to_input(&b.x, b.y.len(), size, device);
                     step(&x, &b.y, false)?;
@@ -401,6 +408,7 @@ fn train_one(
             train_seconds,
             val_seconds,
             train_images_per_second: train_samples.len() as f64 / train_seconds.max(1e-9),
+            data_wait_seconds: data_wait,
         });
         let best_epoch = best.as_ref().map(|b| b.0).unwrap_or(epoch);
         if epoch - best_epoch >= cfg.patience {
@@ -658,11 +666,12 @@ fn write_metrics(
 
 fn write_timing(dir: &Path, timings: &[EpochTiming]) -> Result<()> {
     let path = dir.join("timing.csv");
-    let mut s = String::from("epoch,train_seconds,val_seconds,train_images_per_second\n");
+    let mut s =
+        String::from("epoch,train_seconds,val_seconds,train_images_per_second,data_wait_seconds\n");
     for t in timings {
         s.push_str(&format!(
-            "{},{:.3},{:.3},{:.2}\n",
-            t.epoch, t.train_seconds, t.val_seconds, t.train_images_per_second
+            "{},{:.3},{:.3},{:.2},{:.3}\n",
+            t.epoch, t.train_seconds, t.val_seconds, t.train_images_per_second, t.data_wait_seconds
         ));
     }
     std::fs::write(&path, s).map_err(|e| Error::write(&path, e))
