@@ -869,6 +869,16 @@ fn bad_inputs_get_clear_errors() {
         err.contains("denseblock9") && err.contains("denseblock4"),
         "{err}"
     );
+    let (code, err) = stderr_of(prep().args(train_args(&good, &run)).args([
+        "--unfreeze",
+        "all",
+        "--fast-frozen",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--fast-frozen") && err.contains("nothing is frozen"),
+        "{err}"
+    );
     let (code, err) = stderr_of(
         prep()
             .args(train_args(&good, &run))
