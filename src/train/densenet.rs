@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 
 const BN_EPS: f64 = 1e-5;
@@ -215,7 +215,7 @@ pub struct DenseNet {
     /// torchvision's exact sequence of operations.
     fast_frozen: bool,
     /// The fast path's precomputed weights; cleared whenever weights or the frozen set change.
-    plan: Mutex<Option<Arc<FastPlan>>>,
+    plan: Mutex<Option<FastPlan>>,
 }
 
 /// What `load_weights` did, for the user.
@@ -572,22 +572,14 @@ impl DenseNet {
         *self.plan.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// The fast path's weights for the current frozen prefix, computed once.
-    fn fast_plan(&self) -> Arc<FastPlan> {
-        let mut slot = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert_with(|| {
-            Arc::new(tch::no_grad(|| {
-                FastPlan::new(self, &self.stages[..self.frozen_prefix_len()])
-            }))
-        })
-        .clone()
-    }
-
     /// The frozen prefix: eval mode, no_grad. Identity when the first stage is trainable.
     pub fn forward_frozen(&self, x: &Tensor) -> Tensor {
         let n = self.frozen_prefix_len();
         if self.fast_frozen && n > 0 {
-            let plan = self.fast_plan();
+            // The weights are computed once per frozen set (the lock only guards the cache).
+            let mut slot = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+            let plan =
+                slot.get_or_insert_with(|| tch::no_grad(|| FastPlan::new(self, &self.stages[..n])));
             return tch::no_grad(|| plan.forward(x));
         }
         tch::no_grad(|| {
