@@ -2,7 +2,7 @@
 //! Barnes et al. 2009), on f32, inside a bounded search window around the hole.
 //!
 //! The hole's padded box is the search window. A pyramid of the box is built by 2×2 means; at
-//! every level each hole pixel gets a nearest-neighbour field entry (the centre of a 5×5 source
+//! every level each hole pixel gets a nearest-neighbour field entry (the centre of a 3×3 source
 //! patch made only of known film: no pixel of this or any other hole, none outside the image),
 //! improved by PatchMatch (propagation + random search), and the hole is re-estimated by
 //! letting every overlapping patch vote for its pixels (weighted by patch similarity). The field
@@ -14,8 +14,11 @@
 
 use super::{Local, EXCLUDED, KNOWN};
 
-/// Patch radius (5×5 patches).
-const R: usize = 2;
+/// Patch radius: 3×3 patches. Measured on the harness cases (PSNR in the mask): 3×3 40.6 dB
+/// synthetic / 35.5 dB real at 1024², 5×5 39.4 / 34.2, 7×7 38.9 / 32.1; small patches keep
+/// the fill closest to the film right at the hole's edge, and the pyramid supplies the larger
+/// structure.
+const R: usize = 1;
 /// Fewest valid source patches a level needs; with fewer the fill falls back (level 0) or
 /// the pyramid stops (coarser levels).
 const MIN_SOURCES: usize = 16;
@@ -650,16 +653,16 @@ mod tests {
         assert_eq!(again, img);
     }
 
-    /// A hole covering all but a 3-px frame leaves no 5×5 patch of film: the patch fill
-    /// declines and the hole is filled smoothly instead, outside pixels untouched.
+    /// A hole covering all but a 2-px frame leaves fewer than 16 3×3 patches of film: the
+    /// patch fill declines and the hole is filled smoothly instead, outside pixels untouched.
     #[test]
     fn no_source_patches_falls_back_to_the_smooth_fill() {
         let (w, h) = (48, 40);
         let clean = textured(w, h);
         let mut img = clean.clone();
         let mut mask = vec![0u8; w * h];
-        for y in 3..h - 3 {
-            for x in 3..w - 3 {
+        for y in 2..h - 2 {
+            for x in 2..w - 2 {
                 mask[y * w + x] = 255;
                 img[y * w + x] = 0;
             }
