@@ -100,13 +100,14 @@ fn fill_with(local: &mut Local, opts: &Options, max: f32, patch_seed: Option<u64
             }
         }
     }
-    if let Some(seed) = patch_seed {
-        if patch::fill(local, &unknown, true, seed, max) {
-            return true;
-        }
-    }
+    let patched = match patch_seed {
+        Some(seed) => patch::fill(local, &unknown, true, seed, max),
+        None => false,
+    };
+    // After a patch fill this only tops up what the vote averaged away (nothing where the
+    // copied film already has the ring's fine-scale strength).
     grain(local, &unknown, &ring_sd, opts.seed, max);
-    false
+    patched
 }
 
 /// Pixel status for the solver.
