@@ -537,16 +537,19 @@ mod tests {
     }
 
     /// Film with texture at several scales: a gradient, diagonal stripes and deterministic
-    /// grain (sd ~6 levels), in 8-bit.
+    /// grain (sd ~5 levels, near-Gaussian like quantum noise: a sum of three uniforms), 8-bit.
     fn textured(w: usize, h: usize) -> Vec<u8> {
+        let hash = |i: u32, k: u32| {
+            let mut z = i.wrapping_mul(2_654_435_761) ^ k.wrapping_mul(0x9E37_79B9);
+            z ^= z >> 15;
+            z = z.wrapping_mul(2_246_822_519);
+            z ^= z >> 13;
+            (z % 1000) as f32 / 1000.0 - 0.5
+        };
         (0..w * h)
             .map(|i| {
                 let (x, y) = ((i % w) as f32, (i / w) as f32);
-                let mut z = (i as u32).wrapping_mul(2_654_435_761) ^ 0x9E37_79B9;
-                z ^= z >> 15;
-                z = z.wrapping_mul(2_246_822_519);
-                z ^= z >> 13;
-                let grain = ((z % 1000) as f32 / 1000.0 - 0.5) * 20.0;
+                let grain = (hash(i as u32, 1) + hash(i as u32, 2) + hash(i as u32, 3)) * 10.0;
                 let v = 90.0 + 0.3 * x + 0.2 * y + 12.0 * ((x + y) * 0.35).sin() + grain;
                 v.round().clamp(0.0, 255.0) as u8
             })
