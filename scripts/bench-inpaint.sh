@@ -61,14 +61,21 @@ echo; echo "## telea vs OpenCV Telea r3 / NS r3 (single thread)"
   --cmd "$PREP_BIN inpaint --image {corrupted} --mask {mask} --output {out} --method telea --bench-repeat 6" \
   | tee "$WORK/compare_telea.md"
 
-# 3. the default method (auto = biharmonic + film kept + grain) vs scikit-image biharmonic
+# 3. the default method (auto: biharmonic + film kept + grain; patch only for holes >= 64 px
+#    deep, none in these cases) vs scikit-image biharmonic
 echo; echo "## default method vs OpenCV Telea r3 and scikit-image biharmonic (split)"
 "$PY" "$HARNESS" compare --cases "$WORK/cases" --opencv telea:3 biharmonic:split --repeat 3 --inner 3 \
   --cmd "$PREP_BIN inpaint --image {corrupted} --mask {mask} --output {out} --bench-repeat 6" \
   | tee "$WORK/compare_default.md"
 
+# 3b. the exemplar fill on every hole (PatchMatch-style), vs OpenCV Telea r3
+echo; echo "## patch (exemplar fill on every hole) vs OpenCV Telea r3"
+"$PY" "$HARNESS" compare --cases "$WORK/cases" --opencv telea:3 --repeat 3 --inner 3 \
+  --cmd "$PREP_BIN inpaint --image {corrupted} --mask {mask} --output {out} --method patch --bench-repeat 4" \
+  | tee "$WORK/compare_patch.md"
+
 echo; echo "## summary per image group (means over cases; speed = OpenCV Telea ms / ours)"
-"$PY" - "$WORK/compare_telea.md" "$WORK/compare_default.md" <<'EOF'
+"$PY" - "$WORK/compare_telea.md" "$WORK/compare_default.md" "$WORK/compare_patch.md" <<'EOF'
 import re, sys, statistics as st
 def rows(path):
     out = []
@@ -84,7 +91,8 @@ SIZE = re.compile(r"_(\d+)(_8b)?$")
 def group(case):
     kind = "real" if case.startswith("real") else "synthetic"
     return kind + " " + SIZE.search(case).group(1)
-for name, path, ref in (("telea", sys.argv[1], "telea:3"), ("default", sys.argv[2], "biharmonic:split")):
+for name, path, ref in (("telea", sys.argv[1], "telea:3"), ("default", sys.argv[2], "biharmonic:split"),
+                        ("patch", sys.argv[3], "telea:3")):
     r = rows(path)
     print(f"\n{name}: | group | ours ms | OpenCV Telea ms | speed ratio | ours PSNR | {ref} PSNR | ΔPSNR | ours texture | {ref} texture |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -443,7 +443,9 @@ pub struct InpaintArgs {
     #[arg(long, value_name = "DIR", requires = "bag")]
     pub masks: Option<PathBuf>,
 
-    /// Fill: auto (biharmonic with matched film grain), telea (fastest) or biharmonic.
+    /// Fill: auto (per hole: biharmonic with matched film grain, patch for very wide holes),
+    /// telea (fastest), biharmonic, or patch (exemplar fill copying film texture from near
+    /// the hole).
     #[arg(long, value_enum, default_value = "auto")]
     pub method: prep::inpaint::Method,
 

@@ -144,7 +144,7 @@ fn single_image_every_colour_type_and_method_keeps_outside_pixels() {
         let clean = make(kind, w, h, false, 1);
         let inp = t.path().join(format!("{kind}.png"));
         save(&input, &inp);
-        for method in ["telea", "biharmonic", "auto"] {
+        for method in ["telea", "biharmonic", "patch", "auto"] {
             let outp = t.path().join(format!("{kind}-{method}.png"));
             prep()
                 .args(["inpaint", "--method", method, "--image"])
@@ -550,6 +550,48 @@ fn bag_mode_user_masks_are_ored_in_and_unknown_names_reported() {
     assert_eq!(r["mask_pixels"], "400");
     let (input, clean) = &truth["img1"];
     check_outside(&read(&out.join(&r["path"])), input, clean, &m.into_raw());
+}
+
+/// The patch fill in bag mode: a wide user-masked box (touching the image border) on every
+/// image plus detection, the same bag for 1 and 2 threads, the method recorded, outside
+/// pixels kept.
+#[test]
+fn bag_mode_patch_fill_is_thread_count_independent_and_keeps_outside_pixels() {
+    let t = tempdir().unwrap();
+    let (bag, truth) = dataset_bag(t.path());
+    let masks = t.path().join("masks");
+    fs::create_dir_all(&masks).unwrap();
+    let (w, h) = (256, 256);
+    // a 60x30 box in the bottom-left corner, touching two borders
+    let m: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
+        Luma([if x < 60 && y >= h - 30 { 255 } else { 0 }])
+    });
+    for id in truth.keys() {
+        m.save(masks.join(format!("{id}.png"))).unwrap();
+    }
+    let args = ["--masks", masks.to_str().unwrap(), "--method", "patch"];
+    let (out1, out2) = (t.path().join("p1"), t.path().join("p2"));
+    run_bag(&bag, &out1, "1", &args).success();
+    run_bag(&bag, &out2, "2", &args).success();
+    assert_eq!(
+        payload(&out1),
+        payload(&out2),
+        "same bag for 1 and 2 threads"
+    );
+    prep().arg("verify").arg(&out1).assert().success();
+    let rows = read_csv(&out1.join("data/records.csv"));
+    assert_eq!(rows.len(), truth.len() + 1);
+    for r in &rows {
+        if !truth.contains_key(&r["id"]) {
+            assert_eq!(r["method"], "none", "the unmarked JPEG passes through");
+            continue;
+        }
+        assert_eq!(r["method"], "patch", "{}", r["id"]);
+        let (input, clean) = &truth[&r["id"]];
+        let used = read(&out1.join(&r["mask_path"])).to_luma8().into_raw();
+        let mae = check_outside(&read(&out1.join(&r["path"])), input, clean, &used);
+        assert!(mae < 0.05, "{}: error {mae} in the mask", r["id"]);
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `prep inpaint` stage: one image (for users and benchmarks) or a whole bag.
 
 use super::io::{self, SamplesMut};
-use super::{detect, inpaint, Filled, Method, Options};
+use super::{detect, inpaint, Filled, Options};
 use crate::error::{Error, Result};
 use crate::manifest::{
     hash_bytes, manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType,
@@ -459,11 +459,7 @@ fn one_image(
     row.path = format!("data/{rel_out}");
     row.sha256 = sha;
     row.bytes = png.len() as u64;
-    row.method = match opts.method {
-        Method::Telea => "telea",
-        Method::Biharmonic | Method::Auto => "biharmonic",
-    }
-    .into();
+    row.method = filled.method_name();
     row.mask_path = format!("data/{mask_rel}");
     Ok(Ok(row))
 }
@@ -485,7 +481,7 @@ fn columns() -> Vec<(String, ColumnType, String)> {
             ),
             "components" => (Integer, "Annotation components found by detection."),
             "user_mask" => (Boolean, "Whether a user mask was OR-ed in."),
-            "method" => (Text, "Fill used: telea, biharmonic, or none."),
+            "method" => (Text, "Fill used: telea, biharmonic, patch, several joined by + (auto picks per hole), or none."),
             "mask_path" => (Text, "The mask used, relative to the bag root."),
             _ => return None,
         })
