@@ -133,8 +133,18 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
         let fill = area as f32 / (bw * bh) as f32;
         let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.75;
-        if area > big && !boxy && !stroke_like(&seed, w, h, c, window) {
-            continue; // anatomy-sized blob
+        if area > big && !boxy {
+            // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) with the crisp
+            // edges of a burned-in mark; colour in a grey radiograph is evidence enough.
+            if !stroke_like(&seed, w, h, c, window) {
+                continue;
+            }
+            let coloured = sp.as_ref().is_some_and(|s| {
+                2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area
+            });
+            if !coloured && sharp_fraction(&g, &seed, w, h, c) < 0.5 {
+                continue;
+            }
         }
         // A component that is only near-white along the image edge is film border, not a mark.
         let on_edge = c.x0 == 0 || c.y0 == 0 || c.x1 + 1 == w || c.y1 + 1 == h;
@@ -238,6 +248,39 @@ fn stroke_like(seed: &[u8], w: usize, h: usize, c: &super::Hole, window: f32) ->
     let width = 2.0 * c.pixels.len() as f32 / boundary.max(1) as f32;
     let length = (c.x1 - c.x0 + 1).max(c.y1 - c.y0 + 1) as f32;
     width <= window && length >= 4.0 * width
+}
+
+/// Fraction of a component's boundary pixels that drop by at least 30 grey levels two pixels
+/// outward: burned-in marks have crisp edges, bright anatomy fades into its surroundings.
+fn sharp_fraction(g: &[u8], seed: &[u8], w: usize, h: usize, c: &super::Hole) -> f32 {
+    let (mut edge, mut sharp) = (0usize, 0usize);
+    for &p in &c.pixels {
+        let p = p as usize;
+        let (x, y) = (p % w, p / w);
+        let v = g[p] as i32;
+        let mut best = i32::MIN;
+        let mut on_edge = false;
+        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
+                continue;
+            }
+            if seed[ny as usize * w + nx as usize] != 0 {
+                continue;
+            }
+            on_edge = true;
+            let (fx, fy) = (
+                (x as isize + 2 * dx).clamp(0, w as isize - 1) as usize,
+                (y as isize + 2 * dy).clamp(0, h as isize - 1) as usize,
+            );
+            best = best.max(v - g[fy * w + fx] as i32);
+        }
+        if on_edge {
+            edge += 1;
+            sharp += (best >= 30) as usize;
+        }
+    }
+    sharp as f32 / edge.max(1) as f32
 }
 
 /// Dilate the listed work pixels by one (3×3) and map them to a full-size 0/255 mask, visiting
