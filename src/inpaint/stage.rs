@@ -36,26 +36,35 @@ pub struct MaskInfo {
 /// Build the mask of `img`: detection (if asked) OR the user mask.
 pub fn build_mask(img: &DynamicImage, user: Option<Vec<u8>>, detect_on: bool) -> MaskInfo {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut mask = user.unwrap_or_else(|| vec![0u8; w * h]);
     let mut components = 0;
     let mut detect_ms = 0.0;
-    if detect_on {
+    let mut mask = if detect_on {
         let t = Instant::now();
-        let grey = io::grey8(img);
+        // 8-bit grey images are read in place, not copied.
+        let grey: std::borrow::Cow<[u8]> = match img.as_luma8() {
+            Some(g) => std::borrow::Cow::Borrowed(g.as_raw().as_slice()),
+            None => std::borrow::Cow::Owned(io::grey8(img)),
+        };
         let spread = colour_spread(img);
         let d = detect::detect(&grey, spread.as_deref(), w, h);
-        for (m, a) in mask.iter_mut().zip(&d.mask) {
-            *m |= *a;
-        }
         components = d.components;
-        detect_ms = t.elapsed().as_secs_f64() * 1000.0;
-    }
-    for m in mask.iter_mut() {
-        if *m != 0 {
-            *m = 255;
+        let mut mask = d.mask;
+        if let Some(u) = user {
+            for (m, a) in mask.iter_mut().zip(&u) {
+                *m |= *a;
+            }
         }
+        detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+        mask
+    } else {
+        user.unwrap_or_else(|| vec![0u8; w * h])
+    };
+    let mut pixels = 0;
+    for m in mask.iter_mut() {
+        let on = *m != 0;
+        *m = if on { 255 } else { 0 };
+        pixels += on as usize;
     }
-    let pixels = mask.iter().filter(|&&v| v != 0).count();
     MaskInfo {
         mask,
         components,
