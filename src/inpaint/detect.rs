@@ -227,6 +227,36 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     }
 }
 
+/// White top-hat of an 8-bit grey image at detection scale (shrunk by an integer factor to at
+/// most [`WORK_SIDE`] px, the same window as [`detect`]): returns (top-hat, work width, work
+/// height, factor). Used by the per-source watermark estimate.
+pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usize, usize, usize) {
+    assert_eq!(grey.len(), width * height, "grey size");
+    let f = width.max(height).div_ceil(WORK_SIDE).max(1);
+    let (w, h) = (width.div_ceil(f), height.div_ceil(f));
+    let g: Cow<[u8]> = if f == 1 {
+        Cow::Borrowed(grey)
+    } else {
+        Cow::Owned(shrink(grey, width, height, f))
+    };
+    let scale = w.max(h) as f32 / 1024.0;
+    let r = ((12.0 * scale).round() as usize).max(3);
+    let (_, opening) = hist_and_opening(&g, w, h, r);
+    let mut th = vec![0u8; w * h];
+    let mut up = vec![0u8; w];
+    for y in 0..h {
+        opening.row_into(y, &mut up);
+        for ((t, &v), &o) in th[y * w..(y + 1) * w]
+            .iter_mut()
+            .zip(&g[y * w..(y + 1) * w])
+            .zip(&up)
+        {
+            *t = v.saturating_sub(o);
+        }
+    }
+    (th, w, h, f)
+}
+
 /// A stroke (letter, arrow, bold marker) rather than a compact blob: narrow compared with the
 /// top-hat window and long compared with its width. Width = 2·area / boundary pixels (a band
 /// of width t and length L has ~2L boundary pixels; a disk of radius R gives R).
@@ -285,7 +315,7 @@ fn sharp_fraction(g: &[u8], seed: &[u8], w: usize, h: usize, c: &super::Hole) ->
 
 /// Dilate the listed work pixels by one (3×3) and map them to a full-size 0/255 mask, visiting
 /// only the rows that hold marks.
-fn dilate_to_full(
+pub(crate) fn dilate_to_full(
     list: &[u32],
     w: usize,
     h: usize,

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod io;
 pub mod stage;
 pub mod telea;
+pub mod watermark;
 
 /// How to fill holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
