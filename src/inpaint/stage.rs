@@ -339,7 +339,7 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
             .param(
                 "source_watermarks_threshold",
                 format!(
-                    "lower quartile of the white top-hat over the group >= max({}, median + {} * 1.4826 * MAD), grown into >= half of it",
+                    "lower quartile of the white top-hat over the group >= max({}, median + {} * 1.4826 * MAD), grown into >= a third of it",
                     watermark::MIN_RAISE,
                     watermark::SIGMAS
                 ),
