@@ -518,17 +518,29 @@ fn source_watermarks(
     warnings: &mut Vec<String>,
 ) -> Result<watermark::Estimates> {
     let est = watermark::estimate_bag(&cfg.input, records, &safe_path);
-    for row in &est.rows {
-        if row.status != "estimated" {
-            warnings.push(format!(
-                "source {:?} at {}x{}: {} image(s), fewer than {} readable at that size: no watermark estimate",
-                row.source,
-                row.width,
-                row.height,
-                row.images,
-                watermark::MIN_IMAGES
-            ));
-        }
+    let small: Vec<String> = est
+        .rows
+        .iter()
+        .filter(|r| r.status != "estimated")
+        .map(|r| {
+            format!(
+                "{:?} {}x{}: {} image(s)",
+                r.source, r.width, r.height, r.images
+            )
+        })
+        .collect();
+    if !small.is_empty() {
+        let shown = small.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        let more = if small.len() > 5 {
+            format!("; and {} more", small.len() - 5)
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "no watermark estimate for {} (source, size) group(s) with fewer than {} readable images ({shown}{more}); see data/source_watermarks.csv",
+            small.len(),
+            watermark::MIN_IMAGES
+        ));
     }
     for (key, mask) in &est.masks {
         writer.write_payload(
