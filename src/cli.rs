@@ -487,4 +487,11 @@ pub struct InpaintArgs {
     /// Replace an existing output bag.
     #[arg(long)]
     pub force: bool,
+
+    /// Bag mode: estimate each source's semi-transparent watermark from all its images of one
+    /// size (lower quartile of the white top-hat; groups of at least 8 images) and OR it into
+    /// the mask of every image of the group. Masks go to data/masks/sources/, the table to
+    /// data/source_watermarks.csv.
+    #[arg(long, requires = "bag")]
+    pub source_watermarks: bool,
 }

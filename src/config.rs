@@ -436,9 +436,9 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         return Err(Error::Usage("--out must differ from the input bag".into()));
     }
     let detect = a.detect.unwrap_or(Detect::Auto);
-    if detect == Detect::None && a.masks.is_none() {
+    if detect == Detect::None && a.masks.is_none() && !a.source_watermarks {
         return Err(Error::Usage(
-            "--detect none needs --masks DIR (otherwise nothing would be inpainted)".into(),
+            "--detect none needs --masks DIR or --source-watermarks (otherwise nothing would be inpainted)".into(),
         ));
     }
     Ok(InpaintConfig::Bag(BagConfig {
@@ -449,5 +449,6 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         opts,
         force: a.force,
         argv,
+        source_watermarks: a.source_watermarks,
     }))
 }

@@ -698,3 +698,109 @@ fn bag_mode_records_unreadable_tiny_and_unsafe_inputs_as_exclusions() {
     assert!(ex.iter().any(|e| e["detail"].contains("too small")));
     prep().arg("verify").arg(&out).assert().success();
 }
+
+/// A 35 %-alpha block-letter watermark at a fixed place of a 256-px film.
+fn watermark_at(x: u32, y: u32) -> bool {
+    let (x0, y0, s) = (60u32, 180u32, 6u32);
+    if y < y0 || y >= y0 + 7 * s || x < x0 {
+        return false;
+    }
+    let (cx, cy) = ((x - x0) / s, (y - y0) / s);
+    let (letter, col) = (cx / 6, cx % 6);
+    if letter >= 5 || col == 5 {
+        return false;
+    }
+    match letter % 3 {
+        0 => col == 0 || cy == 0 || cy == 6,
+        1 => col == 0 || col == 4 || cy == 3,
+        _ => cy == 0 || col == 2,
+    }
+}
+
+#[test]
+fn source_watermarks_are_estimated_per_source_and_size() {
+    use prep::synth::{chest_image, Burn};
+    let t = tempdir().unwrap();
+    let ds = t.path().join("ds");
+    fs::create_dir_all(&ds).unwrap();
+    // 10 films of 256 px sharing a watermark, 8 clean films of 240 px, 3 of 200 px (too few).
+    for (side, n, marked) in [(256u32, 10, true), (240, 8, false), (200, 3, false)] {
+        for i in 0..n {
+            let name = format!("s{side}-{i:02}");
+            let burn = Burn {
+                text: i % 2 == 0,
+                marker: true,
+                arrow: i % 3 == 0,
+            };
+            let mut img = chest_image(side, side, 5, &name, 0.4, burn);
+            if marked {
+                for (x, y, p) in img.enumerate_pixels_mut() {
+                    if watermark_at(x, y) {
+                        p[0] = (p[0] as f32 * 0.65 + 255.0 * 0.35).round() as u8;
+                    }
+                }
+            }
+            img.save(ds.join(format!("{name}.png"))).unwrap();
+        }
+    }
+    let bag = t.path().join("bag");
+    prep()
+        .args(["filter", "--source", "folder", "--label", "x", "--dataset"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&bag)
+        .assert()
+        .success();
+    let out1 = t.path().join("o1");
+    let out2 = t.path().join("o2");
+    run_bag(&bag, &out1, "1", &["--source-watermarks"])
+        .success()
+        .stderr(
+            predicate::str::contains("200x200: 3 image(s)")
+                .and(predicate::str::contains("fewer than 8")),
+        );
+    run_bag(&bag, &out2, "2", &["--source-watermarks"]).success();
+    assert_eq!(
+        payload(&out1),
+        payload(&out2),
+        "thread-count dependent output"
+    );
+    prep().arg("verify").arg(&out1).assert().success();
+
+    let rows = read_csv(&out1.join("data/source_watermarks.csv"));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let by_w = |w: &str| rows.iter().find(|r| r["width"] == w).unwrap().clone();
+    let (r256, r240, r200) = (by_w("256"), by_w("240"), by_w("200"));
+    assert_eq!(r256["status"], "estimated");
+    assert_eq!(r256["used"], "10");
+    assert_eq!(r240["status"], "estimated");
+    assert_eq!(r240["mask_pixels"], "0", "a clean group has an empty mask");
+    assert_eq!(r200["status"], "too-few-images");
+    assert_eq!(r200["mask_path"], "");
+    assert!(out1.join(&r240["mask_path"]).is_file());
+
+    let m = read(&out1.join(&r256["mask_path"])).to_luma8();
+    let (mut hit, mut total, mut false_px) = (0, 0, 0);
+    for (x, y, p) in m.enumerate_pixels() {
+        let on = p[0] != 0;
+        if watermark_at(x, y) {
+            total += 1;
+            hit += on as usize;
+        } else {
+            false_px += on as usize;
+        }
+    }
+    assert!(hit as f64 >= 0.9 * total as f64, "recall {hit}/{total}");
+    assert!(
+        false_px <= total,
+        "{false_px} false pixels, {total} watermark pixels"
+    );
+    // The watermark is erased from every film of the group.
+    for r in read_csv(&out1.join("data/records.csv")) {
+        if r["width"] == "256" {
+            assert!(r["mask_pixels"].parse::<u64>().unwrap() > 0, "{r:?}");
+        }
+    }
+    let prov = fs::read_to_string(out1.join("data/provenance.json")).unwrap();
+    assert!(prov.contains("source_watermarks_min_images"), "{prov}");
+}

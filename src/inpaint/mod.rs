@@ -15,6 +15,7 @@ pub mod io;
 pub mod patch;
 pub mod stage;
 pub mod telea;
+pub mod watermark;
 
 /// How to fill holes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]

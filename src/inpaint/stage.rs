@@ -1,7 +1,7 @@
 //! The `prep inpaint` stage: one image (for users and benchmarks) or a whole bag.
 
 use super::io::{self, SamplesMut};
-use super::{detect, inpaint, Filled, Options};
+use super::{detect, inpaint, watermark, Filled, Options};
 use crate::error::{Error, Result};
 use crate::manifest::{
     hash_bytes, manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType,
@@ -11,7 +11,7 @@ use crate::progress;
 use image::DynamicImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,26 +36,35 @@ pub struct MaskInfo {
 /// Build the mask of `img`: detection (if asked) OR the user mask.
 pub fn build_mask(img: &DynamicImage, user: Option<Vec<u8>>, detect_on: bool) -> MaskInfo {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut mask = user.unwrap_or_else(|| vec![0u8; w * h]);
     let mut components = 0;
     let mut detect_ms = 0.0;
-    if detect_on {
+    let mut mask = if detect_on {
         let t = Instant::now();
-        let grey = io::grey8(img);
+        // 8-bit grey images are read in place, not copied.
+        let grey: std::borrow::Cow<[u8]> = match img.as_luma8() {
+            Some(g) => std::borrow::Cow::Borrowed(g.as_raw().as_slice()),
+            None => std::borrow::Cow::Owned(io::grey8(img)),
+        };
         let spread = colour_spread(img);
         let d = detect::detect(&grey, spread.as_deref(), w, h);
-        for (m, a) in mask.iter_mut().zip(&d.mask) {
-            *m |= *a;
-        }
         components = d.components;
-        detect_ms = t.elapsed().as_secs_f64() * 1000.0;
-    }
-    for m in mask.iter_mut() {
-        if *m != 0 {
-            *m = 255;
+        let mut mask = d.mask;
+        if let Some(u) = user {
+            for (m, a) in mask.iter_mut().zip(&u) {
+                *m |= *a;
+            }
         }
+        detect_ms = t.elapsed().as_secs_f64() * 1000.0;
+        mask
+    } else {
+        user.unwrap_or_else(|| vec![0u8; w * h])
+    };
+    let mut pixels = 0;
+    for m in mask.iter_mut() {
+        let on = *m != 0;
+        *m = if on { 255 } else { 0 };
+        pixels += on as usize;
     }
-    let pixels = mask.iter().filter(|&&v| v != 0).count();
     MaskInfo {
         mask,
         components,
@@ -172,6 +181,8 @@ pub struct BagConfig {
     pub opts: Options,
     pub force: bool,
     pub argv: Vec<String>,
+    /// Estimate each source's semi-transparent watermark (see [`super::watermark`]).
+    pub source_watermarks: bool,
 }
 
 /// One row of the output records.csv: the input record (path, hash and size of the new file)
@@ -285,11 +296,17 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
     }
 
     let writer = BagWriter::create(&cfg.out, cfg.force)?;
+    let wm = if cfg.source_watermarks {
+        Some(source_watermarks(cfg, &writer, &records, &mut warnings)?)
+    } else {
+        None
+    };
+    let wm_masks = wm.as_ref().map(|e| &e.masks);
     let pb = progress::bar(records.len() as u64, "inpainting");
     let results: Vec<std::result::Result<InpaintRecord, Excluded>> = records
         .par_iter()
         .map(|r| {
-            let res = one_image(cfg, &writer, r);
+            let res = one_image(cfg, &writer, r, wm_masks);
             pb.inc(1);
             res
         })
@@ -315,6 +332,19 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
             "masks",
             cfg.masks.as_ref().map(|m| m.to_string_lossy().into_owned()),
         );
+    if cfg.source_watermarks {
+        prov.param("source_watermarks", true)
+            .param("source_watermarks_min_images", watermark::MIN_IMAGES)
+            .param("source_watermarks_max_sample", watermark::MAX_SAMPLE)
+            .param(
+                "source_watermarks_threshold",
+                format!(
+                    "lower quartile of the white top-hat over the group >= max({}, median + {} * 1.4826 * MAD), grown into >= a third of it",
+                    watermark::MIN_RAISE,
+                    watermark::SIGMAS
+                ),
+            );
+    }
     prov.seed = Some(cfg.opts.seed);
     writer.write_payload("records.csv", &write_csv(&rows, INPAINT_COLUMNS)?)?;
     writer.write_payload(
@@ -326,6 +356,9 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
         crate::manifest::image_globs("data/images/**", rows.iter().map(|r| r.path.as_str()));
     if inpainted > 0 {
         globs.push(("data/masks/*.png".into(), "image/png".into()));
+    }
+    if wm.as_ref().is_some_and(|e| !e.masks.is_empty()) {
+        globs.push(("data/masks/sources/*.png".into(), "image/png".into()));
     }
     let info = StageInfo {
         name: "prep-inpaint".into(),
@@ -362,6 +395,7 @@ fn one_image(
     cfg: &BagConfig,
     writer: &BagWriter,
     r: &Record,
+    wm: Option<&BTreeMap<watermark::Key, Vec<u8>>>,
 ) -> Result<std::result::Result<InpaintRecord, Excluded>> {
     let src = cfg.input.join(&r.path);
     let exclude = |reason: &str, detail: String| Excluded {
@@ -370,13 +404,7 @@ fn one_image(
         reason: reason.into(),
         detail,
     };
-    // records.csv is data: never follow a path out of the bag's payload.
-    let safe = r.path.starts_with("data/")
-        && !r.path.contains('\\')
-        && Path::new(&r.path)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !safe {
+    if !safe_path(&r.path) {
         return Ok(Err(exclude(
             "unsafe-path",
             format!("path {:?} leaves the bag's data/ folder", r.path),
@@ -396,6 +424,18 @@ fn one_image(
         _ => None,
     };
     let user_mask = user.is_some();
+    // The source's watermark mask, if one was estimated for its size, is OR-ed in.
+    let key = (r.source.clone(), img.width(), img.height());
+    let user = match (user, wm.and_then(|m| m.get(&key))) {
+        (Some(mut u), Some(s)) => {
+            for (a, b) in u.iter_mut().zip(s) {
+                *a |= *b;
+            }
+            Some(u)
+        }
+        (None, Some(s)) if s.iter().any(|&v| v != 0) => Some(s.clone()),
+        (u, _) => u,
+    };
     let m = build_mask(&img, user, cfg.detect == Detect::Auto);
     let rel_images = r.path.strip_prefix("data/").unwrap_or(&r.path).to_string();
     let mut row = InpaintRecord {
@@ -462,6 +502,62 @@ fn one_image(
     row.method = filled.method_name();
     row.mask_path = format!("data/{mask_rel}");
     Ok(Ok(row))
+}
+
+/// `--source-watermarks`: estimate every (source, size) group, write the masks under
+/// `data/masks/sources/` and the table `data/source_watermarks.csv`, and report the groups too
+/// small for an estimate.
+fn source_watermarks(
+    cfg: &BagConfig,
+    writer: &BagWriter,
+    records: &[Record],
+    warnings: &mut Vec<String>,
+) -> Result<watermark::Estimates> {
+    let est = watermark::estimate_bag(&cfg.input, records, &safe_path);
+    let small: Vec<String> = est
+        .rows
+        .iter()
+        .filter(|r| r.status != "estimated")
+        .map(|r| {
+            format!(
+                "{:?} {}x{}: {} image(s)",
+                r.source, r.width, r.height, r.images
+            )
+        })
+        .collect();
+    if !small.is_empty() {
+        let shown = small.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        let more = if small.len() > 5 {
+            format!("; and {} more", small.len() - 5)
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "no watermark estimate for {} (source, size) group(s) with fewer than {} readable images ({shown}{more}); see data/source_watermarks.csv",
+            small.len(),
+            watermark::MIN_IMAGES
+        ));
+    }
+    for (key, mask) in &est.masks {
+        writer.write_payload(
+            &format!("masks/sources/{}", watermark::mask_name(key)),
+            &io::encode_mask(mask, key.1, key.2)?,
+        )?;
+    }
+    writer.write_payload(
+        "source_watermarks.csv",
+        &write_csv(&est.rows, watermark::COLUMNS)?,
+    )?;
+    Ok(est)
+}
+
+/// records.csv is data: never follow a path out of the bag's payload.
+fn safe_path(p: &str) -> bool {
+    p.starts_with("data/")
+        && !p.contains('\\')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn columns() -> Vec<(String, ColumnType, String)> {
