@@ -52,6 +52,26 @@ pub struct Burn {
     pub arrow: bool,
 }
 
+/// Where a "SAMPLE"-like block-letter watermark is drawn on a 256-px film (five letters of
+/// 6-px cells starting at (60, 180)): the shared fixture of the source-watermark tests, which
+/// blend it in at 35 % alpha.
+pub fn watermark_at(x: u32, y: u32) -> bool {
+    let (x0, y0, s) = (60u32, 180u32, 6u32);
+    if y < y0 || y >= y0 + 7 * s || x < x0 {
+        return false;
+    }
+    let (cx, cy) = ((x - x0) / s, (y - y0) / s);
+    let (letter, col) = (cx / 6, cx % 6);
+    if letter >= 5 || col == 5 {
+        return false;
+    }
+    match letter % 3 {
+        0 => col == 0 || cy == 0 || cy == 6,
+        1 => col == 0 || col == 4 || cy == 3,
+        _ => cy == 0 || col == 2,
+    }
+}
+
 /// A chest-like grey radiograph: body, two darker lung fields, spine, ribs, film grain.
 /// `disease` adds a hazy opacity in one lung (so two classes can be told apart).
 pub fn chest_image(w: u32, h: u32, seed: u64, id: &str, disease: f32, burn: Burn) -> GrayImage {
@@ -64,6 +84,9 @@ pub fn chest_image(w: u32, h: u32, seed: u64, id: &str, disease: f32, burn: Burn
     let lung_y = hf * rng.range(0.42, 0.48);
     let opacity_side = if rng.unit() < 0.5 { -1.0 } else { 1.0 };
     let opacity_y = lung_y + lung_h * rng.range(-0.2, 0.4);
+    // Any phase will do; 6.28 (not TAU) keeps every generated fixture byte-identical to the
+    // ones earlier runs and snapshots were made from.
+    #[allow(clippy::approx_constant)]
     let rib_phase = rng.range(0.0, 6.28);
     // Different people differ in rib spacing and curvature and in vessel markings: without this
     // variety every synthetic film would be a near-duplicate of every other.

@@ -509,23 +509,30 @@ fn bag_mode_cleans_marked_images_passes_clean_ones_and_is_thread_count_independe
     }
 }
 
+/// Writes the same 256×256 user mask (255 where `inside`) as `DIR/masks/<id>.png` for each id;
+/// returns the folder and the mask.
+fn user_masks(
+    dir: &Path,
+    ids: &[&str],
+    inside: impl Fn(u32, u32) -> bool,
+) -> (PathBuf, ImageBuffer<Luma<u8>, Vec<u8>>) {
+    let masks = dir.join("masks");
+    fs::create_dir_all(&masks).unwrap();
+    let m = ImageBuffer::from_fn(256, 256, |x, y| Luma([if inside(x, y) { 255 } else { 0 }]));
+    for id in ids {
+        m.save(masks.join(format!("{id}.png"))).unwrap();
+    }
+    (masks, m)
+}
+
 #[test]
 fn bag_mode_user_masks_are_ored_in_and_unknown_names_reported() {
     let t = tempdir().unwrap();
     let (bag, truth) = dataset_bag(t.path());
-    let masks = t.path().join("masks");
-    fs::create_dir_all(&masks).unwrap();
     // a user mask on a clean image: a square in the middle
-    let (w, h) = (256, 256);
-    let m: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
-        Luma([if (100..120).contains(&x) && (100..120).contains(&y) {
-            255
-        } else {
-            0
-        }])
+    let (masks, m) = user_masks(t.path(), &["img1", "nobody"], |x, y| {
+        (100..120).contains(&x) && (100..120).contains(&y)
     });
-    m.save(masks.join("img1.png")).unwrap();
-    m.save(masks.join("nobody.png")).unwrap();
     let out = t.path().join("out");
     run_bag(
         &bag,
@@ -559,16 +566,9 @@ fn bag_mode_user_masks_are_ored_in_and_unknown_names_reported() {
 fn bag_mode_patch_fill_is_thread_count_independent_and_keeps_outside_pixels() {
     let t = tempdir().unwrap();
     let (bag, truth) = dataset_bag(t.path());
-    let masks = t.path().join("masks");
-    fs::create_dir_all(&masks).unwrap();
-    let (w, h) = (256, 256);
     // a 60x30 box in the bottom-left corner, touching two borders
-    let m: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
-        Luma([if x < 60 && y >= h - 30 { 255 } else { 0 }])
-    });
-    for id in truth.keys() {
-        m.save(masks.join(format!("{id}.png"))).unwrap();
-    }
+    let ids: Vec<&str> = truth.keys().map(String::as_str).collect();
+    let (masks, _) = user_masks(t.path(), &ids, |x, y| x < 60 && y >= 256 - 30);
     let args = ["--masks", masks.to_str().unwrap(), "--method", "patch"];
     let (out1, out2) = (t.path().join("p1"), t.path().join("p2"));
     run_bag(&bag, &out1, "1", &args).success();
@@ -699,27 +699,9 @@ fn bag_mode_records_unreadable_tiny_and_unsafe_inputs_as_exclusions() {
     prep().arg("verify").arg(&out).assert().success();
 }
 
-/// A 35 %-alpha block-letter watermark at a fixed place of a 256-px film.
-fn watermark_at(x: u32, y: u32) -> bool {
-    let (x0, y0, s) = (60u32, 180u32, 6u32);
-    if y < y0 || y >= y0 + 7 * s || x < x0 {
-        return false;
-    }
-    let (cx, cy) = ((x - x0) / s, (y - y0) / s);
-    let (letter, col) = (cx / 6, cx % 6);
-    if letter >= 5 || col == 5 {
-        return false;
-    }
-    match letter % 3 {
-        0 => col == 0 || cy == 0 || cy == 6,
-        1 => col == 0 || col == 4 || cy == 3,
-        _ => cy == 0 || col == 2,
-    }
-}
-
 #[test]
 fn source_watermarks_are_estimated_per_source_and_size() {
-    use prep::synth::{chest_image, Burn};
+    use prep::synth::{chest_image, watermark_at, Burn};
     let t = tempdir().unwrap();
     let ds = t.path().join("ds");
     fs::create_dir_all(&ds).unwrap();

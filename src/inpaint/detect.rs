@@ -55,9 +55,9 @@ impl Opening {
     }
 }
 
-/// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
-/// the per-pixel channel spread (max - min over R, G, B).
-pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
+/// The grey image at detection scale: shrunk by the smallest integer factor that brings it to
+/// at most [`WORK_SIDE`] px (borrowed when already small). Returns (image, width, height, factor).
+fn to_work_scale(grey: &[u8], width: usize, height: usize) -> (Cow<'_, [u8]>, usize, usize, usize) {
     assert_eq!(grey.len(), width * height, "grey size");
     let f = width.max(height).div_ceil(WORK_SIDE).max(1);
     let (w, h) = (width.div_ceil(f), height.div_ceil(f));
@@ -66,6 +66,13 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     } else {
         Cow::Owned(shrink(grey, width, height, f))
     };
+    (g, w, h, f)
+}
+
+/// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
+/// the per-pixel channel spread (max - min over R, G, B).
+pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
+    let (g, w, h, f) = to_work_scale(grey, width, height);
     let sp: Option<Cow<[u8]>> = spread.map(|s| {
         if f == 1 {
             Cow::Borrowed(s)
@@ -231,14 +238,7 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
 /// most [`WORK_SIDE`] px, the same window as [`detect`]): returns (top-hat, work width, work
 /// height, factor). Used by the per-source watermark estimate.
 pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usize, usize, usize) {
-    assert_eq!(grey.len(), width * height, "grey size");
-    let f = width.max(height).div_ceil(WORK_SIDE).max(1);
-    let (w, h) = (width.div_ceil(f), height.div_ceil(f));
-    let g: Cow<[u8]> = if f == 1 {
-        Cow::Borrowed(grey)
-    } else {
-        Cow::Owned(shrink(grey, width, height, f))
-    };
+    let (g, w, h, f) = to_work_scale(grey, width, height);
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
     let (_, opening) = hist_and_opening(&g, w, h, r);

@@ -327,6 +327,13 @@ pub fn hole_depth(hole: &Hole, width: usize) -> f32 {
         let (x, y) = (g % width - hole.x0 + 1, g / width - hole.y0 + 1);
         d[y * w + x] = u32::MAX / 2;
     }
+    chamfer_depth(&mut d, w, h)
+}
+
+/// Two-pass 3-4 chamfer distance transform in place on a `w`×`h` grid whose outer ring is not
+/// updated (callers pad by one pixel or keep their hole off it): `d` is 0 outside the hole and
+/// large inside. Returns the largest distance, in pixels.
+pub(crate) fn chamfer_depth(d: &mut [u32], w: usize, h: usize) -> f32 {
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             let q = y * w + x;

@@ -53,6 +53,21 @@ struct Level {
 }
 
 impl Level {
+    /// A `w`×`h`×`c` level with every pixel off the search area and no fields yet.
+    fn blank(w: usize, h: usize, c: usize) -> Level {
+        Level {
+            w,
+            h,
+            c,
+            v: vec![0.0; w * h * c],
+            st: vec![OFF; w * h],
+            film: vec![false; w * h],
+            centres: Vec::new(),
+            ok: Vec::new(),
+            fill: Vec::new(),
+        }
+    }
+
     fn finish(&mut self) {
         let (w, h) = (self.w, self.h);
         // Integral image of `film` for the all-film test of each patch.
@@ -92,17 +107,7 @@ impl Level {
         let (iw, ih) = (self.w - 2 * R, self.h - 2 * R);
         let (cw, chh) = (iw.div_ceil(2), ih.div_ceil(2));
         let (w, h, c) = (cw + 2 * R, chh + 2 * R, self.c);
-        let mut out = Level {
-            w,
-            h,
-            c,
-            v: vec![0.0; w * h * c],
-            st: vec![OFF; w * h],
-            film: vec![false; w * h],
-            centres: Vec::new(),
-            ok: Vec::new(),
-            fill: Vec::new(),
-        };
+        let mut out = Level::blank(w, h, c);
         let mut acc = vec![0f32; c];
         for cy in 0..chh {
             for cx in 0..cw {
@@ -364,17 +369,7 @@ pub(crate) fn fill(local: &mut Local, unknown: &[usize], start: bool, seed: u64,
     for &p in &local.inside {
         in_hole[p as usize] = true;
     }
-    let mut base = Level {
-        w,
-        h,
-        c,
-        v: vec![0.0; w * h * c],
-        st: vec![OFF; w * h],
-        film: vec![false; w * h],
-        centres: Vec::new(),
-        ok: Vec::new(),
-        fill: Vec::new(),
-    };
+    let mut base = Level::blank(w, h, c);
     let to_level = |p: usize| (p / lw + R) * w + p % lw + R;
     for p in 0..lw * lh {
         let q = to_level(p);
@@ -487,35 +482,7 @@ fn hole_depth(l: &Level) -> f32 {
         l.st.iter()
             .map(|&s| if s == FILL { u32::MAX / 2 } else { 0 })
             .collect();
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let q = y * w + x;
-            if d[q] == 0 {
-                continue;
-            }
-            let m = (d[q - 1] + 3)
-                .min(d[q - w] + 3)
-                .min(d[q - w - 1] + 4)
-                .min(d[q - w + 1] + 4);
-            d[q] = d[q].min(m);
-        }
-    }
-    let mut best = 0;
-    for y in (1..h - 1).rev() {
-        for x in (1..w - 1).rev() {
-            let q = y * w + x;
-            if d[q] == 0 {
-                continue;
-            }
-            let m = (d[q + 1] + 3)
-                .min(d[q + w] + 3)
-                .min(d[q + w + 1] + 4)
-                .min(d[q + w - 1] + 4);
-            d[q] = d[q].min(m);
-            best = best.max(d[q]);
-        }
-    }
-    best as f32 / 3.0
+    super::chamfer_depth(&mut d, w, h)
 }
 
 #[cfg(test)]

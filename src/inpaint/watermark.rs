@@ -264,24 +264,9 @@ mod tests {
     use super::*;
     use crate::synth::{chest_image, Burn};
 
-    /// A 35 %-alpha block-letter watermark at a fixed place (true where it is drawn).
+    /// The shared 35 %-alpha block-letter watermark (true where it is drawn).
     fn wm(x: usize, y: usize) -> bool {
-        let (x0, y0, s) = (60usize, 180usize, 6usize);
-        if y < y0 || y >= y0 + 7 * s || x < x0 {
-            return false;
-        }
-        let (cx, cy) = ((x - x0) / s, (y - y0) / s);
-        // "SAMPLE"-like strokes: letters 5 cells wide with a gap; a bar pattern per letter.
-        let letter = cx / 6;
-        let col = cx % 6;
-        if letter >= 5 || col == 5 {
-            return false;
-        }
-        match letter % 3 {
-            0 => col == 0 || cy == 0 || cy == 6,
-            1 => col == 0 || col == 4 || cy == 3,
-            _ => cy == 0 || col == 2,
-        }
+        crate::synth::watermark_at(x as u32, y as u32)
     }
 
     #[test]
