@@ -112,20 +112,24 @@ fn parity_with_torchvision_reduced_fixture() {
     );
 }
 
-fn python() -> Option<String> {
+/// A python with PyTorch, torchvision and safetensors, or None after printing why `what` is
+/// skipped.
+fn python(what: &str) -> Option<String> {
     let py = std::env::var("PREP_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&py)
         .args(["-c", "import torch, torchvision, safetensors"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
+    if !ok {
+        println!("skipped {what}: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+    }
     ok.then_some(py)
 }
 
 #[test]
 fn parity_with_torchvision_full_densenet121() {
-    let Some(py) = python() else {
-        println!("skipped: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+    let Some(py) = python("the full densenet121 parity check") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -204,8 +208,7 @@ fn best_weights_load_strictly_into_torchvision() {
                 );
             }
         }
-        let Some(py) = python() else {
-            println!("skipped torchvision strict load: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+        let Some(py) = python("torchvision strict load") else {
             continue;
         };
         let code = r#"
@@ -283,8 +286,7 @@ fn misshapen_and_missing_weights_are_named() {
 
 #[test]
 fn convert_weights_renames_chexnet_layouts() {
-    let Some(py) = python() else {
-        println!("skipped: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+    let Some(py) = python("convert-weights.py self-test") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -954,8 +956,7 @@ fn cuda_without_gpu_is_a_clear_error_and_auto_falls_back() {
 
 #[test]
 fn val_transform_matches_torchvision_pil() {
-    let Some(py) = python() else {
-        println!("skipped: PyTorch + torchvision + safetensors not importable (set PREP_TEST_PYTHON to a python that has them)");
+    let Some(py) = python("the torchvision validation-transform check") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
