@@ -10,14 +10,15 @@ frozen but --unfreeze (frozen BatchNorm in eval mode), Adam(lr 1e-3, weight deca
 cross-entropy, RandomResizedCrop(224) + RandomHorizontalFlip + ImageNet Normalize on the training
 split, the same libtorch thread count. PyTorch reads with torchvision ImageFolder + DataLoader
 (--workers processes); prep decodes on rayon (RAYON_NUM_THREADS=--workers). Grey PNGs of
---source-size px stand in for X-rays. prep runs in each of --modes: `exact` (torchvision's
-operations, bit-identical logits) and `fast` (--fast-frozen: folded BatchNorm, channels-last frozen
-stages). Prints images/s of each and the ratio prep / PyTorch.
+--source-size px stand in for X-rays (scripts/synth_bag.py). prep runs in each of --modes: `exact`
+(torchvision's operations, bit-identical logits), `fast` (--fast-frozen: folded BatchNorm,
+channels-last frozen stages), `bf16` (--precision bf16), `cl` (--channels-last), `sync`
+(--prefetch 0: no background decoding). Prints images/s of each, prep's data-wait share of the
+epoch (timing.csv), and the ratio prep / PyTorch.
 
 Needs: torch==2.11.0 torchvision==0.26.0 safetensors pillow numpy (pip), and a built prep.
 """
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,45 +26,14 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms
 
-
-def write_bag(root, images, size, seed):
-    """A minimal BagIt bag in prep split's ImageFolder layout (what `prep verify` accepts)."""
-    rng = np.random.default_rng(seed)
-    data = os.path.join(root, "data")
-    files = []
-    for split, n in (("train", images), ("val", max(4, images // 8))):
-        for c, cls in enumerate(("covid", "no-covid")):
-            d = os.path.join(data, split, cls)
-            os.makedirs(d, exist_ok=True)
-            for i in range(n // 2):
-                yy, xx = np.mgrid[0:size, 0:size]
-                base = 90 + 60 * np.sin(xx / size * 3.1) * np.cos(yy / size * 2.3)
-                img = base + rng.normal(0, 25, (size, size)) + (40 if c == 0 else -40) * (
-                    (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 5) ** 2)
-                p = os.path.join(d, f"{cls}-{i:04d}.png")
-                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L").save(p)
-                files.append(p)
-    lines, total = [], 0
-    for p in sorted(files):
-        b = open(p, "rb").read()
-        total += len(b)
-        lines.append(f"{hashlib.sha256(b).hexdigest()}  {os.path.relpath(p, root)}\n")
-    with open(os.path.join(root, "bagit.txt"), "w") as f:
-        f.write("BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
-    with open(os.path.join(root, "manifest-sha256.txt"), "w") as f:
-        f.writelines(lines)
-    with open(os.path.join(root, "bag-info.txt"), "w") as f:
-        f.write(f"Payload-Oxum: {total}.{len(files)}\n")
-    with open(os.path.join(root, "tagmanifest-sha256.txt"), "w") as f:
-        for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt"):
-            f.write(f"{hashlib.sha256(open(os.path.join(root, t), 'rb').read()).hexdigest()}  {t}\n")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from synth_bag import write_bag  # noqa: E402
 
 
 def torch_epoch(bag, weights_sd, args):
@@ -97,17 +67,28 @@ def torch_epoch(bag, weights_sd, args):
     return n / (time.perf_counter() - t)
 
 
+# prep variants: exact (default), fast (--fast-frozen), bf16 (--precision bf16), cl (channels-last),
+# sync (--prefetch 0: no background decoding, what the data wait looks like without a prefetcher).
+PREP_MODES = {
+    "exact": [],
+    "fast": ["--fast-frozen"],
+    "bf16": ["--precision", "bf16"],
+    "cl": ["--channels-last"],
+    "sync": ["--prefetch", "0"],
+}
+
+
 def prep_epoch(bag, weights, out, args, mode):
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.workers))
     cmd = [args.prep, "train", "--data", bag, "--out", out, "--weights", weights, "--epochs", "1",
            "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", "cpu",
            "--unfreeze", args.unfreeze or "none", "--image-size", "224", "--force"]
-    if mode == "fast":
-        cmd.append("--fast-frozen")
+    cmd += PREP_MODES[mode]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     with open(os.path.join(out, "timing.csv")) as f:
         row = f.read().splitlines()[1].split(",")
-    return float(row[3])
+    # images/s, and the share of the training epoch spent waiting for data
+    return float(row[3]), float(row[4]) / float(row[1])
 
 
 def main():
@@ -122,17 +103,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate prep and PyTorch this many times and keep each one's best (the machine may be shared)")
     ap.add_argument("--modes", default="exact,fast",
-                    help="prep variants to time: exact (default prep) and/or fast (--fast-frozen)")
+                    help="prep variants to time: " + ", ".join(PREP_MODES) + " (see PREP_MODES)")
     ap.add_argument("--keep", help="build the bag here and keep it")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    if not modes or any(m not in ("exact", "fast") for m in modes):
-        ap.error("--modes takes exact and/or fast")
+    if not modes or any(m not in PREP_MODES for m in modes):
+        ap.error(f"--modes takes a comma list of {', '.join(PREP_MODES)}")
     tmp = tempfile.mkdtemp(prefix="prep-bench-")
     try:
         bag = args.keep or os.path.join(tmp, "bag")
         if not os.path.exists(os.path.join(bag, "bagit.txt")):
-            write_bag(bag, args.images, args.source_size, 0)
+            write_bag(bag, args.images, args.source_size, 0, args.workers)
         torch.manual_seed(1)
         sd = torchvision.models.densenet121(weights=None).state_dict()
         weights = os.path.join(tmp, "densenet121.safetensors")
@@ -140,16 +121,19 @@ def main():
         print(f"{args.images} train images {args.source_size}px grey PNG -> 224, batch {args.batch_size}, "
               f"libtorch threads {args.threads}, loader workers {args.workers}, trainable: {args.unfreeze or 'classifier only'}; "
               f"torch {torch.__version__}")
-        ps, ts = {m: [] for m in modes}, []
+        ps, ws, ts = {m: [] for m in modes}, {m: [] for m in modes}, []
         for r in range(args.rounds):
             for m in modes:
-                ps[m].append(prep_epoch(bag, weights, os.path.join(tmp, "run"), args, m))
+                ips, wait = prep_epoch(bag, weights, os.path.join(tmp, "run"), args, m)
+                ps[m].append(ips)
+                ws[m].append(wait)
             ts.append(torch_epoch(bag, sd, args))
-            line = ", ".join(f"prep {m} {ps[m][-1]:.2f}" for m in modes)
+            line = ", ".join(f"prep {m} {ps[m][-1]:.2f} (data wait {100 * ws[m][-1]:.1f} %)" for m in modes)
             print(f"round {r + 1}: {line}, pytorch {ts[-1]:.2f} images/s", flush=True)
         t = max(ts)
         for m in modes:
-            print(f"prep {m:5s}: {max(ps[m]):8.2f} images/s (best of {args.rounds})")
+            print(f"prep {m:5s}: {max(ps[m]):8.2f} images/s (best of {args.rounds}), "
+                  f"data wait {100 * min(ws[m]):.1f}-{100 * max(ws[m]):.1f} % of the epoch")
         print(f"pytorch   : {t:8.2f} images/s (best of {args.rounds})")
         for m in modes:
             print(f"ratio prep {m}/pytorch: {max(ps[m]) / t:.2f}x")

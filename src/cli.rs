@@ -380,6 +380,27 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<i32>,
 
+    /// Forward-pass arithmetic: fp32 (bit-identical to prep without the flag), bf16 (autocast
+    /// to bfloat16, CPU or CUDA) or fp16 (autocast to float16 with dynamic loss scaling, CUDA
+    /// only). Weights, optimiser state and the loss stay fp32.
+    #[arg(long, default_value = "fp32", value_name = "fp32|bf16|fp16")]
+    pub precision: String,
+
+    /// Feed the network channels-last (NHWC-strided) tensors, the layout GPU tensor cores and
+    /// oneDNN prefer. Same function, other kernels: not bit-identical to the default.
+    #[arg(long)]
+    pub channels_last: bool,
+
+    /// Batches a background thread prepares ahead of the model (0: decode each batch when the
+    /// model asks for it).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub prefetch: usize,
+
+    /// Threads that decode, resize and augment images [default: RAYON_NUM_THREADS, else every
+    /// core]. Batches are the same whatever the number.
+    #[arg(long, value_name = "N")]
+    pub loader_threads: Option<usize>,
+
     /// Replace an existing output folder.
     #[arg(long)]
     pub force: bool,

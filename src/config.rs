@@ -322,6 +322,13 @@ pub fn train_config(
             return Err(Error::Usage("--threads must be at least 1".into()));
         }
     }
+    let precision = prep::train::precision::Precision::parse(&a.precision)?;
+    if matches!(a.device, crate::cli::DeviceArg::Cpu) {
+        precision.check_device(tch::Device::Cpu)?;
+    }
+    if a.loader_threads == Some(0) {
+        return Err(Error::Usage("--loader-threads must be at least 1".into()));
+    }
     Ok(prep::train::run::TrainConfig {
         data: a.data,
         out: a.out,
@@ -345,6 +352,12 @@ pub fn train_config(
         repeats: a.repeats,
         positive: a.positive,
         threads: a.threads,
+        precision,
+        channels_last: a.channels_last,
+        loader: prep::train::loader::LoaderConfig {
+            prefetch: a.prefetch,
+            threads: a.loader_threads,
+        },
         force: a.force,
         argv,
     })

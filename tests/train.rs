@@ -1024,3 +1024,180 @@ save_file(out, sys.argv[1])
         );
     }
 }
+
+// --- precision, loader, gpu-check.sh (issue 13) -------------------------------------------------
+
+#[test]
+fn precision_and_loader_flags_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 3,
+            val: 2,
+            test: 0,
+            size: 40,
+            seed: 6,
+        },
+        |_| {},
+    );
+    let run = dir.path().join("run");
+    let (code, err) = stderr_of(
+        prep()
+            .args(train_args(&bag, &run))
+            .args(["--precision", "int8"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--precision \"int8\"") && err.contains("bf16"),
+        "{err}"
+    );
+    // fp16 is CUDA-only: a usage error naming the alternative, on --device cpu.
+    let (code, err) = stderr_of(
+        prep()
+            .args(train_args(&bag, &run))
+            .args(["--precision", "fp16"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fp16 runs on CUDA only") && err.contains("--precision bf16"),
+        "{err}"
+    );
+    let (code, err) = stderr_of(
+        prep()
+            .args(train_args(&bag, &run))
+            .args(["--loader-threads", "0"]),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--loader-threads"), "{err}");
+    assert!(!run.exists(), "no output after usage errors");
+}
+
+/// bf16 autocast trains on the CPU: finite losses close to fp32's, recorded in the model card;
+/// fp32 with --prefetch 0 and one loader thread gives byte-identical metrics to the default
+/// loader (the pipeline changes nothing but speed); channels-last trains too.
+#[test]
+fn bf16_trains_on_the_cpu_close_to_fp32() {
+    let dir = tempfile::tempdir().unwrap();
+    let bag = make_bag(
+        dir.path(),
+        &BagSpec {
+            train: 16,
+            val: 6,
+            test: 0,
+            size: 48,
+            seed: 8,
+        },
+        |_| {},
+    );
+    let weights = fixtures().join("densenet-tiny-weights.safetensors");
+    let train = |name: &str, extra: &[&str]| {
+        let run = dir.path().join(name);
+        let mut args = set(train_args(&bag, &run), "--image-size", "48");
+        args.retain(|a| a != "--arch" && a != TINY);
+        prep()
+            .args(&args)
+            .args(["--epochs", "2", "--batch-size", "8"])
+            .args(["--weights", weights.to_str().unwrap()])
+            .args(extra)
+            .assert()
+            .success();
+        run
+    };
+    let fp32 = train("fp32", &[]);
+    let bf16 = train("bf16", &["--precision", "bf16"]);
+    let sync = train("sync", &["--prefetch", "0", "--loader-threads", "1"]);
+    let cl = train("cl", &["--channels-last", "--precision", "bf16"]);
+    assert_eq!(
+        std::fs::read(fp32.join("metrics.csv")).unwrap(),
+        std::fs::read(sync.join("metrics.csv")).unwrap(),
+        "--prefetch 0 --loader-threads 1 changed the numbers"
+    );
+    let losses = |run: &Path| -> Vec<f64> {
+        json(&run.join("metrics.json"))["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| {
+                [
+                    e["train"]["loss"].as_f64().unwrap(),
+                    e["val"]["loss"].as_f64().unwrap(),
+                ]
+            })
+            .collect()
+    };
+    let (a, b) = (losses(&fp32), losses(&bf16));
+    println!(
+        "fp32 losses {a:?}\nbf16 losses {b:?}\nchannels-last bf16 {:?}",
+        losses(&cl)
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!(y.is_finite(), "bf16 loss {y}");
+        assert!(
+            (x - y).abs() <= 0.05 * x.abs().max(0.1),
+            "bf16 loss {y} too far from fp32's {x}"
+        );
+    }
+    // bf16 really ran in bf16: not the fp32 numbers.
+    assert_ne!(a, b);
+    assert!(losses(&cl).iter().all(|l| l.is_finite()));
+    let card = json(&bf16.join("model.json"));
+    assert!(card["precision"].as_str().unwrap().starts_with("bf16"));
+    assert_eq!(json(&fp32.join("model.json"))["precision"], "fp32");
+    assert_eq!(json(&cl.join("model.json"))["channels_last"], true);
+}
+
+/// scripts/gpu-check.sh end to end with --device cpu on a tiny set (reduced DenseNet, 64 px):
+/// doctor first, every configuration trained on both sides, a ratio for each, fp16 refused on the
+/// CPU, the CPU logits of prep and PyTorch compared.
+#[test]
+fn gpu_check_script_runs_on_the_cpu() {
+    let Some(py) = python("gpu-check.sh --device cpu") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/gpu-check.sh"))
+        .args(["--device", "cpu", "--images", "8", "--source-size", "64"])
+        .args(["--image-size", "64", "--epochs", "1", "--batch-size", "4"])
+        .args(["--workers", "2", "--arch", TINY, "--python", &py])
+        .arg("--prep")
+        .arg(assert_cmd::cargo::cargo_bin("prep"))
+        .arg("--work")
+        .arg(dir.path().join("work"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(text.starts_with("== prep doctor\nprep "), "{text}");
+    assert!(!text.contains("failed"), "{text}\n{err}");
+    let ratios = text
+        .split("ratio prep / pytorch")
+        .nth(1)
+        .unwrap_or_default();
+    for label in [
+        "fp32 unfreeze denseblock4",
+        "fp32 unfreeze all",
+        "bf16 unfreeze denseblock4",
+        "bf16 unfreeze all",
+        "bf16 unfreeze all channels-last",
+    ] {
+        assert!(
+            ratios
+                .lines()
+                .any(|l| l.trim_start().starts_with(label) && l.contains('x')),
+            "no ratio for {label}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("bf16 denseblock4 cache-features no-augment prep"),
+        "{text}"
+    );
+    assert!(
+        err.contains("fp16 runs on CUDA only") && text.contains("   exit 2"),
+        "{text}\n{err}"
+    );
+    assert!(text.contains("prep CPU vs PyTorch CPU"), "{text}");
+}

@@ -8,13 +8,12 @@
 use crate::error::{Error, Result};
 use crate::manifest::{manifest_sha256, verify_bag};
 use image::imageops::{self, FilterType};
-use image::RgbImage;
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 /// ImageNet normalisation, as torchvision's pretrained models (and CheXNet) expect.
@@ -193,6 +192,37 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
+/// A decoded image: grey stays one channel (see `Transform::apply`), anything else is RGB.
+pub enum Decoded {
+    Grey(GrayImage),
+    Rgb(RgbImage),
+}
+
+/// Decode like `load_rgb`, keeping grey (8 or 16 bit, alpha dropped) as one channel: the same
+/// values `load_rgb` would put in each of its three channels.
+pub fn load_decoded(path: &Path) -> Result<Decoded> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::read(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::read(path, e))?
+        .decode()
+        .map_err(|e| Error::bad_input(path, format!("cannot decode image: {e}")))?;
+    Ok(if img.color().has_color() {
+        Decoded::Rgb(img.to_rgb8())
+    } else {
+        Decoded::Grey(img.to_luma8())
+    })
+}
+
+impl Decoded {
+    pub fn transform(&self, t: &Transform, rng: &mut impl Rng) -> Vec<f32> {
+        match self {
+            Decoded::Grey(g) => t.apply(g, rng),
+            Decoded::Rgb(c) => t.apply(c, rng),
+        }
+    }
+}
+
 /// The image transforms of the paper (torchvision definitions).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Transform {
@@ -237,7 +267,10 @@ pub fn random_resized_crop_params(
 }
 
 /// Resize(size): shorter side to `size`, longer side `int(size * long / short)` as torchvision.
-fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
+fn resize_shorter<P: Pixel<Subpixel = u8> + 'static>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    size: u32,
+) -> ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
     let (nw, nh) = if w <= h {
         (size, ((size as u64 * h as u64) / w as u64) as u32)
@@ -253,7 +286,10 @@ fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
 }
 
 /// CenterCrop(size) as torchvision rounds it.
-fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+fn center_crop<P: Pixel<Subpixel = u8> + 'static>(
+    img: &ImageBuffer<P, Vec<u8>>,
+    size: u32,
+) -> ImageBuffer<P, Vec<u8>> {
     let (w, h) = img.dimensions();
     let top = ((h.saturating_sub(size)) as f64 / 2.0).round() as u32;
     let left = ((w.saturating_sub(size)) as f64 / 2.0).round() as u32;
@@ -270,8 +306,13 @@ pub fn item_rng(seed: u64, epoch: u64, id: &str) -> ChaCha8Rng {
 }
 
 impl Transform {
-    /// The transformed image as normalised CHW f32.
-    pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> Vec<f32> {
+    /// The transformed image as normalised CHW f32. Grey images may come as `GrayImage`: every
+    /// step (crop, resize, flip) works per channel, so this gives the same numbers as the RGB
+    /// copy would, in a third of the resizing work.
+    pub fn apply<P>(&self, img: &ImageBuffer<P, Vec<u8>>, rng: &mut impl Rng) -> Vec<f32>
+    where
+        P: Pixel<Subpixel = u8> + 'static,
+    {
         let s = self.size;
         let out = if self.augment {
             let (w, h) = img.dimensions();
@@ -289,14 +330,16 @@ impl Transform {
     }
 }
 
-/// ToTensor + Normalize(ImageNet mean, std).
-fn to_chw(img: &RgbImage) -> Vec<f32> {
+/// ToTensor + Normalize(ImageNet mean, std); one channel is replicated to three.
+fn to_chw<P: Pixel<Subpixel = u8>>(img: &ImageBuffer<P, Vec<u8>>) -> Vec<f32> {
     let (w, h) = img.dimensions();
     let n = (w * h) as usize;
     let mut v = vec![0f32; 3 * n];
     for (i, p) in img.pixels().enumerate() {
+        let ch = p.channels();
         for c in 0..3 {
-            v[c * n + i] = (p[c] as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            let x = ch[if ch.len() == 1 { 0 } else { c }];
+            v[c * n + i] = (x as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
         }
     }
     v
@@ -311,9 +354,9 @@ pub struct Batch {
 }
 
 /// Batches of `order` (positions into `samples`), decoded and transformed in parallel on rayon's
-/// pool by a feeder thread that stays at most `prefetch` batches ahead (a bounded queue), so the
-/// model rarely waits and memory stays bounded. Each image's randomness comes from
-/// (seed, epoch, id), so batches are identical whatever the thread count.
+/// pool by a feeder thread that stays at most `prefetch` batches ahead (see `loader`). Each
+/// image's randomness comes from (seed, epoch, id), so batches are identical whatever the thread
+/// count.
 pub fn batches(
     samples: Arc<Vec<Sample>>,
     order: Vec<usize>,
@@ -322,31 +365,22 @@ pub fn batches(
     seed: u64,
     epoch: u64,
     prefetch: usize,
-) -> Receiver<Result<Batch>> {
-    let (tx, rx) = sync_channel(prefetch.max(1));
-    std::thread::spawn(move || {
-        for chunk in order.chunks(batch_size.max(1)) {
-            let imgs: Result<Vec<Vec<f32>>> = chunk
-                .par_iter()
-                .map(|&i| {
-                    let s = &samples[i];
-                    let img = load_rgb(&s.path)?;
-                    let mut rng = item_rng(seed, epoch, &s.id);
-                    Ok(transform.apply(&img, &mut rng))
-                })
-                .collect();
-            let msg = imgs.map(|imgs| Batch {
-                x: imgs.concat(),
-                y: chunk.iter().map(|&i| samples[i].label).collect(),
-                indices: chunk.to_vec(),
-            });
-            let failed = msg.is_err();
-            if tx.send(msg).is_err() || failed {
-                return; // the consumer stopped, or we reported an error
-            }
-        }
-    });
-    rx
+) -> super::loader::Loader<Batch> {
+    let job = super::loader::Job {
+        samples,
+        order,
+        batch_size,
+        transform,
+        seed,
+        epoch,
+    };
+    let cfg = super::loader::LoaderConfig {
+        prefetch: prefetch.max(1),
+        threads: None,
+    };
+    // Without a pool of its own the only failure is spawning the feeder thread, which
+    // std::thread::spawn would also have panicked on.
+    super::loader::vec_batches(job, cfg).expect("start the loader thread")
 }
 
 #[cfg(test)]
@@ -379,6 +413,40 @@ mod tests {
         assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
         let r = resize_shorter(&img, 32);
         assert_eq!(r.dimensions(), (64, 32));
+    }
+
+    /// Grey images go through the transforms as one channel (a third of the work): the same
+    /// numbers as their RGB copy, 8 and 16 bit, with and without augmentation.
+    #[test]
+    fn grey_path_equals_rgb_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let g8 = GrayImage::from_fn(97, 61, |_, _| image::Luma([rng.gen::<u8>()]));
+        let g16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(80, 120, |_, _| {
+            image::Luma([rng.gen::<u16>()])
+        });
+        let p8 = dir.path().join("g8.png");
+        let p16 = dir.path().join("g16.png");
+        g8.save(&p8).unwrap();
+        g16.save(&p16).unwrap();
+        for p in [&p8, &p16] {
+            let d = load_decoded(p).unwrap();
+            assert!(matches!(d, Decoded::Grey(_)), "{}", p.display());
+            let rgb = load_rgb(p).unwrap();
+            for augment in [false, true] {
+                let t = Transform { size: 32, augment };
+                for seed in 0..5 {
+                    let a = d.transform(&t, &mut item_rng(seed, 1, "x"));
+                    let b = t.apply(&rgb, &mut item_rng(seed, 1, "x"));
+                    assert_eq!(a, b, "{} augment={augment} seed={seed}", p.display());
+                }
+            }
+        }
+        let c = dir.path().join("c.png");
+        RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+            .save(&c)
+            .unwrap();
+        assert!(matches!(load_decoded(&c).unwrap(), Decoded::Rgb(_)));
     }
 
     #[test]

@@ -772,7 +772,7 @@ fn bn_affine(net: &DenseNet, p: &str) -> (Tensor, Tensor) {
 
 /// A NCHW tensor with NHWC strides: what libtorch treats as channels-last (tch has no
 /// memory-format API); oneDNN convolutions run on it without reordering.
-fn channels_last(t: &Tensor) -> Tensor {
+pub(crate) fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 

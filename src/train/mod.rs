@@ -31,7 +31,9 @@ pub fn torch_info() -> Result<TorchInfo> {
 pub mod data;
 pub mod densenet;
 pub mod device;
+pub mod loader;
 pub mod metrics;
 pub mod optim;
+pub mod precision;
 pub mod predict;
 pub mod run;

@@ -3,6 +3,7 @@
 //! with the decay it meant to use.
 
 use super::densenet::DenseNet;
+use super::precision::GradScaler;
 use crate::error::Result;
 use tch::{COptimizer, Tensor};
 
@@ -30,6 +31,8 @@ impl Default for AdamConfig {
 
 pub struct Adam {
     opt: COptimizer,
+    /// The same parameters, for the gradient scaler's unscale.
+    params: Vec<Tensor>,
 }
 
 impl Adam {
@@ -43,10 +46,12 @@ impl Adam {
             cfg.eps,
             false,
         )?;
+        let mut params = Vec::new();
         for (_, t) in net.trainable_params() {
             opt.add_parameters(&t, 0)?;
+            params.push(t);
         }
-        Ok(Adam { opt })
+        Ok(Adam { opt, params })
     }
 
     /// zero_grad, backward, step.
@@ -55,6 +60,20 @@ impl Adam {
         loss.f_backward()?;
         self.opt.step()?;
         Ok(())
+    }
+
+    /// The fp16 step: backward on the scaled loss, unscale, then step unless a gradient is
+    /// inf/NaN (the step is skipped, as torch.amp.GradScaler does); the scale is updated either
+    /// way. Returns whether the step was taken.
+    pub fn backward_step_scaled(&mut self, loss: &Tensor, scaler: &mut GradScaler) -> Result<bool> {
+        self.opt.zero_grad()?;
+        scaler.scale(loss).f_backward()?;
+        let found_inf = scaler.unscale(&self.params)?;
+        if !found_inf {
+            self.opt.step()?;
+        }
+        scaler.update(found_inf)?;
+        Ok(!found_inf)
     }
 }
 

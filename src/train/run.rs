@@ -10,10 +10,12 @@
 //! With `--repeats K > 1`, each run goes in RUN/repeat-N/ and the summary sits in RUN/.
 
 use super::data::{self, Sample, SplitData, Transform, IMAGENET_MEAN, IMAGENET_STD};
-use super::densenet::{DenseNet, DenseNetConfig, Unfreeze};
+use super::densenet::{self as dn, DenseNet, DenseNetConfig, Unfreeze};
 use super::device::{self, DeviceChoice};
+use super::loader::{self, Job, LoaderConfig};
 use super::metrics::{self, Metrics};
 use super::optim::{Adam, AdamConfig};
+use super::precision::{self, GradScaler, Precision};
 use crate::error::{Error, Result};
 use crate::manifest::hash_file;
 use crate::progress;
@@ -50,6 +52,12 @@ pub struct TrainConfig {
     pub positive: Option<String>,
     /// libtorch intra-op threads (None: libtorch's default).
     pub threads: Option<i32>,
+    /// Forward-pass arithmetic (autocast); fp32 is the bit-exact default path.
+    pub precision: Precision,
+    /// Feed the network channels-last (NHWC-strided) batches.
+    pub channels_last: bool,
+    /// Decoding threads and how many batches are prepared ahead of the model.
+    pub loader: LoaderConfig,
     pub force: bool,
     pub argv: Vec<String>,
 }
@@ -102,6 +110,12 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainOutcome> {
     }
     let data = data::open_split_bag(&cfg.data)?;
     let (device, fallback) = device::resolve(cfg.device)?;
+    cfg.precision.check_device(device)?;
+    if device.is_cuda() {
+        // Fixed input sizes: let cuDNN time its algorithms once and keep the fastest (GPU
+        // convolutions are not bit-reproducible anyway; the CPU path is untouched).
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let mut notes: Vec<String> = fallback.into_iter().collect();
     let positive = match &cfg.positive {
         Some(p) => data.classes.iter().position(|c| c == p).ok_or_else(|| {
@@ -274,6 +288,13 @@ fn train_one(
     let train_samples = Arc::new(data.train.clone());
     let val_samples = Arc::new(data.val.clone());
 
+    let exec = Exec {
+        device,
+        precision: cfg.precision,
+        channels_last: cfg.channels_last,
+        loader: cfg.loader,
+    };
+    let mut scaler = (cfg.precision == Precision::Fp16).then(|| GradScaler::new(device));
     let cache = if cfg.cache_features {
         let t = Instant::now();
         let ft = frozen_features(
@@ -281,22 +302,27 @@ fn train_one(
             &train_samples,
             val_tf,
             cfg.batch_size,
-            device,
+            exec,
             "caching train",
+            &mut notes,
         )?;
         let fv = frozen_features(
             &net,
             &val_samples,
             val_tf,
             cfg.batch_size,
-            device,
+            exec,
             "caching val",
+            &mut notes,
         )?;
         notes.push(format!(
-            "cached the frozen stages' output ({} stage(s)) for {} images in {:.1} s",
+            "cached the frozen stages' output ({} stage(s)) for {} images in {:.1} s ({:.2} GB, {:?}, on {:?})",
             net.frozen_prefix_len(),
             data.train.len() + data.val.len(),
-            t.elapsed().as_secs_f64()
+            t.elapsed().as_secs_f64(),
+            (ft.numel() * ft.kind().elt_size_in_bytes() + fv.numel() * fv.kind().elt_size_in_bytes()) as f64 / 1e9,
+            ft.kind(),
+            ft.device()
         ));
         Some((ft, fv))
     } else {
@@ -316,16 +342,16 @@ fn train_one(
         );
         let mut acc = Accumulator::default();
         let mut data_wait = 0.0;
-        let mut step = |x: &Tensor, y: &[i64], from_cache: bool| -> Result<()> {
-            let yt = Tensor::from_slice(y).to_device(device);
-            let logits = if from_cache {
-                net.forward_rest(x, true)
-            } else {
-                net.forward_t(x, true)
-            };
-            let loss = logits.cross_entropy_for_logits(&yt);
-            opt.backward_step(&loss)?;
-            acc.add(&logits.detach(), &loss, y)?;
+        let mut step = |x: &Tensor, y: &Tensor, yv: &[i64], from_cache: bool| -> Result<()> {
+            let logits = exec.logits(&net, x, true, from_cache);
+            let loss = logits.cross_entropy_for_logits(y);
+            match scaler.as_mut() {
+                Some(s) => {
+                    opt.backward_step_scaled(&loss, s)?;
+                }
+                None => opt.backward_step(&loss)?,
+            }
+            acc.add(&logits.detach(), &loss.detach(), yv)?;
             pb.inc(1);
             Ok(())
         };
@@ -333,46 +359,51 @@ fn train_one(
             Some((ft, _)) => {
                 for chunk in order.chunks(cfg.batch_size) {
                     let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-                    let x = ft.index_select(0, &Tensor::from_slice(&idx).to_device(device));
+                    let x = ft
+                        .index_select(0, &Tensor::from_slice(&idx).to_device(ft.device()))
+                        .to_device(device);
                     let y: Vec<i64> = chunk.iter().map(|&i| train_samples[i].label).collect();
-                    step(&x, &y, true)?;
+                    step(&x, &Tensor::from_slice(&y).to_device(device), &y, true)?;
                 }
             }
             None => {
-                let rx = data::batches(
-                    train_samples.clone(),
+                let job = Job {
+                    samples: train_samples.clone(),
                     order,
-                    cfg.batch_size,
-                    train_tf,
+                    batch_size: cfg.batch_size,
+                    transform: train_tf,
                     seed,
-                    epoch as u64,
-                    4,
-                );
-                let mut rx = rx.into_iter();
+                    epoch: epoch as u64,
+                };
+                let mut rx = loader::tensor_batches(job, cfg.loader, device)?;
                 loop {
+                    // Honest data wait: the time this thread is blocked until the next batch
+                    // is ready (with --prefetch 0, the whole decode).
                     let tw = Instant::now();
                     let Some(b) = rx.next() else { break };
                     data_wait += tw.elapsed().as_secs_f64();
                     let b = b?;
-                    let x = to_input(&b.x, b.y.len(), size, device);
-                    step(&x, &b.y, false)?;
+                    let (x, y) = b.to_device(device);
+                    step(&x, &y, &b.y, false)?;
                 }
             }
         }
         pb.finish_and_clear();
+        // CUDA runs asynchronously: the epoch ends when the GPU is done.
+        exec.sync();
         let train_seconds = t0.elapsed().as_secs_f64();
-        let train_m = acc.metrics(ncls, positive);
+        let train_m = acc.metrics(ncls, positive)?;
         let t1 = Instant::now();
         let val_m = match &cache {
             Some((_, fv)) => {
-                evaluate_cached(&net, fv, &val_samples, cfg.batch_size, ncls, positive)?
+                evaluate_cached(&net, fv, &val_samples, cfg.batch_size, exec, ncls, positive)?
             }
-            None => evaluate(
+            None => evaluate_with(
                 &net,
                 &val_samples,
                 val_tf,
                 cfg.batch_size,
-                device,
+                exec,
                 ncls,
                 positive,
             )?,
@@ -419,6 +450,13 @@ fn train_one(
             break;
         }
     }
+    if let Some(s) = scaler.as_ref().filter(|s| s.skipped > 0) {
+        notes.push(format!(
+            "fp16: {} step(s) skipped for inf/NaN gradients (loss scale now {})",
+            s.skipped,
+            s.scale_value()
+        ));
+    }
     let (best_epoch, _, _, state) =
         best.ok_or_else(|| Error::Usage("--epochs must be at least 1".into()))?;
     net.load_state_dict(&state)?;
@@ -426,12 +464,12 @@ fn train_one(
     let test = if data.test.is_empty() {
         None
     } else {
-        let m = evaluate(
+        let m = evaluate_with(
             &net,
             &Arc::new(data.test.clone()),
             val_tf,
             cfg.batch_size,
-            device,
+            exec,
             ncls,
             positive,
         )?;
@@ -470,41 +508,124 @@ fn train_one(
     Ok((summary, notes))
 }
 
-fn to_input(x: &[f32], n: usize, size: u32, device: Device) -> Tensor {
-    Tensor::from_slice(x)
-        .view([n as i64, 3, size as i64, size as i64])
-        .to_device(device)
+/// How batches go through the network: device, autocast precision, memory format, loader.
+#[derive(Debug, Clone, Copy)]
+pub struct Exec {
+    pub device: Device,
+    pub precision: Precision,
+    pub channels_last: bool,
+    pub loader: LoaderConfig,
 }
 
+impl Exec {
+    /// fp32, NCHW, the default loader: the plain path.
+    pub fn plain(device: Device) -> Exec {
+        Exec {
+            device,
+            precision: Precision::Fp32,
+            channels_last: false,
+            loader: LoaderConfig::default(),
+        }
+    }
+
+    fn input(&self, x: &Tensor) -> Tensor {
+        if self.channels_last {
+            dn::channels_last(x)
+        } else {
+            x.shallow_clone()
+        }
+    }
+
+    /// Logits as fp32 whatever the precision (loss and metrics are computed in fp32);
+    /// `from_cache`: `x` is the frozen prefix's output.
+    pub fn logits(&self, net: &DenseNet, x: &Tensor, train: bool, from_cache: bool) -> Tensor {
+        precision::autocast(self.precision, self.device, || {
+            let x = self.input(x);
+            let l = if from_cache {
+                net.forward_rest(&x, train)
+            } else {
+                net.forward_t(&x, train)
+            };
+            l.to_kind(Kind::Float)
+        })
+    }
+
+    fn frozen(&self, net: &DenseNet, x: &Tensor) -> Tensor {
+        precision::autocast(self.precision, self.device, || {
+            net.forward_frozen(&self.input(x))
+        })
+    }
+
+    fn sync(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+
+    fn job(&self, samples: &Arc<Vec<Sample>>, tf: Transform, batch_size: usize) -> Job {
+        Job {
+            samples: samples.clone(),
+            order: (0..samples.len()).collect(),
+            batch_size,
+            transform: tf,
+            seed: 0,
+            epoch: 0,
+        }
+    }
+}
+
+/// Per-batch probabilities and losses, kept where they were computed (on a GPU: no
+/// synchronisation per step) and read back once by `metrics`.
 #[derive(Default)]
 struct Accumulator {
-    probs: Vec<Vec<f64>>,
+    probs: Vec<Tensor>,
+    losses: Vec<Tensor>,
     labels: Vec<i64>,
-    loss_sum: f64,
 }
 
 impl Accumulator {
     /// `loss` is the batch mean; weighted back to a sum so the epoch loss is per image.
     fn add(&mut self, logits: &Tensor, loss: &Tensor, y: &[i64]) -> Result<()> {
-        let p = logits
-            .f_softmax(-1, Kind::Float)?
-            .f_to_device(Device::Cpu)?;
-        let c = p.size()[1] as usize;
-        let flat = Vec::<f32>::try_from(p.flatten(0, -1))?;
-        for row in flat.chunks(c) {
-            self.probs.push(row.iter().map(|v| *v as f64).collect());
-        }
+        self.probs.push(logits.f_softmax(-1, Kind::Float)?);
+        self.losses.push(loss.shallow_clone());
         self.labels.extend_from_slice(y);
-        self.loss_sum += loss.f_double_value(&[])? * y.len() as f64;
         Ok(())
     }
 
-    fn metrics(&self, classes: usize, positive: usize) -> Metrics {
-        metrics::compute(&self.probs, &self.labels, self.loss_sum, classes, positive)
+    fn metrics(&self, classes: usize, positive: usize) -> Result<Metrics> {
+        let mut probs = Vec::with_capacity(self.labels.len());
+        let mut loss_sum = 0.0;
+        if !self.probs.is_empty() {
+            let p = Tensor::f_cat(&self.probs, 0)?.f_to_device(Device::Cpu)?;
+            let c = p.size()[1] as usize;
+            let flat = Vec::<f32>::try_from(p.flatten(0, -1))?;
+            for row in flat.chunks(c) {
+                probs.push(row.iter().map(|v| *v as f64).collect());
+            }
+            let l = Tensor::f_stack(&self.losses, 0)?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?;
+            let losses = Vec::<f64>::try_from(l)?;
+            // Summed in batch order, as the batches came: the same f64 sum as ever.
+            let mut at = 0;
+            for (l, p) in losses.iter().zip(&self.probs) {
+                let n = p.size()[0] as usize;
+                loss_sum += l * n as f64;
+                at += n;
+            }
+            debug_assert_eq!(at, self.labels.len());
+        }
+        Ok(metrics::compute(
+            &probs,
+            &self.labels,
+            loss_sum,
+            classes,
+            positive,
+        ))
     }
 }
 
-/// Eval mode, no_grad, in sample order.
+/// Eval mode, no_grad, in sample order (fp32, the default loader).
 pub fn evaluate(
     net: &DenseNet,
     samples: &Arc<Vec<Sample>>,
@@ -514,26 +635,38 @@ pub fn evaluate(
     classes: usize,
     positive: usize,
 ) -> Result<Metrics> {
-    let mut acc = Accumulator::default();
-    let rx = data::batches(
-        samples.clone(),
-        (0..samples.len()).collect(),
-        batch_size,
+    evaluate_with(
+        net,
+        samples,
         tf,
-        0,
-        0,
-        4,
-    );
-    for b in rx {
+        batch_size,
+        Exec::plain(device),
+        classes,
+        positive,
+    )
+}
+
+/// `evaluate` at `exec`'s precision and memory format, through its loader.
+pub fn evaluate_with(
+    net: &DenseNet,
+    samples: &Arc<Vec<Sample>>,
+    tf: Transform,
+    batch_size: usize,
+    exec: Exec,
+    classes: usize,
+    positive: usize,
+) -> Result<Metrics> {
+    let mut acc = Accumulator::default();
+    for b in loader::tensor_batches(exec.job(samples, tf, batch_size), exec.loader, exec.device)? {
         let b = b?;
-        let x = to_input(&b.x, b.y.len(), tf.size, device);
+        let (x, y) = b.to_device(exec.device);
         tch::no_grad(|| -> Result<()> {
-            let logits = net.forward_t(&x, false);
-            let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&b.y).to_device(device));
+            let logits = exec.logits(net, &x, false, false);
+            let loss = logits.cross_entropy_for_logits(&y);
             acc.add(&logits, &loss, &b.y)
         })?;
     }
-    Ok(acc.metrics(classes, positive))
+    acc.metrics(classes, positive)
 }
 
 fn evaluate_cached(
@@ -541,6 +674,7 @@ fn evaluate_cached(
     feats: &Tensor,
     samples: &[Sample],
     batch_size: usize,
+    exec: Exec,
     classes: usize,
     positive: usize,
 ) -> Result<Metrics> {
@@ -554,42 +688,70 @@ fn evaluate_cached(
             .map(|s| s.label)
             .collect();
         tch::no_grad(|| -> Result<()> {
-            let logits = net.forward_rest(&feats.narrow(0, start, len), false);
+            let x = feats.narrow(0, start, len).to_device(exec.device);
+            let logits = exec.logits(net, &x, false, true);
             let loss =
-                logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(feats.device()));
+                logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(exec.device));
             acc.add(&logits, &loss, &y)
         })?;
         start += len;
     }
-    Ok(acc.metrics(classes, positive))
+    acc.metrics(classes, positive)
 }
 
-/// The frozen prefix's output for every sample (validation transform), in sample order.
+/// The frozen prefix's output for every sample (validation transform), in sample order, in one
+/// tensor on the model's device when it fits there (a GPU's memory can be too small for a big
+/// split: then in pinned CPU memory, and a note says so).
 fn frozen_features(
     net: &DenseNet,
     samples: &Arc<Vec<Sample>>,
     tf: Transform,
     batch_size: usize,
-    device: Device,
+    exec: Exec,
     msg: &str,
+    notes: &mut Vec<String>,
 ) -> Result<Tensor> {
     let pb = progress::bar(samples.len().div_ceil(batch_size) as u64, msg);
-    let mut parts = Vec::new();
-    for b in data::batches(
-        samples.clone(),
-        (0..samples.len()).collect(),
-        batch_size,
-        tf,
-        0,
-        0,
-        4,
-    ) {
+    let mut cache: Option<Tensor> = None;
+    let mut start = 0i64;
+    for b in loader::tensor_batches(exec.job(samples, tf, batch_size), exec.loader, exec.device)? {
         let b = b?;
-        parts.push(net.forward_frozen(&to_input(&b.x, b.y.len(), tf.size, device)));
+        let f = exec.frozen(net, &b.to_device(exec.device).0);
+        let n = f.size()[0];
+        if cache.is_none() {
+            cache = Some(feature_cache(&f, samples.len(), exec.device, notes)?);
+        }
+        let c = cache.as_ref().expect("just set");
+        c.narrow(0, start, n).f_copy_(&f)?;
+        start += n;
         pb.inc(1);
     }
     pb.finish_and_clear();
-    Ok(Tensor::cat(&parts, 0))
+    cache.ok_or_else(|| Error::Usage("internal: no images to cache".into()))
+}
+
+/// Room for `n` feature maps shaped like `first`'s rows, on `device` or, when that allocation
+/// fails, in pinned host memory.
+fn feature_cache(
+    first: &Tensor,
+    n: usize,
+    device: Device,
+    notes: &mut Vec<String>,
+) -> Result<Tensor> {
+    let mut shape = first.size();
+    shape[0] = n as i64;
+    let kind = first.kind();
+    match Tensor::f_empty(shape.as_slice(), (kind, device)) {
+        Ok(t) => Ok(t),
+        Err(e) if device != Device::Cpu => {
+            let gb = shape.iter().product::<i64>() as f64 * kind.elt_size_in_bytes() as f64 / 1e9;
+            notes.push(format!(
+                "the feature cache ({gb:.2} GB) does not fit on {device:?} ({e}): kept in pinned CPU memory"
+            ));
+            Ok(Tensor::f_empty(shape.as_slice(), (kind, Device::Cpu))?.f_pin_memory(device)?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn opt_num(v: Option<f64>) -> String {
@@ -748,6 +910,12 @@ fn write_model_card(
             "epochs": cfg.epochs,
             "patience": cfg.patience,
             "cache_features": cfg.cache_features,
+            "precision": match cfg.precision {
+                Precision::Fp32 => "fp32",
+                Precision::Bf16 => "bf16 autocast (fp32 master weights, optimiser and loss)",
+                Precision::Fp16 => "fp16 autocast with dynamic loss scaling (fp32 master weights, optimiser and loss)",
+            },
+            "channels_last": cfg.channels_last,
             "frozen_math": if cfg.fast_frozen {
                 "fast: BatchNorm folded into convolutions, pool-then-conv transitions, channels-last (equal up to float rounding)"
             } else {
