@@ -128,7 +128,7 @@ for u in denseblock4 all; do
   record "$label" prep "$work/prep-$best-$u-cl" prep_train "$work/prep-$best-$u-cl" --precision "$best" --unfreeze "$u" --channels-last
   record "$label" pytorch "$work/torch-$best-$u-cl.json" torch_train "$work/torch-$best-$u-cl.json" --precision "$best" --unfreeze "$u" --channels-last
 done
-record "$best denseblock4 cache-features no-augment" prep "$work/prep-cache" \
+record "$best unfreeze denseblock4 cache-features no-augment" prep "$work/prep-cache" \
   prep_train "$work/prep-cache" --precision "$best" --unfreeze denseblock4 --cache-features --no-augment
 if [ "$device" = cpu ]; then
   echo "-- fp16 on the CPU (expected: a usage error)"

@@ -231,12 +231,12 @@ def max_logit_diff(pa, pb):
 
 def cmd_report(a):
     runs = [l.rstrip("\n").split("\t") for l in open(os.path.join(a.work, "runs.tsv")) if l.strip()]
-    print(f"{'configuration':<34} {'side':<8} {'images/s per epoch':<26} {'data wait':>9} "
+    print(f"{'configuration':<50} {'side':<8} {'images/s per epoch':<26} {'data wait':>9} "
           f"{'GPU MiB (smi peak)':>18} {'torch max alloc':>15}")
     results = {}
     for label, side, path, smi, status in runs:
         if status != "ok":
-            print(f"{label:<34} {side:<8} {status}")
+            print(f"{label:<50} {side:<8} {status}")
             continue
         if side == "prep":
             eps, alloc = prep_epochs(path), None
@@ -247,14 +247,14 @@ def cmd_report(a):
         wait = last["data_wait_seconds"] / max(last["train_seconds"], 1e-9)
         results[(label, side)] = last["images_per_second"]
         ips = " ".join(f"{e['images_per_second']:8.1f}" for e in eps)
-        print(f"{label:<34} {side:<8} {ips:<26} {100 * wait:8.1f}% {smi or 'n/a':>18} "
+        print(f"{label:<50} {side:<8} {ips:<26} {100 * wait:8.1f}% {smi or 'n/a':>18} "
               f"{'n/a' if alloc is None else f'{alloc / 2**20:.0f} MiB':>15}")
     print()
     print("ratio prep / pytorch, images/s of the last epoch (goal >= 1.3x; data wait goal <= 10 %):")
     for label in dict.fromkeys(l for l, _ in results):
         p, t = results.get((label, "prep")), results.get((label, "pytorch"))
         if p and t:
-            print(f"  {label:<32} {p / t:5.2f}x  ({p:.1f} vs {t:.1f} images/s)")
+            print(f"  {label:<48} {p / t:5.2f}x  ({p:.1f} vs {t:.1f} images/s)")
     parity = os.path.join(a.work, "parity")
     if os.path.isdir(parity):
         print()

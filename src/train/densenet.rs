@@ -694,8 +694,9 @@ impl DenseNet {
                     for i in 0..n {
                         let _ = buf.narrow(0, i, 1).narrow(1, 0, cin).native_batch_norm_out(
                             &y.narrow(0, i, 1),
-                            &Tensor::empty([0], opts),
-                            &Tensor::empty([0], opts),
+                            // Statistics stay f32 when autocast made the input bf16/fp16.
+                            &Tensor::empty([0], (Kind::Float, x.device())),
+                            &Tensor::empty([0], (Kind::Float, x.device())),
                             Some(t("weight")),
                             Some(t("bias")),
                             Some(t("running_mean")),

@@ -540,13 +540,14 @@ impl Exec {
     /// `from_cache`: `x` is the frozen prefix's output.
     pub fn logits(&self, net: &DenseNet, x: &Tensor, train: bool, from_cache: bool) -> Tensor {
         precision::autocast(self.precision, self.device, || {
-            let x = self.input(x);
-            let l = if from_cache {
-                net.forward_rest(&x, train)
+            // The frozen prefix hands back NCHW; the trainable rest gets the format again.
+            let f = if from_cache {
+                x.shallow_clone()
             } else {
-                net.forward_t(&x, train)
+                net.forward_frozen(&self.input(x))
             };
-            l.to_kind(Kind::Float)
+            net.forward_rest(&self.input(&f), train)
+                .to_kind(Kind::Float)
         })
     }
 
