@@ -136,7 +136,7 @@ if [ "$device" = cpu ]; then
 fi
 echo
 
-echo "== eval logits, same model, CPU vs $device"
+if [ "$device" = cuda ]; then echo "== eval logits, same model, CPU vs cuda"; else echo "== eval logits, same model, prep vs PyTorch on the CPU"; fi
 run=$work/prep-fp32-denseblock4
 if [ -f "$run/best.safetensors" ]; then
   mkdir -p "$work/parity"

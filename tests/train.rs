@@ -1027,49 +1027,39 @@ save_file(out, sys.argv[1])
 
 // --- precision, loader, gpu-check.sh (issue 13) -------------------------------------------------
 
+/// A split bag with train and val only.
+fn train_val_bag(root: &Path, train: usize, val: usize, size: u32, seed: u64) -> PathBuf {
+    let spec = BagSpec {
+        train,
+        val,
+        test: 0,
+        size,
+        seed,
+    };
+    make_bag(root, &spec, |_| {})
+}
+
 #[test]
 fn precision_and_loader_flags_are_checked_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(
-        dir.path(),
-        &BagSpec {
-            train: 3,
-            val: 2,
-            test: 0,
-            size: 40,
-            seed: 6,
-        },
-        |_| {},
-    );
+    let bag = train_val_bag(dir.path(), 3, 2, 40, 6);
     let run = dir.path().join("run");
-    let (code, err) = stderr_of(
-        prep()
-            .args(train_args(&bag, &run))
-            .args(["--precision", "int8"]),
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--precision \"int8\"") && err.contains("bf16"),
-        "{err}"
-    );
     // fp16 is CUDA-only: a usage error naming the alternative, on --device cpu.
-    let (code, err) = stderr_of(
-        prep()
-            .args(train_args(&bag, &run))
-            .args(["--precision", "fp16"]),
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("fp16 runs on CUDA only") && err.contains("--precision bf16"),
-        "{err}"
-    );
-    let (code, err) = stderr_of(
-        prep()
-            .args(train_args(&bag, &run))
-            .args(["--loader-threads", "0"]),
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--loader-threads"), "{err}");
+    for (extra, expect) in [
+        (
+            ["--precision", "int8"],
+            &["--precision \"int8\"", "bf16"][..],
+        ),
+        (
+            ["--precision", "fp16"],
+            &["fp16 runs on CUDA only", "--precision bf16"][..],
+        ),
+        (["--loader-threads", "0"], &["--loader-threads"][..]),
+    ] {
+        let (code, err) = stderr_of(prep().args(train_args(&bag, &run)).args(extra));
+        assert_eq!(code, 2, "{extra:?}: {err}");
+        assert!(expect.iter().all(|e| err.contains(e)), "{extra:?}: {err}");
+    }
     assert!(!run.exists(), "no output after usage errors");
 }
 
@@ -1079,17 +1069,7 @@ fn precision_and_loader_flags_are_checked_before_any_work() {
 #[test]
 fn bf16_trains_on_the_cpu_close_to_fp32() {
     let dir = tempfile::tempdir().unwrap();
-    let bag = make_bag(
-        dir.path(),
-        &BagSpec {
-            train: 16,
-            val: 6,
-            test: 0,
-            size: 48,
-            seed: 8,
-        },
-        |_| {},
-    );
+    let bag = train_val_bag(dir.path(), 16, 6, 48, 8);
     let weights = fixtures().join("densenet-tiny-weights.safetensors");
     let train = |name: &str, extra: &[&str]| {
         let run = dir.path().join(name);

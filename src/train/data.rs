@@ -183,13 +183,16 @@ fn probe(path: &Path) -> Result<()> {
 
 /// Decode to 8-bit RGB; grey (8 or 16 bit) becomes three equal channels, like PIL's convert("RGB").
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let img = image::ImageReader::open(path)
+    Ok(decode(path)?.to_rgb8())
+}
+
+fn decode(path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
         .map_err(|e| Error::read(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::read(path, e))?
         .decode()
-        .map_err(|e| Error::bad_input(path, format!("cannot decode image: {e}")))?;
-    Ok(img.to_rgb8())
+        .map_err(|e| Error::bad_input(path, format!("cannot decode image: {e}")))
 }
 
 /// A decoded image: grey stays one channel (see `Transform::apply`), anything else is RGB.
@@ -201,12 +204,7 @@ pub enum Decoded {
 /// Decode like `load_rgb`, keeping grey (8 or 16 bit, alpha dropped) as one channel: the same
 /// values `load_rgb` would put in each of its three channels.
 pub fn load_decoded(path: &Path) -> Result<Decoded> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::read(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::read(path, e))?
-        .decode()
-        .map_err(|e| Error::bad_input(path, format!("cannot decode image: {e}")))?;
+    let img = decode(path)?;
     Ok(if img.color().has_color() {
         Decoded::Rgb(img.to_rgb8())
     } else {

@@ -395,9 +395,14 @@ fn train_one(
         let train_m = acc.metrics(ncls, positive)?;
         let t1 = Instant::now();
         let val_m = match &cache {
-            Some((_, fv)) => {
-                evaluate_cached(&net, fv, &val_samples, cfg.batch_size, exec, ncls, positive)?
-            }
+            Some((_, fv)) => evaluate_cached(
+                &net,
+                fv,
+                &val_samples,
+                cfg.batch_size,
+                exec,
+                (ncls, positive),
+            )?,
             None => evaluate_with(
                 &net,
                 &val_samples,
@@ -657,47 +662,49 @@ pub fn evaluate_with(
     classes: usize,
     positive: usize,
 ) -> Result<Metrics> {
-    let mut acc = Accumulator::default();
-    for b in loader::tensor_batches(exec.job(samples, tf, batch_size), exec.loader, exec.device)? {
-        let b = b?;
-        let (x, y) = b.to_device(exec.device);
-        tch::no_grad(|| -> Result<()> {
-            let logits = exec.logits(net, &x, false, false);
-            let loss = logits.cross_entropy_for_logits(&y);
-            acc.add(&logits, &loss, &b.y)
-        })?;
-    }
-    acc.metrics(classes, positive)
+    let batches =
+        loader::tensor_batches(exec.job(samples, tf, batch_size), exec.loader, exec.device)?
+            .map(|b| b.map(|b| (b.to_device(exec.device).0, b.y)));
+    eval_batches(net, exec, batches, false)?.metrics(classes, positive)
 }
 
+/// `evaluate` on cached frozen-prefix features (sample order).
 fn evaluate_cached(
     net: &DenseNet,
     feats: &Tensor,
     samples: &[Sample],
     batch_size: usize,
     exec: Exec,
-    classes: usize,
-    positive: usize,
+    (classes, positive): (usize, usize),
 ) -> Result<Metrics> {
+    let batches = samples.chunks(batch_size).enumerate().map(|(i, chunk)| {
+        let x = feats.narrow(0, (i * batch_size) as i64, chunk.len() as i64);
+        Ok((
+            x.to_device(exec.device),
+            chunk.iter().map(|s| s.label).collect(),
+        ))
+    });
+    eval_batches(net, exec, batches, true)?.metrics(classes, positive)
+}
+
+/// Eval mode, no_grad, over (input, labels) batches.
+fn eval_batches(
+    net: &DenseNet,
+    exec: Exec,
+    batches: impl Iterator<Item = Result<(Tensor, Vec<i64>)>>,
+    from_cache: bool,
+) -> Result<Accumulator> {
     let mut acc = Accumulator::default();
-    let n = samples.len() as i64;
-    let mut start = 0i64;
-    while start < n {
-        let len = (batch_size as i64).min(n - start);
-        let y: Vec<i64> = samples[start as usize..(start + len) as usize]
-            .iter()
-            .map(|s| s.label)
-            .collect();
+    for b in batches {
+        let (x, y) = b?;
         tch::no_grad(|| -> Result<()> {
-            let x = feats.narrow(0, start, len).to_device(exec.device);
-            let logits = exec.logits(net, &x, false, true);
+            let logits = exec.logits(net, &x, false, from_cache);
             let loss =
                 logits.cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(exec.device));
             acc.add(&logits, &loss, &y)
         })?;
-        start += len;
     }
-    acc.metrics(classes, positive)
+    Ok(acc)
 }
 
 /// The frozen prefix's output for every sample (validation transform), in sample order, in one
