@@ -47,7 +47,7 @@ def save_safetensors(tensors, path):
     header, blobs, off = {}, [], 0
     for k in sorted(tensors):
         t = tensors[k].detach().cpu().contiguous()
-        b = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        b = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[k] = {"dtype": _DT[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -129,6 +129,12 @@ def freeze(model, unfreeze):
             getattr(model.features, k).train()
 
 
+def rgb(path):
+    """PIL's RGB copy of a film (a named function: DataLoader workers may be spawned, not forked,
+    and must unpickle the loader)."""
+    return Image.open(path).convert("RGB")
+
+
 def cmd_torch(a):
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
@@ -140,8 +146,7 @@ def cmd_torch(a):
     tf = transforms.Compose([
         transforms.RandomResizedCrop(a.image_size), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
         transforms.Normalize(MEAN, STD)])
-    ds = torchvision.datasets.ImageFolder(os.path.join(a.bag, "data", "train"), tf,
-                                          loader=lambda p: Image.open(p).convert("RGB"))
+    ds = torchvision.datasets.ImageFolder(os.path.join(a.bag, "data", "train"), tf, loader=rgb)
     dl = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True, num_workers=a.workers,
                                      pin_memory=cuda, persistent_workers=a.workers > 0)
     sd = load_safetensors(a.weights)
@@ -204,7 +209,7 @@ def cmd_logits(a):
     model = model.to(dev).eval()
     tf = transforms.Compose([transforms.Resize(a.image_size), transforms.CenterCrop(a.image_size),
                              transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-    x = torch.stack([tf(Image.open(p).convert("RGB")) for p in a.images]).to(dev)
+    x = torch.stack([tf(rgb(p)) for p in a.images]).to(dev)
     with torch.no_grad():
         logits = model(x).float().cpu().tolist()
     with open(a.out, "w") as f:
