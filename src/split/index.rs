@@ -163,6 +163,7 @@ fn hits(hashes: &[Option<&Hashes>], max: u32) -> Vec<Hit> {
         brute_hits(hashes, max)
     } else {
         let masks = masks(r);
+        let windows = &windows;
         let mut all = Vec::new();
         for k in 0..BLOCKS {
             let table = Table::build(hashes, k);

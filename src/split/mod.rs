@@ -15,16 +15,11 @@ mod steps;
 pub use steps::FingerprintStats;
 
 use crate::error::{Error, Result};
-use crate::manifest::{
-    manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType, CroissantSpec,
-    FinishedBag, InputRef, Provenance, Record, StageInfo,
-};
-use crate::progress;
+use crate::manifest::{verify_bag, BagWriter, ColumnType, FinishedBag, Provenance};
 use crate::source::SourceDesc;
-use assign::{Fine, Unit};
+use assign::Fine;
 use group::{Aliases, Link, Member, Reason};
-use phash::{Fingerprint, NearDupParams};
-use rayon::prelude::*;
+use phash::NearDupParams;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
