@@ -65,7 +65,14 @@ fn bases(dir: Option<&str>) -> Vec<Fingerprint> {
             .map(|k| {
                 let mut rng = ChaCha8Rng::seed_from_u64(k as u64);
                 let blobs: Vec<(f32, f32, f32, f32)> = (0..12)
-                    .map(|_| (rng.gen(), rng.gen(), 0.05 + rng.gen::<f32>() * 0.2, rng.gen_range(-100.0..100.0)))
+                    .map(|_| {
+                        (
+                            rng.gen(),
+                            rng.gen(),
+                            0.05 + rng.gen::<f32>() * 0.2,
+                            rng.gen_range(-100.0..100.0),
+                        )
+                    })
                     .collect();
                 let img = image::GrayImage::from_fn(256, 256, |x, y| {
                     let (u, v) = (x as f32 / 256.0, y as f32 / 256.0);
@@ -260,8 +267,20 @@ fn real(args: &[String]) {
     );
     println!("search+verify:  {t_all:8.2} s, {} matches:", matches.len());
     for m in &matches {
-        let n = |k: usize| files[k].strip_prefix(dir).unwrap_or(&files[k]).display().to_string();
-        println!("  {} ~ {} ({} bits, r {:.3})", n(m.a), n(m.b), m.hamming, m.correlation);
+        let n = |k: usize| {
+            files[k]
+                .strip_prefix(dir)
+                .unwrap_or(&files[k])
+                .display()
+                .to_string()
+        };
+        println!(
+            "  {} ~ {} ({} bits, r {:.3})",
+            n(m.a),
+            n(m.b),
+            m.hamming,
+            m.correlation
+        );
     }
     if !same {
         std::process::exit(1);
@@ -294,7 +313,9 @@ fn bag(args: &[String]) {
             image::DynamicImage::ImageLuma8(img)
                 .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
                 .unwrap();
-            let sha = writer.write_payload(&format!("images/{id}.png"), &png).unwrap();
+            let sha = writer
+                .write_payload(&format!("images/{id}.png"), &png)
+                .unwrap();
             let finding = row[1].to_string();
             Record {
                 id: id.clone(),
@@ -306,7 +327,12 @@ fn bag(args: &[String]) {
                 source: "nih".into(),
                 patient_id: row[3].to_string(),
                 view: row[6].to_string(),
-                label: if finding == "No Finding" { "healthy" } else { "diseased" }.into(),
+                label: if finding == "No Finding" {
+                    "healthy"
+                } else {
+                    "diseased"
+                }
+                .into(),
                 finding,
                 source_file: format!("images/{}", &row[0]),
                 source_row: (i + 2).to_string(),

@@ -177,7 +177,7 @@ def main(argv=None):
     torch.manual_seed(a.seed)
 
     with open(os.path.join(a.shards, "data", "provenance.json")) as f:
-        classes = json.load(f)["params"]["classes"]
+        classes = json.load(f)["parameters"]["classes"]
     train_urls, n_train = shard_urls(a.shards, "train")
     val_urls, n_val = shard_urls(a.shards, "val")
     if not train_urls:

@@ -470,9 +470,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "gib" => 1 << 30,
         u => return Err(Error::Usage(format!("size {s:?}: unknown unit {u:?}"))),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| Error::Usage(format!("size {s:?}: expected a number with an optional unit")))?;
+    let v: f64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "size {s:?}: expected a number with an optional unit"
+        ))
+    })?;
     let bytes = (v * mult as f64).round();
     if !(bytes >= 1.0 && bytes < 1e18) {
         return Err(Error::Usage(format!("size {s:?} must be at least 1 byte")));

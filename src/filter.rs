@@ -61,9 +61,7 @@ pub fn probe_image(bytes: &[u8]) -> std::result::Result<(u32, u32), (String, Str
 }
 
 /// The decode behind [`probe_image`], keeping the pixels (for the near-duplicate fingerprint).
-pub fn decode_checked(
-    bytes: &[u8],
-) -> std::result::Result<image::DynamicImage, (String, String)> {
+pub fn decode_checked(bytes: &[u8]) -> std::result::Result<image::DynamicImage, (String, String)> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// Two folder datasets (covid, healthy) filtered and split by the real binary. Returns the
 /// temp dir and the split bag.
 fn split_bag() -> (tempfile::TempDir, PathBuf) {
+    split_bag_with(true)
+}
+
+/// As [`split_bag`]; `jpeg`: every third image a JPEG (else PNG only).
+fn split_bag_with(jpeg: bool) -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     for (label, n) in [("covid", 14u64), ("healthy", 14)] {
         let ds = t.path().join(format!("ds-{label}"));
@@ -20,17 +25,24 @@ fn split_bag() -> (tempfile::TempDir, PathBuf) {
         for k in 0..n {
             let seed = k + if label == "covid" { 0 } else { 100 };
             let png = small_png(48, seed, &format!("{label}{k}"));
-            if k % 3 == 0 {
+            if jpeg && k % 3 == 0 {
                 let img = image::load_from_memory(&png).unwrap();
                 img.to_rgb8()
-                    .save(ds.join(format!("radiol.2020{k:04}.fig{k}.jpg")))
+                    .save(ds.join(format!("radiol.2020{k:04}.{label}.fig{k}.jpg")))
                     .unwrap();
             } else {
                 fs::write(ds.join(format!("{label}.case.{k}.png")), &png).unwrap();
             }
         }
         prep()
-            .args(["filter", "--source", "folder", "--label", label, "--dataset"])
+            .args([
+                "filter",
+                "--source",
+                "folder",
+                "--label",
+                label,
+                "--dataset",
+            ])
             .arg(&ds)
             .arg("--out")
             .arg(t.path().join(format!("bag-{label}")))
@@ -43,7 +55,14 @@ fn split_bag() -> (tempfile::TempDir, PathBuf) {
         .arg(t.path().join("bag-covid"))
         .arg("--healthy")
         .arg(t.path().join("bag-healthy"))
-        .args(["--train", "0.6", "--val", "0.4", "--no-near-duplicates", "--out"])
+        .args([
+            "--train",
+            "0.6",
+            "--val",
+            "0.4",
+            "--no-near-duplicates",
+            "--out",
+        ])
         .arg(&split)
         .assert()
         .success();
@@ -101,7 +120,11 @@ fn shards_hold_every_image_unchanged_with_safe_keys_and_a_verifiable_bag() {
             let url = s["url"].as_str().unwrap();
             let m = members(&out.join("data").join(url));
             assert_eq!(m.len() % 3, 0);
-            assert_eq!(s["nsamples"].as_u64().unwrap() as usize, m.len() / 3, "{url}");
+            assert_eq!(
+                s["nsamples"].as_u64().unwrap() as usize,
+                m.len() / 3,
+                "{url}"
+            );
             for chunk in m.chunks(3) {
                 let key = chunk[0].0.split_once('.').unwrap().0.to_string();
                 assert!(!key.contains('.'));
@@ -114,8 +137,15 @@ fn shards_hold_every_image_unchanged_with_safe_keys_and_a_verifiable_bag() {
                 let r = by_id[id];
                 assert_eq!(r["split"], split_name);
                 assert_eq!(hex_sha(&chunk[0].1), r["sha256"], "{id}");
-                assert!(chunk[0].0.ends_with(if r["path"].ends_with(".jpg") { ".jpg" } else { ".png" }));
-                let cls: usize = String::from_utf8(chunk[1].1.clone()).unwrap().parse().unwrap();
+                assert!(chunk[0].0.ends_with(if r["path"].ends_with(".jpg") {
+                    ".jpg"
+                } else {
+                    ".png"
+                }));
+                let cls: usize = String::from_utf8(chunk[1].1.clone())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 assert_eq!(["covid", "no-covid"][cls], r["class"]);
                 assert_eq!(meta["label"], r["class"].as_str());
                 assert_eq!(meta["patient_id"], r["patient_id"].as_str());
@@ -126,7 +156,10 @@ fn shards_hold_every_image_unchanged_with_safe_keys_and_a_verifiable_bag() {
         // Shuffled: not all of one class first (the class-sorted-shard trap).
         let first_class = order.iter().take_while(|c| *c == &order[0]).count();
         let n_first = order.iter().filter(|c| *c == &order[0]).count();
-        assert!(first_class < n_first, "{split_name} is class-sorted: {order:?}");
+        assert!(
+            first_class < n_first,
+            "{split_name} is class-sorted: {order:?}"
+        );
     }
     assert_eq!(seen.len(), recs.len());
     // Dotted ids kept in the json (and made safe in the key).
@@ -135,7 +168,10 @@ fn shards_hold_every_image_unchanged_with_safe_keys_and_a_verifiable_bag() {
     // Same inputs and seed: byte-identical shards; another seed: another order.
     let again = t.path().join("shards2");
     export(&split, &again, &["--min-shards", "4", "--seed", "3"]);
-    let (a, b) = (tree_hashes(&out.join("data")), tree_hashes(&again.join("data")));
+    let (a, b) = (
+        tree_hashes(&out.join("data")),
+        tree_hashes(&again.join("data")),
+    );
     let strip = |m: BTreeMap<String, String>| {
         m.into_iter()
             .filter(|(k, _)| k.ends_with(".tar"))
@@ -194,11 +230,11 @@ fn shard_size_bounds_shards_and_bad_sizes_are_usage_errors() {
         .code(3);
 }
 
-fn check_with(tool: &str, module: &str) {
+fn check_with(tool: &str, module: &str, jpeg: bool) {
     let Some(py) = python_with(module) else {
         return;
     };
-    let (t, split) = split_bag();
+    let (t, split) = split_bag_with(jpeg);
     let out = t.path().join("shards");
     export(&split, &out, &["--min-shards", "3"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_export.py");
@@ -225,17 +261,19 @@ fn check_with(tool: &str, module: &str) {
 
 #[test]
 fn webdataset_reads_every_sample_back_byte_for_byte() {
-    check_with("webdataset", "webdataset");
+    check_with("webdataset", "webdataset", true);
 }
 
 #[test]
 fn wids_reads_every_sample_back_byte_for_byte() {
-    check_with("wids", "wids");
+    check_with("wids", "wids", true);
 }
 
 #[test]
 fn datasets_load_dataset_gives_the_splits_and_labels() {
-    check_with("datasets", "datasets");
+    // PNG and JPEG mixed: through the export's dataset card; PNG only: plain data_files too.
+    check_with("datasets", "datasets", true);
+    check_with("datasets", "datasets", false);
 }
 
 #[test]
@@ -248,7 +286,10 @@ fn torchrun_ddp_ranks_see_disjoint_samples_covering_the_split() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_torch {
-        eprintln!("SKIP: {} has no torch/torchvision/safetensors", py.display());
+        eprintln!(
+            "SKIP: {} has no torch/torchvision/safetensors",
+            py.display()
+        );
         return;
     }
     let (t, split) = split_bag();
@@ -257,17 +298,37 @@ fn torchrun_ddp_ranks_see_disjoint_samples_covering_the_split() {
     let run = t.path().join("run");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/train_ddp.py");
     // Start from prep-compatible weights (the tiny fixture prep's own tests use) and write some.
-    let weights =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/densenet-tiny-weights.safetensors");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/densenet-tiny-weights.safetensors");
     let o = std::process::Command::new(&py)
-        .args(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])
+        .args([
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+        ])
         .arg(&script)
         .arg("--shards")
         .arg(&shards)
         .arg("--out")
         .arg(&run)
-        .args(["--arch", "densenet:8,2-2-2-2,16,2", "--unfreeze", "all", "--epochs", "1"])
-        .args(["--batch-size", "2", "--image-size", "32", "--workers", "2", "--log-keys"])
+        .args([
+            "--arch",
+            "densenet:8,2-2-2-2,16,2",
+            "--unfreeze",
+            "all",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            "--workers",
+            "2",
+            "--log-keys",
+        ])
         .args(["--weights"])
         .arg(&weights)
         .env("OMP_NUM_THREADS", "1")
@@ -287,12 +348,19 @@ fn torchrun_ddp_ranks_see_disjoint_samples_covering_the_split() {
             .collect()
     };
     let (k0, k1) = (keys(0), keys(1));
-    assert!(!k0.is_empty() && !k1.is_empty(), "a rank saw nothing: {k0:?} {k1:?}");
+    assert!(
+        !k0.is_empty() && !k1.is_empty(),
+        "a rank saw nothing: {k0:?} {k1:?}"
+    );
     let (s0, s1): (BTreeSet<_>, BTreeSet<_>) =
         (k0.iter().cloned().collect(), k1.iter().cloned().collect());
     assert_eq!(s0.len(), k0.len(), "rank 0 saw a sample twice");
     assert_eq!(s1.len(), k1.len(), "rank 1 saw a sample twice");
-    assert!(s0.is_disjoint(&s1), "ranks overlap: {:?}", s0.intersection(&s1));
+    assert!(
+        s0.is_disjoint(&s1),
+        "ranks overlap: {:?}",
+        s0.intersection(&s1)
+    );
     let want: BTreeSet<String> = read_csv(&shards.join("data/samples.csv"))
         .into_iter()
         .filter(|r| r["split"] == "train")
@@ -304,7 +372,10 @@ fn torchrun_ddp_ranks_see_disjoint_samples_covering_the_split() {
         serde_json::from_slice(&fs::read(run.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["world_size"], 2);
     assert_eq!(metrics["backend"], "gloo");
-    assert_eq!(metrics["epochs"][0]["train_samples"].as_u64().unwrap() as usize, want.len());
+    assert_eq!(
+        metrics["epochs"][0]["train_samples"].as_u64().unwrap() as usize,
+        want.len()
+    );
     // The weights written load back in PyTorch with torchvision names.
     let o = std::process::Command::new(&py)
         .args([

@@ -168,8 +168,10 @@ fn gallery_of_many_inpainted_films_is_bounded() {
         png
     };
     for k in 0..4u64 {
-        w.write_payload(&format!("images/f{k}.png"), &noisy(k)).unwrap();
-        w.write_payload(&format!("masks/f{k}.png"), &noisy(k + 10)).unwrap();
+        w.write_payload(&format!("images/f{k}.png"), &noisy(k))
+            .unwrap();
+        w.write_payload(&format!("masks/f{k}.png"), &noisy(k + 10))
+            .unwrap();
     }
     #[derive(serde::Serialize)]
     struct Row {
@@ -191,14 +193,7 @@ fn gallery_of_many_inpainted_films_is_bounded() {
             method: "telea".into(),
         })
         .collect();
-    let cols = [
-        "id",
-        "path",
-        "source",
-        "mask_pixels",
-        "mask_path",
-        "method",
-    ];
+    let cols = ["id", "path", "source", "mask_pixels", "mask_path", "method"];
     w.write_payload("records.csv", &write_csv(&rows, &cols).unwrap())
         .unwrap();
     w.finish(StageInfo {
@@ -231,11 +226,23 @@ fn gallery_of_many_inpainted_films_is_bounded() {
     let cards = html.matches("<div class=card>").count();
     assert_eq!(cards, 2 * 9, "3 worst + 6 sampled per source");
     let nih = (0..n).filter(|i| i % 3 == 0).count();
-    assert!(html.contains(&format!("nih — 9 shown, {} more not shown", nih - 9)), "nih counts");
-    assert!(html.contains(&format!("cohen — 9 shown, {} more not shown", n as usize - nih - 9)));
+    assert!(
+        html.contains(&format!("nih — 9 shown, {} more not shown", nih - 9)),
+        "nih counts"
+    );
+    assert!(html.contains(&format!(
+        "cohen — 9 shown, {} more not shown",
+        n as usize - nih - 9
+    )));
     // The largest masks of each source are among those shown.
-    let worst_nih = (0..n).filter(|i| i % 3 == 0).max_by_key(|i| ((i * 7919) % 100_000, std::cmp::Reverse(*i))).unwrap();
-    assert!(html.contains(&format!("<b>film.{worst_nih:05}</b>")), "worst nih film shown");
+    let worst_nih = (0..n)
+        .filter(|i| i % 3 == 0)
+        .max_by_key(|i| ((i * 7919) % 100_000, std::cmp::Reverse(*i)))
+        .unwrap();
+    assert!(
+        html.contains(&format!("<b>film.{worst_nih:05}</b>")),
+        "worst nih film shown"
+    );
     // Seeded: the same bag gives the same page.
     let again = t.path().join("r2.html");
     prep()
@@ -250,5 +257,8 @@ fn gallery_of_many_inpainted_films_is_bounded() {
             .map(|(k, _)| h[k..k + 40].to_string())
             .collect()
     };
-    assert_eq!(cards_of(&html), cards_of(&fs::read_to_string(&again).unwrap()));
+    assert_eq!(
+        cards_of(&html),
+        cards_of(&fs::read_to_string(&again).unwrap())
+    );
 }

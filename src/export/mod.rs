@@ -8,6 +8,7 @@
 //! data/{split}-000000.tar ...   uncompressed ustar shards, samples shuffled with the seed
 //! data/{split}.json             wids index (wids-shard-index-v1, exact nsamples per shard)
 //! data/samples.csv              key → split, shard, id, sha256 (the shard's member names)
+//! data/README.md                Hugging Face dataset card: load_dataset("OUT/data") works
 //! data/provenance.json
 //! ```
 //!
@@ -125,7 +126,9 @@ fn read_split_records(bag: &Path) -> Result<Vec<SplitRecord>> {
         let r = row.map_err(|e| Error::BadRow {
             path: path.clone(),
             row: n as u64 + 2,
-            reason: format!("not a split bag's record ({e}); export takes a bag made by prep split"),
+            reason: format!(
+                "not a split bag's record ({e}); export takes a bag made by prep split"
+            ),
         })?;
         out.push(r);
     }
@@ -155,7 +158,12 @@ fn shuffled<'a>(records: &'a [SplitRecord], split: &str, seed: u64) -> Vec<&'a S
     let mut v: Vec<(&SplitRecord, [u8; 32])> = records
         .iter()
         .filter(|r| r.split == split)
-        .map(|r| (r, seeded(seed, "export", &format!("{}\u{0}{}", r.id, r.sha256))))
+        .map(|r| {
+            (
+                r,
+                seeded(seed, "export", &format!("{}\u{0}{}", r.id, r.sha256)),
+            )
+        })
         .collect();
     v.sort_by(|a, b| (a.1, &a.0.path).cmp(&(b.1, &b.0.path)));
     v.into_iter().map(|x| x.0).collect()
@@ -223,11 +231,7 @@ fn tar_header(name: &str, size: u64) -> Result<tar::Header> {
 }
 
 /// Write one shard: every sample's image, class and json members, in order.
-fn write_shard(
-    bag: &Path,
-    path: &Path,
-    samples: &[(String, &SplitRecord, usize)],
-) -> Result<()> {
+fn write_shard(bag: &Path, path: &Path, samples: &[(String, &SplitRecord, usize)]) -> Result<()> {
     let f = std::fs::File::create(path).map_err(|e| Error::write(path, e))?;
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
     let werr = |e: std::io::Error| Error::write(path, e);
@@ -321,7 +325,9 @@ pub fn run(cfg: &ExportConfig) -> Result<ExportOutcome> {
             .iter()
             .map(|(k, r, c)| {
                 let json_guess = 400 + r.id.len() as u64 + k.len() as u64;
-                member_size(r.bytes) + member_size(c.to_string().len() as u64) + member_size(json_guess)
+                member_size(r.bytes)
+                    + member_size(c.to_string().len() as u64)
+                    + member_size(json_guess)
             })
             .collect();
         let plan = plan_shards(&sizes, cfg.shard_size, cfg.min_shards);
@@ -362,6 +368,8 @@ pub fn run(cfg: &ExportConfig) -> Result<ExportOutcome> {
         .param("min_shards", cfg.min_shards)
         .param("classes", &classes)
         .param("splits", &split_params);
+    let formats: BTreeSet<String> = records.iter().map(|r| extension(&r.path)).collect();
+    writer.write_payload("README.md", &dataset_card(&summary, &classes, &formats))?;
     writer.write_payload("samples.csv", &write_csv(&rows, SAMPLE_COLUMNS)?)?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
     let info = StageInfo {
@@ -395,18 +403,73 @@ pub fn run(cfg: &ExportConfig) -> Result<ExportOutcome> {
     })
 }
 
+/// A Hugging Face dataset card (YAML front matter): `datasets.load_dataset("OUT/data")` gives
+/// the splits, one Image column per image format (None where a sample has the other), `cls` as
+/// a ClassLabel with the class names, and the json as a struct. Without it, `load_dataset(
+/// "webdataset", data_files=...)` infers columns from the first samples and refuses a split
+/// that mixes PNG and JPEG members.
+fn dataset_card(
+    splits: &[(String, usize, usize)],
+    classes: &[String],
+    formats: &BTreeSet<String>,
+) -> Vec<u8> {
+    let q = |s: &str| serde_json::to_string(s).expect("json string"); // JSON strings are YAML
+    let mut y = String::from("---\nconfigs:\n- config_name: default\n  data_files:\n");
+    for (split, _, _) in splits {
+        y += &format!(
+            "  - split: {}\n    path: {}\n",
+            q(split),
+            q(&format!("{split}-*.tar"))
+        );
+    }
+    y += "dataset_info:\n  features:\n";
+    for f in formats {
+        y += &format!("  - name: {}\n    dtype: image\n", q(f));
+    }
+    y += "  - name: cls\n    dtype:\n      class_label:\n        names:\n";
+    for (k, c) in classes.iter().enumerate() {
+        y += &format!("          '{k}': {}\n", q(c));
+    }
+    y += "  - name: json\n    struct:\n";
+    for (name, t) in [
+        ("id", "string"),
+        ("patient_id", "string"),
+        ("source", "string"),
+        ("sha256", "string"),
+        ("label", "string"),
+        ("cls", "int64"),
+        ("split", "string"),
+        ("group", "string"),
+        ("subclass", "string"),
+    ] {
+        y += &format!("    - name: {name}\n      dtype: {t}\n");
+    }
+    y += "  splits:\n";
+    for (split, n, _) in splits {
+        y += &format!("  - name: {}\n    num_examples: {n}\n", q(split));
+    }
+    y += "---\n\n# prep export (WebDataset shards)\n\nMade by `prep export`; see ../data/provenance.json. Load with\n`datasets.load_dataset(\"<this folder>\")`, `webdataset.WebDataset(\"<split>-{000000..N}.tar\")`\nor `wids.ShardListDataset(\"<split>.json\")`.\n";
+    y.into_bytes()
+}
+
 fn sample_columns() -> Vec<(String, ColumnType, String)> {
     use ColumnType::*;
     SAMPLE_COLUMNS
         .iter()
         .map(|c| {
             let (t, d) = match *c {
-                "key" => (Text, "WebDataset sample key (member names are <key>.<ext>)."),
+                "key" => (
+                    Text,
+                    "WebDataset sample key (member names are <key>.<ext>).",
+                ),
                 "split" => (Text, "Split of the sample."),
                 "shard" => (Text, "Shard file under data/."),
                 "id" => (Text, "Image id in the split bag."),
                 "class" => (Text, "Class folder name in the split bag."),
-                "cls" => (Integer, "Class index (sorted class names), the .cls member."),
+                "cls" => (
+                    Integer,
+                    "Class index (sorted class names), the .cls member.",
+                ),
                 "sha256" => (Text, "SHA-256 of the image member."),
                 _ => (Integer, "Size of the image member in bytes."),
             };

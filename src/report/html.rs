@@ -186,7 +186,11 @@ pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
     for (source, rows, hidden) in choice {
         let mut s = format!(
             "<h4>{} — {} shown, {} more not shown</h4><div class=gallery>",
-            esc(if source.is_empty() { "(no source)" } else { &source }),
+            esc(if source.is_empty() {
+                "(no source)"
+            } else {
+                &source
+            }),
             rows.len(),
             hidden
         );

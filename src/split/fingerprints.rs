@@ -125,7 +125,11 @@ impl Spill {
     }
 
     /// Write the entries whose sha256 is in `keep` (all when None) to `path`.
-    pub fn write(self, path: &Path, keep: Option<&std::collections::BTreeSet<String>>) -> Result<()> {
+    pub fn write(
+        self,
+        path: &Path,
+        keep: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<()> {
         let at = self.at.into_inner().expect("spill lock");
         let (mut f, _) = self.file.into_inner().expect("spill lock");
         let chosen: Vec<(u64, usize)> = at

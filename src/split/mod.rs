@@ -304,14 +304,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     });
     let summary = steps::summarize(cfg, &records, &excluded, &grouping);
     let bag = steps::write_bag(
-        cfg,
-        writer,
-        prov,
-        &balanced,
-        &summary,
-        &records,
-        &excluded,
-        &dup_rows,
+        cfg, writer, prov, &balanced, &summary, &records, &excluded, &dup_rows,
     )?;
     clock.lap("write bag");
     Ok(SplitOutcome {

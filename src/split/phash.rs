@@ -467,10 +467,7 @@ pub fn verify(
         let probe = layout(me.0.w, me.0.h).0;
         for (d, r) in best_hits(other.0, hits) {
             let (pa, pb) = planes.get_or_insert_with(|| {
-                (
-                    Plane::new(a.0.w, a.0.h, a.1),
-                    Plane::new(b.0.w, b.0.h, b.1),
-                )
+                (Plane::new(a.0.w, a.0.h, a.1), Plane::new(b.0.w, b.0.h, b.1))
             });
             let (pm, po) = if flip { (&*pb, &*pa) } else { (&*pa, &*pb) };
             let c = pm.correlate(probe, po, r);
@@ -537,17 +534,16 @@ pub fn verify_candidates<T: Thumbs + ?Sized>(
         .into_par_iter()
         .map(|c| {
             pb.inc(1);
-            let (ha, hb) = (
-                hashes[c.a].expect("indexed"),
-                hashes[c.b].expect("indexed"),
-            );
+            let (ha, hb) = (hashes[c.a].expect("indexed"), hashes[c.b].expect("indexed"));
             let (ta, tb) = (thumbs.thumb(c.a)?, thumbs.thumb(c.b)?);
-            Ok(verify((ha, &ta), (hb, &tb), c.ab, c.ba, p).map(|(hamming, correlation)| Match {
-                a: c.a,
-                b: c.b,
-                hamming,
-                correlation,
-            }))
+            Ok(
+                verify((ha, &ta), (hb, &tb), c.ab, c.ba, p).map(|(hamming, correlation)| Match {
+                    a: c.a,
+                    b: c.b,
+                    hamming,
+                    correlation,
+                }),
+            )
         })
         .collect::<crate::Result<Vec<_>>>()?;
     pb.finish_and_clear();

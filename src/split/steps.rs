@@ -8,8 +8,8 @@ use super::fingerprints::{CacheFile, Cached};
 use super::group::{self, Grouping, Link, Member, Reason};
 use super::phash::{self, Fingerprint, Hashes, NearDupParams, Thumbs};
 use super::{
-    aliases_for, assign, cross_reference_links, file_stem, safe_bag_path, split_columns,
-    ClassMode, DuplicateRow, SplitConfig, SplitExcluded, SplitRecord, SPLIT_COLUMNS,
+    aliases_for, assign, cross_reference_links, file_stem, safe_bag_path, split_columns, ClassMode,
+    DuplicateRow, SplitConfig, SplitExcluded, SplitRecord, SPLIT_COLUMNS,
 };
 use crate::error::{Error, Result};
 use crate::manifest::{

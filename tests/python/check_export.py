@@ -21,16 +21,18 @@ def records(split_bag):
 
 def classes_of(export_bag):
     with open(os.path.join(export_bag, "data", "provenance.json")) as f:
-        return json.load(f)["params"]["classes"]
+        return json.load(f)["parameters"]["classes"]
 
 
 def expect(recs, split, classes):
-    """id -> (sha256, class index, record) for one split."""
-    return {r["id"]: (r["sha256"], classes.index(r["class"]), r) for r in recs if r["split"] == split}
+    """(id, sha256) -> (sha256, class index, record) for one split (ids from two input bags may
+    be equal; the pair is unique)."""
+    return {(r["id"], r["sha256"]): (r["sha256"], classes.index(r["class"]), r)
+            for r in recs if r["split"] == split}
 
 
 def check_sample(want, seen, tool, meta, img_bytes, cls):
-    rid = meta["id"]
+    rid = (meta["id"], meta["sha256"])
     if rid not in want:
         sys.exit(f"{tool}: sample {rid!r} is not in records.csv of its split")
     sha, c, rec = want[rid]
@@ -77,7 +79,7 @@ def main():
         for split in splits:
             want, seen = expect(recs, split, classes), set()
             index = os.path.join(data, f"{split}.json")
-            ds = wids.ShardListDataset(index)
+            ds = wids.ShardListDataset(index, transformations=[])  # raw bytes, not PIL
             if len(ds) != len(want):
                 sys.exit(f"wids {split}: index says {len(ds)} samples, records {len(want)}")
             for i in range(len(ds)):
@@ -96,15 +98,25 @@ def main():
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import datasets
-        files = {s: sorted(glob.glob(os.path.join(data, f"{s}-*.tar"))) for s in splits}
-        dd = datasets.load_dataset("webdataset", data_files=files,
-                                   cache_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hf-{os.getpid()}"))
+        cache = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hf-{os.getpid()}")
+        # The export's dataset card (data/README.md) gives the splits, features and class names.
+        dd = datasets.load_dataset(data, cache_dir=cache)
         if sorted(dd.keys()) != splits:
             sys.exit(f"datasets: splits {sorted(dd.keys())} != {splits}")
+        names = dd[splits[0]].features["cls"].names
+        if names != classes:
+            sys.exit(f"datasets: class names {names} != {classes}")
+        exts = {r["path"].rsplit(".", 1)[-1].lower() for r in recs}
+        if len(exts) == 1:
+            # One image format: the card is not needed, plain data_files work too.
+            files = {s: sorted(glob.glob(os.path.join(data, f"{s}-*.tar"))) for s in splits}
+            plain = datasets.load_dataset("webdataset", data_files=files, cache_dir=cache + "-plain")
+            if {s: len(plain[s]) for s in splits} != {s: len(dd[s]) for s in splits}:
+                sys.exit("datasets: plain data_files load differs")
         for split in splits:
             want, seen = expect(recs, split, classes), set()
-            ds = dd[split].cast_column("png", datasets.Image(decode=False)) if "png" in dd[split].features else dd[split]
-            for col in ("jpg", "jpeg"):
+            ds = dd[split]
+            for col in ("png", "jpg", "jpeg"):
                 if col in ds.features:
                     ds = ds.cast_column(col, datasets.Image(decode=False))
             for s in ds:
