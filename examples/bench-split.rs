@@ -14,8 +14,9 @@
 //! pictures) with every hash XOR-ed with a per-image random mask of 16 bits and 0-2 bits of
 //! per-window noise, and its thumbnail overlaid with per-image noise; so the hashes keep the
 //! structure of real ones (biased bits, neighbouring windows alike) while images differ. Every
-//! 50th image is a planted copy of the one before it (same mask, 2 bits of noise, same
-//! thumbnail), which the search must find.
+//! 50th image is a planted copy of the one before it (same mask and thumbnail; its probe hash is
+//! the original's window over the probe region ± 2 bits, as a re-encoded copy's would be), which
+//! the search must find.
 
 use prep::split::fingerprints::{self, CacheFile, Cached};
 use prep::split::index;
@@ -117,8 +118,10 @@ fn synthetic(bases: &[Fingerprint], i: usize) -> Fingerprint {
         windows: base.hashes.windows.iter().map(|&h| jitter(h)).collect(),
     };
     if planted {
-        let extra = flips(&mut noise, 2);
-        hashes.probe ^= extra;
+        // A re-encoded copy: its probe hash is the original's hash of the window over the
+        // probe region, give or take 2 bits.
+        let j = phash::window_over_probe(hashes.w, hashes.h);
+        hashes.probe = hashes.windows[j] ^ flips(&mut noise, 2);
     }
     // Per-image texture on 4-px cells: different images differ in the detail verification
     // looks at; a planted copy has its original's.

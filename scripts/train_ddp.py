@@ -168,7 +168,10 @@ def loader(urls, size, train, augment, batch_size, workers, buffer, seed, epoch)
 def main(argv=None):
     a = parse_args(argv)
     cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Under Ray Train's TorchTrainer the process group already exists: join it.
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
@@ -257,7 +260,8 @@ def main(argv=None):
                        "transforms": {"train": "RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize",
                                       "val": "Resize, CenterCrop, ToTensor, Normalize"}}, f, indent=1)
     dist.barrier()
-    dist.destroy_process_group()
+    if own_group:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -163,6 +163,21 @@ fn layout(w: usize, h: usize) -> (Rect, Vec<Rect>) {
     (probe, windows)
 }
 
+/// The window of a `w × h` thumbnail that best covers the probe region (largest overlap): where
+/// an exact copy's probe hash lands (for benchmarks that plant copies).
+pub fn window_over_probe(w: usize, h: usize) -> usize {
+    let (p, windows) = layout(w, h);
+    let overlap = |r: &Rect| {
+        let ix = (p.x + p.side).min(r.x + r.side) - p.x.max(r.x);
+        let iy = (p.y + p.side).min(r.y + r.side) - p.y.max(r.y);
+        let i = ix.max(0.0) * iy.max(0.0);
+        i / (p.side * p.side + r.side * r.side - i)
+    };
+    (0..windows.len())
+        .max_by(|&a, &b| overlap(&windows[a]).total_cmp(&overlap(&windows[b])))
+        .unwrap_or(0)
+}
+
 /// Number of windows a `w × h` thumbnail has (to check a cached fingerprint's shape).
 pub fn window_count(w: usize, h: usize) -> usize {
     layout(w, h).1.len()
