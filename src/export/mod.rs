@@ -28,7 +28,7 @@ use crate::split::{assign::seeded, SplitRecord};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -194,20 +194,6 @@ pub fn plan_shards(sizes: &[u64], max_bytes: u64, min_shards: usize) -> Vec<usiz
     out
 }
 
-fn safe_rel(bag: &Path, rel: &str) -> Result<PathBuf> {
-    let p = Path::new(rel);
-    let ok = rel.starts_with("data/")
-        && !rel.contains('\\')
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if !ok {
-        return Err(Error::bad_input(
-            bag.join("data/records.csv"),
-            format!("path {rel:?} is not a file under data/"),
-        ));
-    }
-    Ok(bag.join(p))
-}
-
 fn extension(path: &str) -> String {
     match path.rsplit_once('.') {
         Some((_, e)) if !e.contains('/') => e.to_ascii_lowercase(),
@@ -236,7 +222,7 @@ fn write_shard(bag: &Path, path: &Path, samples: &[(String, &SplitRecord, usize)
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, f));
     let werr = |e: std::io::Error| Error::write(path, e);
     for (key, r, cls) in samples {
-        let src = safe_rel(bag, &r.path)?;
+        let src = crate::split::safe_bag_path(bag, &r.path)?;
         let bytes = std::fs::read(&src).map_err(|e| Error::read(&src, e))?;
         if crate::manifest::hash_bytes(&bytes) != r.sha256 {
             return Err(Error::bad_input(

@@ -103,31 +103,65 @@ impl Windows {
 }
 
 impl Table {
+    /// Counting sort in parallel: histograms over image ranges, then each thread scatters the
+    /// windows of one range of keys (a disjoint part of the output) in window order, so the
+    /// table is the same whatever the thread count.
     fn build(hashes: &[Option<&Hashes>], k: u32) -> Table {
         let buckets = 1usize << BLOCK_BITS;
+        let parts = rayon::current_num_threads().clamp(1, 16);
+        let span = hashes.len().div_ceil(parts).max(1);
+        let hists: Vec<Vec<u32>> = hashes
+            .par_chunks(span)
+            .map(|chunk| {
+                let mut c = vec![0u32; buckets];
+                for h in chunk.iter().flatten() {
+                    for &w in &h.windows {
+                        c[block(w, k) as usize] += 1;
+                    }
+                }
+                c
+            })
+            .collect();
         let mut start = vec![0u32; buckets + 1];
-        for h in hashes.iter().flatten() {
-            for &w in &h.windows {
-                start[block(w, k) as usize + 1] += 1;
-            }
-        }
         for b in 0..buckets {
-            start[b + 1] += start[b];
+            start[b + 1] = start[b] + hists.iter().map(|c| c[b]).sum::<u32>();
         }
+        drop(hists);
         let n = start[buckets] as usize;
-        let mut fill = start.clone();
         let mut hash = vec![0u64; n];
         let mut global = vec![0u32; n];
-        let mut g = 0u32;
-        for h in hashes {
-            for &w in h.map_or(&[][..], |h| &h.windows[..]) {
-                let slot = &mut fill[block(w, k) as usize];
-                hash[*slot as usize] = w;
-                global[*slot as usize] = g;
-                *slot += 1;
-                g += 1;
-            }
+        // Key ranges [lo, hi) and their disjoint output slices.
+        let key_span = buckets.div_ceil(parts);
+        let mut jobs = Vec::new();
+        let (mut hrest, mut grest) = (&mut hash[..], &mut global[..]);
+        for p in 0..parts {
+            let (lo, hi) = (p * key_span, ((p + 1) * key_span).min(buckets));
+            let len = (start[hi] - start[lo]) as usize;
+            let (h, hr) = hrest.split_at_mut(len);
+            let (g, gr) = grest.split_at_mut(len);
+            (hrest, grest) = (hr, gr);
+            jobs.push((lo as u32, hi as u32, h, g));
         }
+        jobs.into_par_iter().for_each(|(lo, hi, hout, gout)| {
+            let base = start[lo as usize];
+            let mut fill: Vec<u32> = start[lo as usize..hi as usize]
+                .iter()
+                .map(|s| s - base)
+                .collect();
+            let mut g = 0u32;
+            for h in hashes {
+                for &w in h.map_or(&[][..], |h| &h.windows[..]) {
+                    let key = block(w, k);
+                    if key >= lo && key < hi {
+                        let slot = &mut fill[(key - lo) as usize];
+                        hout[*slot as usize] = w;
+                        gout[*slot as usize] = g;
+                        *slot += 1;
+                    }
+                    g += 1;
+                }
+            }
+        });
         Table {
             start,
             hash,

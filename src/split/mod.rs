@@ -204,7 +204,7 @@ struct DuplicateRow {
 }
 
 /// A bag-relative path from a records row, refused if it could leave the bag.
-fn safe_bag_path(bag: &Path, rel: &str) -> Result<PathBuf> {
+pub(crate) fn safe_bag_path(bag: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
     let ok = !rel.is_empty()
         && !rel.contains('\\')
