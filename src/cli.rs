@@ -44,8 +44,8 @@ pub enum Command {
     /// `<key>.png|jpg` with the bag's bytes unchanged, `<key>.cls`, `<key>.json` with the real
     /// id), a wids index `{split}.json` per split, all in a bag of its own.
     ///
-    /// Read the shards with `webdataset`, `wids`, `datasets.load_dataset("webdataset", ...)`,
-    /// or train on them with scripts/train_ddp.py under torchrun.
+    /// Read the shards with `webdataset`, `wids` or `datasets.load_dataset("OUT/data")` (the
+    /// export holds a dataset card), or train on them with scripts/train_ddp.py under torchrun.
     ///
     /// Examples:
     ///   prep export bags/split --format webdataset --out bags/shards
