@@ -39,6 +39,19 @@ pub enum Command {
     Split(SplitArgs),
     /// Re-hash a bag and report every missing, extra or altered file by name (exit 4 if any).
     Verify(VerifyArgs),
+    /// Export a split bag for PyTorch's own data engines: WebDataset shards per split
+    /// (`{split}-000000.tar`, uncompressed ustar, samples shuffled with the seed; each sample
+    /// `<key>.png|jpg` with the bag's bytes unchanged, `<key>.cls`, `<key>.json` with the real
+    /// id), a wids index `{split}.json` per split, all in a bag of its own.
+    ///
+    /// Read the shards with `webdataset`, `wids` or `datasets.load_dataset("OUT/data")` (the
+    /// export holds a dataset card), or train on them with scripts/train_ddp.py under torchrun.
+    ///
+    /// Examples:
+    ///   prep export bags/split --format webdataset --out bags/shards
+    ///   prep export bags/split --format webdataset --shard-size 64MB --min-shards 8 --out bags/shards
+    #[command(verbatim_doc_comment)]
+    Export(ExportArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
     Doctor,
     /// Find burned-in annotations (text, L/R markers, arrows, label boxes) and erase them by
@@ -515,4 +528,42 @@ pub struct InpaintArgs {
     /// data/source_watermarks.csv.
     #[arg(long, requires = "bag")]
     pub source_watermarks: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Split bag (made by `prep split`).
+    #[arg(value_name = "BAG")]
+    pub bag: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "webdataset")]
+    pub format: ExportFormatArg,
+
+    /// Output bag folder (refused if it exists and is not empty, unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Largest shard (a shard always holds at least one sample): bytes, or with a unit
+    /// KB, MB, GB (powers of 1000) or KiB, MiB, GiB.
+    #[arg(long, value_name = "SIZE", default_value = "256MB")]
+    pub shard_size: String,
+
+    /// At least this many shards per split (fewer only if the split has fewer samples), so
+    /// that every rank and loader worker gets shards: ranks × workers.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_shards: usize,
+
+    /// Seed of the sample order (the same seed gives byte-identical shards).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Replace an existing output bag.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormatArg {
+    Webdataset,
 }

@@ -465,3 +465,59 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         source_watermarks: a.source_watermarks,
     }))
 }
+
+/// A size such as `256MB`, `64MiB` or `1000000`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        u => return Err(Error::Usage(format!("size {s:?}: unknown unit {u:?}"))),
+    };
+    let v: f64 = num.parse().map_err(|_| {
+        Error::Usage(format!(
+            "size {s:?}: expected a number with an optional unit"
+        ))
+    })?;
+    let bytes = (v * mult as f64).round();
+    if !(bytes >= 1.0 && bytes < 1e18) {
+        return Err(Error::Usage(format!("size {s:?} must be at least 1 byte")));
+    }
+    Ok(bytes as u64)
+}
+
+pub fn export_config(
+    a: crate::cli::ExportArgs,
+    argv: Vec<String>,
+) -> Result<prep::export::ExportConfig> {
+    if a.min_shards == 0 {
+        return Err(Error::Usage("--min-shards must be at least 1".into()));
+    }
+    if !a.bag.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a bag folder",
+            a.bag.display()
+        )));
+    }
+    Ok(prep::export::ExportConfig {
+        bag: a.bag,
+        out: a.out,
+        format: match a.format {
+            crate::cli::ExportFormatArg::Webdataset => prep::export::Format::Webdataset,
+        },
+        shard_size: parse_size(&a.shard_size)?,
+        min_shards: a.min_shards,
+        seed: a.seed,
+        force: a.force,
+        argv,
+    })
+}

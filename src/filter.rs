@@ -8,6 +8,7 @@ use crate::manifest::{
 };
 use crate::progress;
 use crate::source::{self, Candidate, Encoding, Kind, Locate, Selection, SourceDesc};
+use crate::split::{fingerprints, phash::Fingerprint};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -56,6 +57,11 @@ struct Probe {
 /// Decode with the image crate's limits; only width and height are kept. The decode proves the
 /// whole file is readable (a truncated file fails here), and the pixels are never re-encoded.
 pub fn probe_image(bytes: &[u8]) -> std::result::Result<(u32, u32), (String, String)> {
+    decode_checked(bytes).map(|img| (img.width(), img.height()))
+}
+
+/// The decode behind [`probe_image`], keeping the pixels (for the near-duplicate fingerprint).
+pub fn decode_checked(bytes: &[u8]) -> std::result::Result<image::DynamicImage, (String, String)> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -99,8 +105,7 @@ pub fn probe_image(bytes: &[u8]) -> std::result::Result<(u32, u32), (String, Str
             format!("{w}x{h} image has no pixels"),
         ));
     }
-    let img = reader(bytes)?.decode().map_err(classify)?;
-    Ok((img.width(), img.height()))
+    reader(bytes)?.decode().map_err(classify)
 }
 
 /// Entropy-coded data stuffs every 0xFF with 0x00, so 0xFFD9 after the last 0xFFDA can only be
@@ -243,24 +248,40 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
     let todo: Vec<usize> = (0..candidates.len())
         .filter(|&i| located[i].is_some())
         .collect();
+    // Each decoded image is fingerprinted for prep split's near-duplicate search on the way.
     let pb = progress::bar(todo.len() as u64, "checking");
+    let spill = fingerprints::Spill::new()?;
     let probes: Vec<(usize, std::result::Result<Probe, (String, String)>)> = todo
         .par_iter()
         .map(|&i| {
             let path = located[i].as_ref().expect("located");
             let r = match std::fs::read(path) {
                 Err(e) => Err(("unreadable-image".to_string(), format!("cannot read: {e}"))),
-                Ok(bytes) => probe_image(&bytes).map(|(width, height)| Probe {
-                    sha256: hash_bytes(&bytes),
-                    bytes: bytes.len() as u64,
-                    width,
-                    height,
+                Ok(bytes) => decode_checked(&bytes).map(|img| {
+                    let sha256 = hash_bytes(&bytes);
+                    let fp = Fingerprint::new(&img);
+                    (
+                        Probe {
+                            sha256,
+                            bytes: bytes.len() as u64,
+                            width: img.width(),
+                            height: img.height(),
+                        },
+                        fp,
+                    )
                 }),
             };
             pb.inc(1);
-            (i, r)
+            let r = match r {
+                Ok((p, fp)) => {
+                    spill.add(&p.sha256, &fp)?;
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            };
+            Ok((i, r))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     pb.finish_and_clear();
 
     // Sequential, in source order: drop exact duplicate files and give each kept file its name.
@@ -304,6 +325,8 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         })
         .collect::<Result<()>>()?;
     pb.finish_and_clear();
+    let kept_shas: BTreeSet<String> = kept.iter().map(|k| k.1.sha256.clone()).collect();
+    spill.write(&writer.staged_path(fingerprints::FILE), Some(&kept_shas))?;
 
     let mut records: Vec<Record> = kept
         .iter()

@@ -85,6 +85,15 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Split(args) => run_split(config::split_config(args, argv)?),
+        Command::Export(args) => {
+            let out = prep::export::run(&config::export_config(args, argv)?)?;
+            for (split, n, shards) in &out.splits {
+                println!("{split:<8} {n:>8} samples in {shards:>4} shard(s)");
+            }
+            println!("classes: {}", out.classes.join(", "));
+            println!("bag: {}", out.bag.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => {
             let report = prep::manifest::verify_bag(&args.bag)?;
             if report.is_intact() {
@@ -228,6 +237,18 @@ fn run_split(mode: config::SplitMode) -> Result<ExitCode, Error> {
             let out = prep::split::run(&cfg)?;
             for w in &out.warnings {
                 eprintln!("warning: {w}");
+            }
+            if cfg.near_duplicates {
+                let f = out.fingerprints;
+                println!(
+                    "fingerprints: {} read from the bags, {} computed",
+                    f.cached, f.computed
+                );
+            }
+            if std::env::var_os("PREP_TIMINGS").is_some() {
+                for (step, s) in &out.phases {
+                    eprintln!("timing: {step:<24} {s:9.3} s");
+                }
             }
             print_merges(&out.merges);
             let total: usize = out.counts.values().sum();

@@ -143,3 +143,122 @@ fn damaged_bag_is_flagged_in_the_report() {
         .code(3)
         .stderr(predicate::str::contains("nope"));
 }
+
+/// A bag with thousands of inpainted records (two sources, noisy images that compress badly):
+/// the gallery shows a bounded choice per source with counts for the rest, and the page stays
+/// under 20 MB.
+#[test]
+fn gallery_of_many_inpainted_films_is_bounded() {
+    use prep::manifest::{write_csv, BagWriter, ColumnType, CroissantSpec, StageInfo};
+    let t = tempdir().unwrap();
+    let bag = t.path().join("bag");
+    let w = BagWriter::create(&bag, false).unwrap();
+    // Noise thumbnails are the worst case for PNG size.
+    let noisy = |k: u64| {
+        let mut s = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let img = image::GrayImage::from_fn(600, 600, |_, _| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            image::Luma([(s >> 32) as u8])
+        });
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png
+    };
+    for k in 0..4u64 {
+        w.write_payload(&format!("images/f{k}.png"), &noisy(k))
+            .unwrap();
+        w.write_payload(&format!("masks/f{k}.png"), &noisy(k + 10))
+            .unwrap();
+    }
+    #[derive(serde::Serialize)]
+    struct Row {
+        id: String,
+        path: String,
+        source: String,
+        mask_pixels: u64,
+        mask_path: String,
+        method: String,
+    }
+    let n = 3000u64;
+    let rows: Vec<Row> = (0..n)
+        .map(|i| Row {
+            id: format!("film.{i:05}"),
+            path: format!("data/images/f{}.png", i % 4),
+            source: if i % 3 == 0 { "nih" } else { "cohen" }.into(),
+            mask_pixels: (i * 7919) % 100_000,
+            mask_path: format!("data/masks/f{}.png", i % 4),
+            method: "telea".into(),
+        })
+        .collect();
+    let cols = ["id", "path", "source", "mask_pixels", "mask_path", "method"];
+    w.write_payload("records.csv", &write_csv(&rows, &cols).unwrap())
+        .unwrap();
+    w.finish(StageInfo {
+        name: "test".into(),
+        description: "many inpainted films".into(),
+        croissant: CroissantSpec {
+            license: "test".into(),
+            url: String::new(),
+            cite_as: String::new(),
+            table: "data/records.csv".into(),
+            columns: cols
+                .iter()
+                .map(|c| (c.to_string(), ColumnType::Text, String::new()))
+                .collect(),
+            image_globs: vec![("data/images/*.png".into(), "image/png".into())],
+        },
+    })
+    .unwrap();
+    let out = t.path().join("r.html");
+    prep()
+        .arg("report")
+        .arg(&bag)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let html = fs::read_to_string(&out).unwrap();
+    let size = html.len();
+    assert!(size < 20_000_000, "page is {size} bytes");
+    let cards = html.matches("<div class=card>").count();
+    assert_eq!(cards, 2 * 9, "3 worst + 6 sampled per source");
+    let nih = (0..n).filter(|i| i % 3 == 0).count();
+    assert!(
+        html.contains(&format!("nih — 9 shown, {} more not shown", nih - 9)),
+        "nih counts"
+    );
+    assert!(html.contains(&format!(
+        "cohen — 9 shown, {} more not shown",
+        n as usize - nih - 9
+    )));
+    // The largest masks of each source are among those shown.
+    let worst_nih = (0..n)
+        .filter(|i| i % 3 == 0)
+        .max_by_key(|i| ((i * 7919) % 100_000, std::cmp::Reverse(*i)))
+        .unwrap();
+    assert!(
+        html.contains(&format!("<b>film.{worst_nih:05}</b>")),
+        "worst nih film shown"
+    );
+    // Seeded: the same bag gives the same page.
+    let again = t.path().join("r2.html");
+    prep()
+        .arg("report")
+        .arg(&bag)
+        .arg("--out")
+        .arg(&again)
+        .assert()
+        .success();
+    let cards_of = |h: &str| -> Vec<String> {
+        h.match_indices("<div class=card><div><b>")
+            .map(|(k, _)| h[k..k + 40].to_string())
+            .collect()
+    };
+    assert_eq!(
+        cards_of(&html),
+        cards_of(&fs::read_to_string(&again).unwrap())
+    );
+}

@@ -936,3 +936,110 @@ proptest! {
         }
     }
 }
+
+/// Fingerprints cached by `prep filter` are used; a bag without them, or with a stale cache
+/// (entries for other images), gets them recomputed, and said so; the split is the same.
+#[test]
+fn cached_missing_and_stale_fingerprints_give_the_same_split() {
+    use prep::manifest::{BagWriter, CroissantSpec, StageInfo};
+    let t = TempDir::new().unwrap();
+    let ds = t.path().join("ds");
+    fs::create_dir_all(&ds).unwrap();
+    for k in 0..6 {
+        picture(k + 300, 256, 240)
+            .save(ds.join(format!("p{k}.png")))
+            .unwrap();
+    }
+    recrop_jpeg(&picture(302, 256, 240), &ds.join("p2-copy.jpg"));
+    let other = t.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    picture(999, 256, 240).save(other.join("x.png")).unwrap();
+    let filter = |dir: &Path, out: &Path| {
+        prep()
+            .args([
+                "filter",
+                "--source",
+                "folder",
+                "--label",
+                "covid",
+                "--dataset",
+            ])
+            .arg(dir)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+    };
+    let cached = t.path().join("cached");
+    filter(&ds, &cached);
+    filter(&other, &t.path().join("otherbag"));
+    assert!(cached.join("data/fingerprints.bin").is_file());
+    // The same payload re-bagged without the cache, and with another bag's cache.
+    let rebag = |name: &str, fp: Option<&Path>| {
+        let out = t.path().join(name);
+        let w = BagWriter::create(&out, false).unwrap();
+        for e in walkdir::WalkDir::new(cached.join("data")).sort_by_file_name() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(cached.join("data")).unwrap();
+            let rel = rel.to_string_lossy();
+            if e.file_type().is_file() && rel != "fingerprints.bin" {
+                w.write_payload(&rel, &fs::read(e.path()).unwrap()).unwrap();
+            }
+        }
+        if let Some(fp) = fp {
+            w.write_payload("fingerprints.bin", &fs::read(fp).unwrap())
+                .unwrap();
+        }
+        w.finish(StageInfo {
+            name: "rebagged".into(),
+            description: "test".into(),
+            croissant: CroissantSpec {
+                license: "test".into(),
+                url: String::new(),
+                cite_as: String::new(),
+                table: "data/records.csv".into(),
+                columns: Vec::new(),
+                image_globs: Vec::new(),
+            },
+        })
+        .unwrap();
+        out
+    };
+    let missing = rebag("missing", None);
+    let stale = rebag(
+        "stale",
+        Some(&t.path().join("otherbag/data/fingerprints.bin")),
+    );
+    let mut results = Vec::new();
+    for (bag, want_out, want_err) in [
+        (&cached, "fingerprints: 7 read from the bags, 0 computed", ""),
+        (&missing, "fingerprints: 0 read from the bags, 7 computed", ""),
+        (
+            &stale,
+            "fingerprints: 0 read from the bags, 7 computed",
+            "fingerprint cache is stale (7 image(s) without a fitting entry, 1 entr(ies) for no image",
+        ),
+    ] {
+        let out = t.path().join(format!("split-{}", bag.file_name().unwrap().to_string_lossy()));
+        let a = prep()
+            .args(["split", "--covid"])
+            .arg(bag)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let o = a.get_output();
+        let (so, se) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(so.contains(want_out), "{}: {so}", bag.display());
+        assert!(se.contains(want_err), "{}: {se}", bag.display());
+        let bag_s = bag.to_string_lossy().into_owned();
+        let norm = |f: &str| fs::read_to_string(out.join("data").join(f)).unwrap().replace(&bag_s, "BAG");
+        results.push((norm("records.csv"), norm("duplicates.csv")));
+    }
+    assert!(results[0].1.contains("near-duplicate"), "{}", results[0].1);
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}

@@ -8,6 +8,7 @@ use crate::manifest::{
     CroissantSpec, Excluded, FinishedBag, InputRef, Provenance, Record, StageInfo,
 };
 use crate::progress;
+use crate::split::{fingerprints, phash::Fingerprint};
 use image::DynamicImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -303,15 +304,17 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
     };
     let wm_masks = wm.as_ref().map(|e| &e.masks);
     let pb = progress::bar(records.len() as u64, "inpainting");
+    let spill = fingerprints::Spill::new()?;
     let results: Vec<std::result::Result<InpaintRecord, Excluded>> = records
         .par_iter()
         .map(|r| {
-            let res = one_image(cfg, &writer, r, wm_masks);
+            let res = one_image(cfg, &writer, r, wm_masks, &spill);
             pb.inc(1);
             res
         })
         .collect::<Result<Vec<_>>>()?;
     pb.finish_and_clear();
+    spill.write(&writer.staged_path(fingerprints::FILE), None)?;
 
     let mut rows = Vec::new();
     let mut excluded = Vec::new();
@@ -396,6 +399,7 @@ fn one_image(
     writer: &BagWriter,
     r: &Record,
     wm: Option<&BTreeMap<watermark::Key, Vec<u8>>>,
+    spill: &fingerprints::Spill,
 ) -> Result<std::result::Result<InpaintRecord, Excluded>> {
     let src = cfg.input.join(&r.path);
     let exclude = |reason: &str, detail: String| Excluded {
@@ -460,14 +464,16 @@ fn one_image(
         method: "none".into(),
         mask_path: String::new(),
     };
-    let pass = |row: &mut InpaintRecord| -> Result<()> {
+    // The fingerprint is of the pixels written: the input's when passed through.
+    let pass = |row: &mut InpaintRecord, img: &DynamicImage| -> Result<()> {
         let sha = hash_bytes(&bytes);
         writer.add_file(&src, &rel_images, &bytes, &sha, false)?;
+        spill.add(&sha, &Fingerprint::new(img))?;
         row.sha256 = sha;
         Ok(())
     };
     if m.pixels == 0 {
-        pass(&mut row)?;
+        pass(&mut row, &img)?;
         return Ok(Ok(row));
     }
     let opts = Options {
@@ -478,7 +484,9 @@ fn one_image(
     row.film_kept = filled.kept.len() as u64;
     row.mask_pixels = (m.pixels - filled.kept.len()) as u64;
     if row.mask_pixels == 0 {
-        pass(&mut row)?;
+        // Rare (all of the mask kept as film): decode again rather than trust `img` unchanged.
+        let original = io::decode(&src, &bytes)?;
+        pass(&mut row, &original)?;
         return Ok(Ok(row));
     }
     let used = used_mask(&m.mask, &filled);
@@ -491,6 +499,8 @@ fn one_image(
     };
     let rel_out = format!("{stem}.png");
     let sha = writer.write_payload(&rel_out, &png)?;
+    // The PNG keeps img's colour type, so decoding it gives these pixels back.
+    spill.add(&sha, &Fingerprint::new(&img))?;
     let mask_rel = format!("masks/{}.png", r.id);
     writer.write_payload(
         &mask_rel,

@@ -97,7 +97,56 @@ fn thumb(path: &Path, side: u32) -> Option<String> {
     ))
 }
 
-/// Before / after / mask for every inpainted image of a bag (records with a `mask_path`).
+/// Gallery bounds: per source the films with the largest masks, plus a seeded sample of the
+/// rest; never more than `GALLERY_MAX_CARDS` cards in all (a card is ~3 × 30 KB of base64
+/// thumbnails, so the page stays far under 20 MB at any bag size).
+pub const GALLERY_WORST_PER_SOURCE: usize = 3;
+pub const GALLERY_SAMPLE_PER_SOURCE: usize = 6;
+pub const GALLERY_MAX_CARDS: usize = 60;
+
+/// Which inpainted records the gallery shows: per source (sorted), the largest masks first,
+/// then a sample of the rest in a seeded order (by a hash of the id: the same bag gives the
+/// same page). Returns (source, shown, how many of the source's films are not shown).
+pub fn gallery_choice<'a>(
+    inpainted: &[&'a BTreeMap<String, String>],
+) -> Vec<(String, Vec<&'a BTreeMap<String, String>>, usize)> {
+    let mut by_source: BTreeMap<&str, Vec<&'a BTreeMap<String, String>>> = BTreeMap::new();
+    for r in inpainted {
+        by_source
+            .entry(r.get("source").map(String::as_str).unwrap_or(""))
+            .or_default()
+            .push(r);
+    }
+    let mut budget = GALLERY_MAX_CARDS;
+    let mut out = Vec::new();
+    for (source, mut rows) in by_source {
+        let id = |r: &BTreeMap<String, String>| r.get("id").cloned().unwrap_or_default();
+        let px = |r: &BTreeMap<String, String>| {
+            r.get("mask_pixels")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        rows.sort_by(|a, b| px(b).cmp(&px(a)).then_with(|| id(a).cmp(&id(b))));
+        let worst = GALLERY_WORST_PER_SOURCE.min(rows.len()).min(budget);
+        let mut rest: Vec<_> = rows.split_off(worst);
+        rest.sort_by_cached_key(|r| {
+            (
+                crate::manifest::hash_bytes(format!("report-gallery\u{0}{}", id(r)).as_bytes()),
+                id(r),
+            )
+        });
+        let sample = GALLERY_SAMPLE_PER_SOURCE
+            .min(rest.len())
+            .min(budget - worst);
+        rows.extend(rest.drain(..sample));
+        budget -= rows.len();
+        out.push((source.to_string(), rows, rest.len()));
+    }
+    out
+}
+
+/// Before / after / mask for a bounded choice of the inpainted images of a bag (records with
+/// a `mask_path`), with counts for those not shown.
 pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
     let inpainted: Vec<_> = records
         .iter()
@@ -124,45 +173,71 @@ pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
             .collect(),
         None => BTreeMap::new(),
     };
+    let choice = gallery_choice(&inpainted);
+    let shown: usize = choice.iter().map(|c| c.1.len()).sum();
     page.h3(&format!(
         "Inpainted images ({}): before, after, mask",
         inpainted.len()
     ));
-    let mut s = String::from("<div class=gallery>");
-    for r in inpainted {
-        let id = r.get("id").cloned().unwrap_or_default();
-        let b = input
-            .as_ref()
-            .zip(before.get(&id))
-            .and_then(|(p, rel)| thumb(&p.join(rel), 200));
-        let a = r.get("path").and_then(|p| thumb(&bag.join(p), 200));
-        let m = r.get("mask_path").and_then(|p| thumb(&bag.join(p), 200));
-        let _ = write!(
-            s,
-            "<div class=card><div><b>{}</b> ({} px, {})</div>",
-            esc(&id),
-            esc(r.get("mask_pixels").map(String::as_str).unwrap_or("?")),
-            esc(r.get("method").map(String::as_str).unwrap_or(""))
+    page.raw(&format!(
+        "<p>Shown: {shown} of {}; per source the {GALLERY_WORST_PER_SOURCE} largest masks and a seeded sample of up to {GALLERY_SAMPLE_PER_SOURCE} more (at most {GALLERY_MAX_CARDS} in all). Every inpainted film and its mask is listed in the bag's data/records.csv.</p>",
+        inpainted.len()
+    ));
+    for (source, rows, hidden) in choice {
+        let mut s = format!(
+            "<h4>{} — {} shown, {} more not shown</h4><div class=gallery>",
+            esc(if source.is_empty() {
+                "(no source)"
+            } else {
+                &source
+            }),
+            rows.len(),
+            hidden
         );
-        for (what, src) in [("before", b), ("after", a), ("mask", m)] {
-            match src {
-                Some(src) => {
-                    let _ = write!(
-                        s,
-                        "<img alt=\"{what} {}\" title=\"{what}\" src=\"{src}\">",
-                        esc(&id)
-                    );
-                }
-                None => {
-                    let _ = write!(s, "<span class=bad>{what} missing</span>");
-                }
-            }
+        for r in rows {
+            card(&mut s, bag, input.as_deref(), &before, r);
         }
         s.push_str("</div>");
+        page.raw(&s);
+    }
+    Ok(())
+}
+
+fn card(
+    s: &mut String,
+    bag: &Path,
+    input: Option<&Path>,
+    before: &BTreeMap<String, String>,
+    r: &BTreeMap<String, String>,
+) {
+    let id = r.get("id").cloned().unwrap_or_default();
+    let b = input
+        .zip(before.get(&id))
+        .and_then(|(p, rel)| thumb(&p.join(rel), 200));
+    let a = r.get("path").and_then(|p| thumb(&bag.join(p), 200));
+    let m = r.get("mask_path").and_then(|p| thumb(&bag.join(p), 200));
+    let _ = write!(
+        s,
+        "<div class=card><div><b>{}</b> ({} px, {})</div>",
+        esc(&id),
+        esc(r.get("mask_pixels").map(String::as_str).unwrap_or("?")),
+        esc(r.get("method").map(String::as_str).unwrap_or(""))
+    );
+    for (what, src) in [("before", b), ("after", a), ("mask", m)] {
+        match src {
+            Some(src) => {
+                let _ = write!(
+                    s,
+                    "<img alt=\"{what} {}\" title=\"{what}\" src=\"{src}\">",
+                    esc(&id)
+                );
+            }
+            None => {
+                let _ = write!(s, "<span class=bad>{what} missing</span>");
+            }
+        }
     }
     s.push_str("</div>");
-    page.raw(&s);
-    Ok(())
 }
 
 /// Curves of several series over epochs, as inline SVG.

@@ -7,20 +7,19 @@
 //! whole groups to splits per class → copy or link the files → write the bag.
 
 pub mod assign;
+pub mod fingerprints;
 pub mod group;
+pub mod index;
 pub mod phash;
+mod steps;
+pub use steps::FingerprintStats;
 
 use crate::error::{Error, Result};
-use crate::manifest::{
-    manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType, CroissantSpec,
-    FinishedBag, InputRef, Provenance, Record, StageInfo,
-};
-use crate::progress;
+use crate::manifest::{verify_bag, BagWriter, ColumnType, FinishedBag, Provenance};
 use crate::source::SourceDesc;
-use assign::{Fine, Unit};
+use assign::Fine;
 use group::{Aliases, Link, Member, Reason};
-use phash::{Fingerprint, NearDupParams};
-use rayon::prelude::*;
+use phash::NearDupParams;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -129,16 +128,9 @@ pub struct SplitOutcome {
     pub fractions: BTreeMap<(String, String), f64>,
     pub excluded_by_reason: BTreeMap<String, usize>,
     pub warnings: Vec<String>,
-}
-
-/// One image taken from an input bag.
-#[derive(Debug, Clone)]
-struct Item {
-    class: Fine,
-    bag: usize,
-    /// Line of the input bag's records.csv (header = 1).
-    row: usize,
-    rec: Record,
+    /// Wall time of each step, seconds (for `PREP_TIMINGS=1` and the benchmark).
+    pub phases: Vec<(String, f64)>,
+    pub fingerprints: FingerprintStats,
 }
 
 /// One row of the output `data/records.csv`.
@@ -212,7 +204,7 @@ struct DuplicateRow {
 }
 
 /// A bag-relative path from a records row, refused if it could leave the bag.
-fn safe_bag_path(bag: &Path, rel: &str) -> Result<PathBuf> {
+pub(crate) fn safe_bag_path(bag: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
     let ok = !rel.is_empty()
         && !rel.contains('\\')
@@ -287,509 +279,44 @@ fn cross_reference_links(members: &[Member], rules: &Rules) -> Vec<Link> {
     links
 }
 
-/// Fingerprint every file in parallel (order of results = order of `files`).
-fn fingerprints(files: &[PathBuf]) -> Result<Vec<Option<Fingerprint>>> {
-    let pb = progress::bar(files.len() as u64, "fingerprints");
-    let out = files
-        .par_iter()
-        .map(|f| {
-            let r = image::open(f)
-                .map(|img| Some(Fingerprint::new(&img)))
-                .map_err(|e| Error::bad_input(f, format!("cannot decode image: {e}")));
-            pb.inc(1);
-            r
-        })
-        .collect::<Result<Vec<_>>>();
-    pb.finish_and_clear();
-    out
-}
-
-fn near_duplicate_links(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Link> {
-    phash::find_matches(fps, p)
-        .into_iter()
-        .map(|m| Link {
-            a: m.a,
-            b: m.b,
-            reason: Reason::NearDuplicate,
-            detail: format!(
-                "hash distance {} bits, correlation {:.3}",
-                m.hamming, m.correlation
-            ),
-        })
-        .collect()
-}
-
 pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
+    let mut clock = steps::Clock::new();
     let mut warnings = Vec::new();
     let mut prov = Provenance::new("split", cfg.argv.clone(), &cfg.out);
     prov.seed = Some(cfg.seed);
-
-    // 1. Read and verify each input bag once; take the records its flag asks for.
-    let mut bag_paths: Vec<PathBuf> = Vec::new();
-    let mut bag_names: Vec<String> = Vec::new();
-    let mut bag_records: Vec<Vec<Record>> = Vec::new();
-    let mut items: Vec<Item> = Vec::new();
-    let mut seen_flag: BTreeSet<(PathBuf, Fine)> = BTreeSet::new();
-    let mut taken_rows: BTreeMap<(usize, usize), Fine> = BTreeMap::new();
-    for (class, path) in &cfg.inputs {
-        let canon = path.canonicalize().map_err(|e| Error::read(path, e))?;
-        if !seen_flag.insert((canon.clone(), *class)) {
-            return Err(Error::Usage(format!(
-                "bag {} is given twice under --{}",
-                path.display(),
-                class.label()
-            )));
-        }
-        let b = match bag_paths.iter().position(|p| *p == canon) {
-            Some(b) => b,
-            None => {
-                verify_bag(path)?.into_result(path)?;
-                let recs = read_records(path)?;
-                prov.inputs.push(InputRef {
-                    kind: "bag".into(),
-                    path: path.to_string_lossy().into_owned(),
-                    sha256: manifest_sha256(path)?,
-                });
-                bag_paths.push(canon);
-                bag_names.push(path.to_string_lossy().into_owned());
-                bag_records.push(recs);
-                bag_paths.len() - 1
-            }
-        };
-        let recs = &bag_records[b];
-        let labels: BTreeSet<&str> = recs.iter().map(|r| r.label.as_str()).collect();
-        let single = labels.len() == 1;
-        if let (true, Some(only)) = (single, labels.iter().next()) {
-            if *only != class.label() {
-                warnings.push(format!(
-                    "{}: every image is labelled {only:?}; taken as {} (given under --{})",
-                    path.display(),
-                    class.label(),
-                    class.label()
-                ));
-            }
-        }
-        let mut n = 0;
-        for (i, r) in recs.iter().enumerate() {
-            if !(single || r.label == class.label()) {
-                continue;
-            }
-            if let Some(prev) = taken_rows.insert((b, i), *class) {
-                return Err(Error::Usage(format!(
-                    "{}: image {} would be both {} and {} (a bag with one label can be given under one flag only)",
-                    path.display(),
-                    r.id,
-                    prev.label(),
-                    class.label()
-                )));
-            }
-            safe_bag_path(path, &r.path)?;
-            items.push(Item {
-                class: *class,
-                bag: b,
-                row: i + 2,
-                rec: r.clone(),
-            });
-            n += 1;
-        }
-        if n == 0 {
-            return Err(Error::Usage(format!(
-                "bag {} holds no {} images (its labels: {}); give it under the flag of one of those",
-                path.display(),
-                class.label(),
-                labels.into_iter().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
-    // Content order, so nothing below depends on the order of flags or bags.
-    items.sort_by(|x, y| {
-        (
-            &x.rec.source,
-            &x.rec.id,
-            &x.rec.sha256,
-            x.class,
-            &bag_names[x.bag],
-            x.row,
-        )
-            .cmp(&(
-                &y.rec.source,
-                &y.rec.id,
-                &y.rec.sha256,
-                y.class,
-                &bag_names[y.bag],
-                y.row,
-            ))
-    });
-    for c in Fine::ALL {
-        if !items.iter().any(|i| i.class == c) && cfg.balance.is_some_and(|r| r[c.index()] > 0) {
-            return Err(Error::Usage(format!(
-                "--balanced with ratio {:?} needs {} images: pass a bag under --{}",
-                cfg.balance.unwrap(),
-                c.label(),
-                c.label()
-            )));
-        }
-    }
-
-    // 2. Groups.
-    let members: Vec<Member> = items
-        .iter()
-        .map(|it| Member {
-            source: it.rec.source.clone(),
-            patient_id: it.rec.patient_id.clone(),
-            sha256: it.rec.sha256.clone(),
-            stem: file_stem(&it.rec.source_file),
-            declared: String::new(),
-        })
-        .collect();
-    let sources: BTreeSet<String> = members.iter().map(|m| m.source.clone()).collect();
-    let aliases = aliases_for(&sources, &mut warnings);
-    let mut links = group::record_links(&members, &aliases);
-    links.extend(cross_reference_links(&members, &cfg.rules));
-    if cfg.near_duplicates {
-        let files: Vec<PathBuf> = items
-            .iter()
-            .map(|it| safe_bag_path(&bag_paths[it.bag], &it.rec.path))
-            .collect::<Result<_>>()?;
-        let fps = fingerprints(&files)?;
-        links.extend(near_duplicate_links(&fps, cfg.rules.near_duplicates));
-    }
-    let grouping = group::group(&members, links);
-    let gid = &grouping.group_of;
-
-    let name_of = |i: usize| format!("{}:{}", bag_names[items[i].bag], items[i].rec.id);
-    let mut dup_rows = Vec::new();
-    let mut conflicts: BTreeSet<(usize, usize)> = BTreeSet::new();
-    for l in &grouping.links {
-        if matches!(l.reason, Reason::Patient | Reason::Declared) {
-            continue;
-        }
-        let (a, b) = (&items[l.a], &items[l.b]);
-        if a.class != b.class && l.reason != Reason::Alias && conflicts.insert((l.a, l.b)) {
-            warnings.push(format!(
-                "the same image is {} as {} and {} as {} (found as {}); both stay in group {}",
-                name_of(l.a),
-                a.class.label(),
-                name_of(l.b),
-                b.class.label(),
-                l.reason.as_str(),
-                gid[l.a]
-            ));
-        }
-        dup_rows.push(DuplicateRow {
-            reason: l.reason.as_str().into(),
-            a_bag: bag_names[a.bag].clone(),
-            a_id: a.rec.id.clone(),
-            a_class: a.class.label().into(),
-            b_bag: bag_names[b.bag].clone(),
-            b_id: b.rec.id.clone(),
-            b_class: b.class.label().into(),
-            group: gid[l.a].clone(),
-            detail: l.detail.clone(),
-        });
-    }
-
-    // 3. Same-class copies of one file: keep the first (content order), record the others.
-    let mut excluded: Vec<SplitExcluded> = Vec::new();
-    let mut alive = vec![true; items.len()];
-    let mut first_copy: BTreeMap<(Fine, &str), usize> = BTreeMap::new();
-    for (i, it) in items.iter().enumerate() {
-        if let Some(&k) = first_copy.get(&(it.class, it.rec.sha256.as_str())) {
-            alive[i] = false;
-            excluded.push(SplitExcluded {
-                id: it.rec.id.clone(),
-                source_bag: bag_names[it.bag].clone(),
-                bag_row: it.row,
-                class: it.class.label().into(),
-                group: gid[i].clone(),
-                reason: "duplicate-file".into(),
-                detail: format!("same bytes as {} (kept)", name_of(k)),
-            });
-        } else {
-            first_copy.insert((it.class, it.rec.sha256.as_str()), i);
-        }
-    }
-
-    // 4. Balance.
-    let live: Vec<usize> = (0..items.len()).filter(|&i| alive[i]).collect();
-    let units: Vec<Unit> = live
-        .iter()
-        .map(|&i| Unit {
-            class: items[i].class,
-            group: gid[i].clone(),
-            key: format!(
-                "{}\u{0}{}\u{0}{}",
-                items[i].rec.source, items[i].rec.id, items[i].rec.sha256
-            ),
-        })
-        .collect();
-    let mut targets = None;
-    let kept_units: Vec<usize> = match cfg.balance {
-        Some(ratio) => {
-            let (keep, drops, t) = assign::balance(&units, ratio, cfg.seed);
-            targets = Some(t);
-            for d in drops {
-                let i = live[d.unit];
-                excluded.push(SplitExcluded {
-                    id: items[i].rec.id.clone(),
-                    source_bag: bag_names[items[i].bag].clone(),
-                    bag_row: items[i].row,
-                    class: items[i].class.label().into(),
-                    group: gid[i].clone(),
-                    reason: d.reason,
-                    detail: d.detail,
-                });
-            }
-            (0..units.len()).filter(|&u| keep[u]).collect()
-        }
-        None => (0..units.len()).collect(),
-    };
-    if kept_units.is_empty() {
-        return Err(Error::Usage(
-            "nothing left to split (a class with a non-zero ratio has no images?)".into(),
-        ));
-    }
-
-    // 5. Assign whole groups.
-    let sel_units: Vec<Unit> = kept_units.iter().map(|&u| units[u].clone()).collect();
-    let fractions: Vec<f64> = cfg.splits.iter().map(|s| s.1).collect();
-    let split_of = assign::assign(&sel_units, &fractions, cfg.seed);
-
-    // 6. Output names: data/<split>/<class>/<id><ext>, unique per folder (case-insensitively).
-    let mut taken: BTreeSet<String> = BTreeSet::new();
-    let mut rows: Vec<(usize, SplitRecord)> = Vec::new(); // (item, record)
-    for (k, &u) in kept_units.iter().enumerate() {
-        let i = live[u];
-        let it = &items[i];
-        let split = &cfg.splits[split_of[k]].0;
-        let folder = cfg.classes.folder(it.class);
-        let ext = match it.rec.path.rsplit_once('.') {
-            Some((_, e)) if !e.contains('/') => format!(".{}", e.to_ascii_lowercase()),
-            _ => String::new(),
-        };
-        let base: String = it
-            .rec
-            .id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let mut n = 1;
-        let rel = loop {
-            let stem = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            };
-            let rel = format!("{split}/{folder}/{stem}{ext}");
-            if taken.insert(rel.to_lowercase()) {
-                break rel;
-            }
-            n += 1;
-        };
-        rows.push((
-            i,
-            SplitRecord {
-                split: split.clone(),
-                class: folder.into(),
-                subclass: it.class.label().into(),
-                group: gid[i].clone(),
-                id: it.rec.id.clone(),
-                path: format!("data/{rel}"),
-                sha256: it.rec.sha256.clone(),
-                bytes: it.rec.bytes,
-                width: it.rec.width,
-                height: it.rec.height,
-                source: it.rec.source.clone(),
-                patient_id: it.rec.patient_id.clone(),
-                view: it.rec.view.clone(),
-                label: it.rec.label.clone(),
-                finding: it.rec.finding.clone(),
-                source_file: it.rec.source_file.clone(),
-                source_row: it.rec.source_row.clone(),
-                source_bag: bag_names[it.bag].clone(),
-                bag_row: it.row,
-            },
-        ));
-    }
-
-    // 7. Copy or link, in parallel.
+    let inputs = steps::read_inputs(cfg, &mut prov, &mut warnings)?;
+    clock.lap("read inputs");
+    let (links, fp_stats) = steps::link(cfg, &inputs, &mut warnings, &mut clock)?;
+    let grouping = group::group(&inputs.members(), links);
+    let dup_rows = steps::duplicate_rows(&inputs, &grouping, &mut warnings);
+    clock.lap("group");
+    let (alive, mut excluded) = steps::drop_copies(&inputs, &grouping.group_of);
+    let balanced = steps::balance(cfg, &inputs, &grouping.group_of, &alive, &mut excluded)?;
+    let split_of = steps::assign(cfg, &balanced);
+    clock.lap("balance and assign");
+    let rows = steps::name_outputs(cfg, &inputs, &grouping.group_of, &balanced, &split_of);
     let writer = BagWriter::create(&cfg.out, cfg.force)?;
-    let pb = progress::bar(rows.len() as u64, "copying");
-    rows.par_iter()
-        .map(|(i, r)| {
-            let it = &items[*i];
-            let src = safe_bag_path(&bag_paths[it.bag], &it.rec.path)?;
-            let bytes = std::fs::read(&src).map_err(|e| Error::read(&src, e))?;
-            if crate::manifest::hash_bytes(&bytes) != r.sha256 {
-                return Err(Error::bad_input(
-                    &src,
-                    "file does not match the sha256 of its record (bag changed while reading?)",
-                ));
-            }
-            let rel = r.path.strip_prefix("data/").expect("data/ path");
-            writer.add_file(&src, rel, &bytes, &r.sha256, cfg.link)?;
-            pb.inc(1);
-            Ok(())
-        })
-        .collect::<Result<()>>()?;
-    pb.finish_and_clear();
-
-    let mut records: Vec<SplitRecord> = rows.into_iter().map(|(_, r)| r).collect();
-    let split_rank = |s: &str| {
-        cfg.splits
-            .iter()
-            .position(|x| x.0 == s)
-            .unwrap_or(usize::MAX)
-    };
-    records.sort_by(|a, b| (split_rank(&a.split), &a.path).cmp(&(split_rank(&b.split), &b.path)));
+    steps::copy_files(cfg, &inputs, &writer, &rows)?;
+    clock.lap("copy");
+    let records = steps::sort_records(cfg, rows);
     excluded.sort_by(|a, b| {
         (&a.source_bag, a.bag_row, &a.class).cmp(&(&b.source_bag, b.bag_row, &b.class))
     });
-
-    // 8. Summary figures.
-    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut per_sub: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut sub_total: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &records {
-        *counts
-            .entry((r.split.clone(), r.class.clone()))
-            .or_default() += 1;
-        *per_sub
-            .entry((r.subclass.clone(), r.split.clone()))
-            .or_default() += 1;
-        *sub_total.entry(r.subclass.clone()).or_default() += 1;
-    }
-    let mut fractions_out = BTreeMap::new();
-    for (sub, total) in &sub_total {
-        for (s, _) in &cfg.splits {
-            let n = per_sub.get(&(sub.clone(), s.clone())).copied().unwrap_or(0);
-            fractions_out.insert((sub.clone(), s.clone()), n as f64 / *total as f64);
-        }
-    }
-    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
-    for e in &excluded {
-        *by_reason.entry(e.reason.clone()).or_default() += 1;
-    }
-    let groups: BTreeSet<&str> = records.iter().map(|r| r.group.as_str()).collect();
-    let merges: BTreeMap<String, usize> = grouping
-        .merges
-        .iter()
-        .map(|(r, n)| (r.as_str().to_string(), *n))
-        .collect();
-
-    // 9. Provenance and the bag.
-    prov.param(
-        "inputs",
-        cfg.inputs
-            .iter()
-            .map(|(c, p)| (c.label(), p.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>(),
-    )
-    .param("splits", &cfg.splits)
-    .param("balanced", cfg.balance.is_some())
-    .param(
-        "ratio_covid_healthy_diseased",
-        cfg.balance.map(|r| format!("{}:{}:{}", r[0], r[1], r[2])),
-    )
-    .param("balance_targets", targets)
-    .param("classes", cfg.classes)
-    .param("link", cfg.link)
-    .param("near_duplicates", cfg.near_duplicates)
-    .param(
-        "rules_file",
-        cfg.rules_file
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned()),
-    )
-    .param("rules", &cfg.rules)
-    .param("merges_by_reason", &merges)
-    .param("groups", groups.len())
-    .param(
-        "achieved_fractions",
-        fractions_out
-            .iter()
-            .map(|((c, s), f)| (format!("{c}/{s}"), (f * 1e6).round() / 1e6))
-            .collect::<BTreeMap<_, _>>(),
-    );
-    if let Some(f) = &cfg.rules_file {
-        let raw = std::fs::read(f).map_err(|e| Error::read(f, e))?;
-        prov.inputs.push(InputRef {
-            kind: "rules".into(),
-            path: f.to_string_lossy().into_owned(),
-            sha256: crate::manifest::hash_bytes(&raw),
-        });
-    }
-    writer.write_payload("records.csv", &write_csv(&records, SPLIT_COLUMNS)?)?;
-    writer.write_payload(
-        "excluded.csv",
-        &write_csv(
-            &excluded,
-            &[
-                "id",
-                "source_bag",
-                "bag_row",
-                "class",
-                "group",
-                "reason",
-                "detail",
-            ],
-        )?,
+    let summary = steps::summarize(cfg, &records, &excluded, &grouping);
+    let bag = steps::write_bag(
+        cfg, writer, prov, &balanced, &summary, &records, &excluded, &dup_rows,
     )?;
-    writer.write_payload(
-        "duplicates.csv",
-        &write_csv(
-            &dup_rows,
-            &[
-                "reason", "a_bag", "a_id", "a_class", "b_bag", "b_id", "b_class", "group", "detail",
-            ],
-        )?,
-    )?;
-    writer.write_payload("provenance.json", &prov.to_bytes())?;
-
-    let globs = crate::manifest::image_globs("data/*/*", records.iter().map(|r| r.path.as_str()));
-    let split_desc: Vec<String> = cfg.splits.iter().map(|(n, f)| format!("{n} {f}")).collect();
-    let info = StageInfo {
-        name: "prep-split".into(),
-        description: format!(
-            "{} images in {} patient groups split {} by whole groups per class ({}), seed {}{}; an ImageFolder layout under data/<split>/<class>/. data/excluded.csv lists what was left out and why; data/duplicates.csv the duplicate links.",
-            records.len(),
-            groups.len(),
-            split_desc.join(" / "),
-            match cfg.classes {
-                ClassMode::Two => "covid / no-covid",
-                ClassMode::Three => "covid / healthy / diseased",
-            },
-            cfg.seed,
-            match cfg.balance {
-                Some(r) => format!(", balanced to covid:healthy:diseased = {}:{}:{}", r[0], r[1], r[2]),
-                None => String::new(),
-            }
-        ),
-        croissant: CroissantSpec {
-            license: "per image, as recorded by the input bags (see source_bag and their records)"
-                .into(),
-            url: String::new(),
-            cite_as: String::new(),
-            table: "data/records.csv".into(),
-            columns: split_columns(),
-            image_globs: globs,
-        },
-    };
-    let bag = writer.finish(info)?;
+    clock.lap("write bag");
     Ok(SplitOutcome {
         bag,
-        merges,
-        groups: groups.len(),
-        counts,
-        fractions: fractions_out,
-        excluded_by_reason: by_reason,
+        merges: summary.merges,
+        groups: summary.groups,
+        counts: summary.counts,
+        fractions: summary.fractions,
+        excluded_by_reason: summary.by_reason,
         warnings,
+        phases: clock.laps,
+        fingerprints: fp_stats,
     })
 }
 
@@ -925,8 +452,18 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
             .iter()
             .map(|p| safe_bag_path(bag, p.as_deref().unwrap_or("")))
             .collect::<Result<_>>()?;
-        let fps = fingerprints(&files)?;
-        links.extend(near_duplicate_links(&fps, rules.near_duplicates));
+        let images: Vec<steps::Image> = files
+            .into_iter()
+            .map(|file| steps::Image {
+                bag: None,
+                file,
+                sha256: String::new(),
+                width: 0,
+                height: 0,
+            })
+            .collect();
+        let (near, _) = steps::near_duplicate_links(&images, rules.near_duplicates, &mut warnings)?;
+        links.extend(near);
     }
     let g = group::group(&members, links);
     let mut where_: BTreeMap<&str, BTreeMap<&str, Vec<&str>>> = BTreeMap::new();

@@ -62,15 +62,26 @@ struct Rect {
     side: f32,
 }
 
-/// What near-duplicate matching keeps of one image: the grey thumbnail (~30 KB; its
-/// summed-area table is rebuilt only for candidate pairs) and the window hashes.
-#[derive(Debug, Clone)]
+/// The hashes of one image: what the candidate search needs, kept in memory for every image
+/// (about 4 KB each). Window rectangles are not stored: they follow from (w, h), see [`layout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashes {
+    /// Thumbnail size.
+    pub w: usize,
+    pub h: usize,
+    /// pHash of the centred probe window.
+    pub probe: u64,
+    /// pHash of every window, in [`layout`] order.
+    pub windows: Vec<u64>,
+}
+
+/// What near-duplicate matching keeps of one image: the window hashes and the grey thumbnail
+/// (~30 KB; its summed-area table is rebuilt only for candidate pairs).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    w: usize,
-    h: usize,
-    thumb: Vec<u8>,
-    probe: (u64, Rect),
-    windows: Vec<(u64, Rect)>,
+    pub hashes: Hashes,
+    /// Grey thumbnail, row-major, `hashes.w × hashes.h`.
+    pub thumb: Vec<u8>,
 }
 
 /// A thumbnail's summed-area table, (w+1)×(h+1): any box mean in four lookups.
@@ -103,79 +114,105 @@ pub struct Match {
     pub correlation: f32,
 }
 
+/// Thumbnail size for an image of `w0 × h0` pixels (short side scaled down to 160).
+pub fn thumb_size(w0: u32, h0: u32) -> (usize, usize) {
+    let s = THUMB_SHORT as f32 / w0.min(h0).max(1) as f32;
+    let (w, h) = if s < 1.0 {
+        (
+            ((w0 as f32 * s).round() as u32).max(1),
+            ((h0 as f32 * s).round() as u32).max(1),
+        )
+    } else {
+        (w0, h0)
+    };
+    (w as usize, h as usize)
+}
+
+/// The probe window and every hashed window of a `w × h` thumbnail, in hash order.
+fn layout(w: usize, h: usize) -> (Rect, Vec<Rect>) {
+    let short = w.min(h) as f32;
+    let side = (short * PROBE_SCALE).max(1.0);
+    let probe = Rect {
+        x: (w as f32 - side) / 2.0,
+        y: (h as f32 - side) / 2.0,
+        side,
+    };
+    let mut windows = Vec::new();
+    for &sc in SCALES {
+        let side = (short * sc).max(1.0);
+        let step = (side * STEP).max(1.0);
+        let (fx, fy) = (w as f32 - side, h as f32 - side);
+        let nx = (fx / step).ceil() as usize + 1;
+        let ny = (fy / step).ceil() as usize + 1;
+        for iy in 0..ny {
+            for ix in 0..nx {
+                let x = if nx > 1 {
+                    fx * ix as f32 / (nx - 1) as f32
+                } else {
+                    0.0
+                };
+                let y = if ny > 1 {
+                    fy * iy as f32 / (ny - 1) as f32
+                } else {
+                    0.0
+                };
+                windows.push(Rect { x, y, side });
+            }
+        }
+    }
+    (probe, windows)
+}
+
+/// The window of a `w × h` thumbnail that best covers the probe region (largest overlap): where
+/// an exact copy's probe hash lands (for benchmarks that plant copies).
+pub fn window_over_probe(w: usize, h: usize) -> usize {
+    let (p, windows) = layout(w, h);
+    let overlap = |r: &Rect| {
+        let ix = (p.x + p.side).min(r.x + r.side) - p.x.max(r.x);
+        let iy = (p.y + p.side).min(r.y + r.side) - p.y.max(r.y);
+        let i = ix.max(0.0) * iy.max(0.0);
+        i / (p.side * p.side + r.side * r.side - i)
+    };
+    (0..windows.len())
+        .max_by(|&a, &b| overlap(&windows[a]).total_cmp(&overlap(&windows[b])))
+        .unwrap_or(0)
+}
+
+/// Number of windows a `w × h` thumbnail has (to check a cached fingerprint's shape).
+pub fn window_count(w: usize, h: usize) -> usize {
+    layout(w, h).1.len()
+}
+
+/// A tag of every constant the hashes depend on: a cached fingerprint made with other
+/// constants is stale.
+pub fn algorithm_tag() -> String {
+    format!(
+        "phash grid {HASH_GRID} thumb {THUMB_SHORT} scales {SCALES:?} probe {PROBE_SCALE} step {STEP}"
+    )
+}
+
 impl Fingerprint {
     /// Fingerprint a decoded image (any colour type; alpha is ignored).
     pub fn new(img: &image::DynamicImage) -> Fingerprint {
         let grey = img.to_luma8();
         let (w0, h0) = grey.dimensions();
-        let s = THUMB_SHORT as f32 / w0.min(h0).max(1) as f32;
-        let (w, h) = if s < 1.0 {
-            (
-                ((w0 as f32 * s).round() as u32).max(1),
-                ((h0 as f32 * s).round() as u32).max(1),
-            )
-        } else {
-            (w0, h0)
-        };
+        let (w, h) = thumb_size(w0, h0);
         // Area-averaging downscale: no aliasing from JPEG noise or burned-in text.
-        let thumb = if (w, h) == (w0, h0) {
+        let thumb = if (w as u32, h as u32) == (w0, h0) {
             grey
         } else {
-            image::imageops::thumbnail(&grey, w, h)
+            image::imageops::thumbnail(&grey, w as u32, h as u32)
         };
-        let (w, h) = (w as usize, h as usize);
         let thumb = thumb.into_raw();
         let plane = Plane::new(w, h, &thumb);
-        let mut fp = Fingerprint {
+        let (probe, windows) = layout(w, h);
+        let hashes = Hashes {
             w,
             h,
-            thumb,
-            probe: (
-                0,
-                Rect {
-                    x: 0.0,
-                    y: 0.0,
-                    side: 1.0,
-                },
-            ),
-            windows: Vec::new(),
+            probe: plane.hash(probe),
+            windows: windows.into_iter().map(|r| plane.hash(r)).collect(),
         };
-        let short = w.min(h) as f32;
-        let side = (short * PROBE_SCALE).max(1.0);
-        let probe = Rect {
-            x: (w as f32 - side) / 2.0,
-            y: (h as f32 - side) / 2.0,
-            side,
-        };
-        fp.probe = (plane.hash(probe), probe);
-        for &sc in SCALES {
-            let side = (short * sc).max(1.0);
-            let step = (side * STEP).max(1.0);
-            let (fx, fy) = (w as f32 - side, h as f32 - side);
-            let nx = (fx / step).ceil() as usize + 1;
-            let ny = (fy / step).ceil() as usize + 1;
-            for iy in 0..ny {
-                for ix in 0..nx {
-                    let x = if nx > 1 {
-                        fx * ix as f32 / (nx - 1) as f32
-                    } else {
-                        0.0
-                    };
-                    let y = if ny > 1 {
-                        fy * iy as f32 / (ny - 1) as f32
-                    } else {
-                        0.0
-                    };
-                    let r = Rect { x, y, side };
-                    fp.windows.push((plane.hash(r), r));
-                }
-            }
-        }
-        fp
-    }
-
-    fn plane(&self) -> Plane {
-        Plane::new(self.w, self.h, &self.thumb)
+        Fingerprint { hashes, thumb }
     }
 }
 
@@ -393,15 +430,32 @@ fn pearson(a: &[f32], b: &[f32]) -> f32 {
     (sab / (saa * sbb).sqrt()) as f32
 }
 
-/// Closest windows of `other` to this image's probe: (hamming, window), best first.
-fn probe_hits(me: &Fingerprint, other: &Fingerprint, max: u32) -> Vec<(u32, Rect)> {
-    let mut hits: Vec<(u32, Rect)> = other
+/// Windows of `other` within `max` bits of this image's probe: (hamming, window index).
+/// Brute force over one pair; [`super::index`] finds the same hits for many images at once.
+pub fn probe_hits(me: &Hashes, other: &Hashes, max: u32) -> Vec<(u32, u32)> {
+    other
         .windows
         .iter()
-        .filter_map(|(h, r)| {
-            let d = (h ^ me.probe.0).count_ones();
-            (d <= max).then_some((d, *r))
+        .enumerate()
+        .filter_map(|(k, h)| {
+            let d = (h ^ me.probe).count_ones();
+            (d <= max).then_some((d, k as u32))
         })
+        .collect()
+}
+
+/// The three closest hit windows, best first (ties by side, y, x: the same whatever order the
+/// hits were found in).
+fn best_hits(other: &Hashes, mut hits: Vec<(u32, u32)>) -> Vec<(u32, Rect)> {
+    if hits.is_empty() {
+        return Vec::new();
+    }
+    let rects = layout(other.w, other.h).1;
+    hits.sort_unstable_by_key(|&(d, k)| (d, k));
+    hits.dedup();
+    let mut hits: Vec<(u32, Rect)> = hits
+        .into_iter()
+        .map(|(d, k)| (d, rects[k as usize]))
         .collect();
     hits.sort_by(|a, b| {
         a.0.cmp(&b.0)
@@ -413,15 +467,25 @@ fn probe_hits(me: &Fingerprint, other: &Fingerprint, max: u32) -> Vec<(u32, Rect
     hits
 }
 
-/// Compare two fingerprints; Some(match) when they show the same picture.
-pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u32, f32)> {
+/// Verify a candidate pair from its probe hits both ways (`ab`: a's probe in b's windows):
+/// Some((hamming, correlation)) when they show the same picture.
+pub fn verify(
+    a: (&Hashes, &[u8]),
+    b: (&Hashes, &[u8]),
+    ab: Vec<(u32, u32)>,
+    ba: Vec<(u32, u32)>,
+    p: NearDupParams,
+) -> Option<(u32, f32)> {
     let mut best: Option<(u32, f32)> = None;
     let mut planes: Option<(Plane, Plane)> = None;
-    for (me, other, flip) in [(a, b, false), (b, a, true)] {
-        for (d, r) in probe_hits(me, other, p.max_hamming) {
-            let (pa, pb) = planes.get_or_insert_with(|| (a.plane(), b.plane()));
+    for (me, other, hits, flip) in [(a, b, ab, false), (b, a, ba, true)] {
+        let probe = layout(me.0.w, me.0.h).0;
+        for (d, r) in best_hits(other.0, hits) {
+            let (pa, pb) = planes.get_or_insert_with(|| {
+                (Plane::new(a.0.w, a.0.h, a.1), Plane::new(b.0.w, b.0.h, b.1))
+            });
             let (pm, po) = if flip { (&*pb, &*pa) } else { (&*pa, &*pb) };
-            let c = pm.correlate(me.probe.1, po, r);
+            let c = pm.correlate(probe, po, r);
             if best.is_none_or(|(_, bc)| c > bc) {
                 best = Some((d, c));
             }
@@ -430,33 +494,75 @@ pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u3
     best.filter(|&(_, c)| c >= p.min_correlation)
 }
 
+/// Compare two fingerprints; Some(match) when they show the same picture.
+pub fn compare(a: &Fingerprint, b: &Fingerprint, p: NearDupParams) -> Option<(u32, f32)> {
+    let (ha, hb) = (&a.hashes, &b.hashes);
+    verify(
+        (ha, &a.thumb),
+        (hb, &b.thumb),
+        probe_hits(ha, hb, p.max_hamming),
+        probe_hits(hb, ha, p.max_hamming),
+        p,
+    )
+}
+
+/// Where candidate verification gets thumbnails from: memory, or a fingerprint file read on
+/// demand (112k thumbnails are 3 GB; only candidates' are ever needed).
+pub trait Thumbs: Sync {
+    fn thumb(&self, i: usize) -> crate::Result<std::borrow::Cow<'_, [u8]>>;
+}
+
+impl Thumbs for [Option<Fingerprint>] {
+    fn thumb(&self, i: usize) -> crate::Result<std::borrow::Cow<'_, [u8]>> {
+        Ok(std::borrow::Cow::Borrowed(
+            self[i].as_ref().map(|f| f.thumb.as_slice()).unwrap_or(&[]),
+        ))
+    }
+}
+
 /// Every near-duplicate pair (a < b), in (a, b) order whatever the thread count.
 pub fn find_matches(fps: &[Option<Fingerprint>], p: NearDupParams) -> Vec<Match> {
-    let pb = crate::progress::bar(fps.len() as u64, "near-duplicates");
-    let out = (0..fps.len())
+    let hashes: Vec<Option<&Hashes>> = fps.iter().map(|f| f.as_ref().map(|f| &f.hashes)).collect();
+    find_matches_in(&hashes, fps, p).expect("thumbnails in memory")
+}
+
+/// Every near-duplicate pair among `hashes` (a < b), in (a, b) order: candidates from the
+/// multi-index ([`super::index`]), verified pixel by pixel with thumbnails from `thumbs`.
+pub fn find_matches_in<T: Thumbs + ?Sized>(
+    hashes: &[Option<&Hashes>],
+    thumbs: &T,
+    p: NearDupParams,
+) -> crate::Result<Vec<Match>> {
+    let pairs = super::index::candidate_pairs(hashes, p.max_hamming);
+    verify_candidates(hashes, thumbs, pairs, p)
+}
+
+/// Verify candidate pairs pixel by pixel (in parallel; output in the pairs' order).
+pub fn verify_candidates<T: Thumbs + ?Sized>(
+    hashes: &[Option<&Hashes>],
+    thumbs: &T,
+    pairs: Vec<super::index::Candidate>,
+    p: NearDupParams,
+) -> crate::Result<Vec<Match>> {
+    let pb = crate::progress::bar(pairs.len() as u64, "near-duplicates");
+    let out = pairs
         .into_par_iter()
-        .flat_map_iter(|a| {
+        .map(|c| {
             pb.inc(1);
-            let mut out = Vec::new();
-            if let Some(fa) = &fps[a] {
-                for (b, fb) in fps.iter().enumerate().skip(a + 1) {
-                    if let Some(fb) = fb {
-                        if let Some((hamming, correlation)) = compare(fa, fb, p) {
-                            out.push(Match {
-                                a,
-                                b,
-                                hamming,
-                                correlation,
-                            });
-                        }
-                    }
-                }
-            }
-            out
+            let (ha, hb) = (hashes[c.a].expect("indexed"), hashes[c.b].expect("indexed"));
+            let (ta, tb) = (thumbs.thumb(c.a)?, thumbs.thumb(c.b)?);
+            Ok(
+                verify((ha, &ta), (hb, &tb), c.ab, c.ba, p).map(|(hamming, correlation)| Match {
+                    a: c.a,
+                    b: c.b,
+                    hamming,
+                    correlation,
+                }),
+            )
         })
-        .collect();
+        .collect::<crate::Result<Vec<_>>>()?;
     pb.finish_and_clear();
-    out
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// Best (hamming, correlation) between two images whatever the thresholds, for tuning.
@@ -466,9 +572,9 @@ pub fn score(a: &Fingerprint, b: &Fingerprint) -> (u32, f32) {
         min_correlation: -2.0,
     };
     let mut best_h = u32::MAX;
-    for (me, other) in [(a, b), (b, a)] {
-        for (h, _) in &other.windows {
-            best_h = best_h.min((h ^ me.probe.0).count_ones());
+    for (me, other) in [(&a.hashes, &b.hashes), (&b.hashes, &a.hashes)] {
+        for h in &other.windows {
+            best_h = best_h.min((h ^ me.probe).count_ones());
         }
     }
     let c = compare(
@@ -573,7 +679,7 @@ mod tests {
         eprintln!(
             "fingerprints: {:?}, windows {:?}",
             t.elapsed(),
-            fps.iter().map(|f| f.windows.len()).sum::<usize>()
+            fps.iter().map(|f| f.hashes.windows.len()).sum::<usize>()
         );
         let t = std::time::Instant::now();
         let mut rows = Vec::new();
