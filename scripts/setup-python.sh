@@ -2,12 +2,12 @@
 # Python tools the test suite checks prep's outputs against, in a git-ignored virtual
 # environment .venv/: the BagIt and Croissant validators, and PyTorch + torchvision (the same
 # libtorch 2.11 as prep) for full-size DenseNet-121 parity, transform parity, ImageFolder loading
-# and scripts/convert-weights.py. Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests
+# and scripts/convert-weights.py; scikit-learn and scipy recompute prep evaluate's AUC and DeLong CI. Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests
 # then skip with a printed reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-REQS="bagit==1.9.0 mlcroissant==1.1.1"
+REQS="bagit==1.9.0 mlcroissant==1.1.1 scikit-learn==1.9.1 scipy==1.17.1"
 if [ -z "${PREP_NO_TORCH:-}" ]; then
   REQS="$REQS torch==2.11.0 torchvision==0.26.0 safetensors numpy pillow"
 fi

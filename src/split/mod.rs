@@ -7,6 +7,7 @@
 //! whole groups to splits per class → copy or link the files → write the bag.
 
 pub mod assign;
+mod external;
 pub mod group;
 pub mod phash;
 
@@ -115,6 +116,8 @@ pub struct SplitConfig {
     pub rules: Rules,
     pub rules_file: Option<PathBuf>,
     pub argv: Vec<String>,
+    /// Bags put whole into the test split as external sources (`--external`).
+    pub external: Vec<PathBuf>,
 }
 
 /// What a split run produced, for the summary.
@@ -618,6 +621,11 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         ));
     }
 
+    // 6b. Whole external bags into test.
+    let internal: Vec<&SplitRecord> = rows.iter().map(|(_, r)| r).collect();
+    let ext = external::place(&cfg.external, cfg.classes, &internal, &mut taken, &mut prov)?;
+    warnings.extend(ext.warnings);
+
     // 7. Copy or link, in parallel.
     let writer = BagWriter::create(&cfg.out, cfg.force)?;
     let pb = progress::bar(rows.len() as u64, "copying");
@@ -639,6 +647,8 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         })
         .collect::<Result<()>>()?;
     pb.finish_and_clear();
+    external::copy(&writer, &ext.rows, cfg.link)?;
+    excluded.extend(ext.excluded);
 
     let mut records: Vec<SplitRecord> = rows.into_iter().map(|(_, r)| r).collect();
     let split_rank = |s: &str| {
@@ -676,6 +686,10 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     for e in &excluded {
         *by_reason.entry(e.reason.clone()).or_default() += 1;
     }
+    for (k, n) in external::counts(&ext.rows) {
+        *counts.entry(k).or_default() += n;
+    }
+    records.extend(ext.rows.into_iter().map(|(_, r)| r));
     let groups: BTreeSet<&str> = records.iter().map(|r| r.group.as_str()).collect();
     let merges: BTreeMap<String, usize> = grouping
         .merges

@@ -183,7 +183,7 @@ pub fn plot(
     Ok(())
 }
 
-mod font {
+pub(crate) mod font {
     //! plotters draws text through ab_glyph, which needs a TrueType font registered once. prep
     //! ships none (a font file is large): it uses the system's DejaVu/Liberation fonts, or the
     //! file in PREP_FONT. Without one, plots are drawn without text, and say so once.
