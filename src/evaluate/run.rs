@@ -315,7 +315,13 @@ pub fn run(cfg: &EvaluateConfig) -> Result<EvaluateOutcome> {
     };
     let mut metrics = super::metrics(&ctx, &rows, &val, cfg.resamples);
     let cf = match &cfg.counterfactual {
-        Some(orig) => Some(counterfactual(&loaded, orig, &images, &rows, cfg.batch_size)?),
+        Some(orig) => Some(counterfactual(
+            &loaded,
+            orig,
+            &images,
+            &rows,
+            cfg.batch_size,
+        )?),
         None => None,
     };
     if let Some((v, _)) = &cf {

@@ -432,8 +432,8 @@ mod tests {
         let flipped = sc(&[(0.85, false), (0.5, false), (0.1, true)]);
         let a = at_threshold(&test, youden);
         let b = at_threshold(&flipped, youden);
-        assert_eq!(a.sensitivity.k, 1);
-        assert_eq!(b.specificity.k, 0);
+        assert_eq!((a.sensitivity.k, a.specificity.k), (1, 1));
+        assert_eq!((b.sensitivity.k, b.specificity.k), (0, 1));
         assert_eq!(choose_threshold(&sc(&[(0.5, true)]), Rule::Youden), None);
     }
 
@@ -457,7 +457,7 @@ mod tests {
             let positive = i % 2 == 0;
             for k in 0..3 {
                 s.push(Scored {
-                    p: if positive { 0.6 } else { 0.4 } + 0.01 * ((i * 7 + k) % 13) as f64,
+                    p: if positive { 0.45 } else { 0.4 } + 0.01 * ((i * 7 + k) % 13) as f64,
                     positive,
                     group: format!("patient{i}"),
                 });
@@ -469,6 +469,7 @@ mod tests {
         assert_eq!(a.valid, 500);
         assert_eq!(a.groups, 40);
         let ci = a.ci.unwrap();
+        assert!(ci[0] < ci[1], "{ci:?}");
         let point = auc(&by_class(&s).0, &by_class(&s).1).unwrap();
         assert!(ci[0] <= point && point <= ci[1], "{ci:?} {point}");
     }
