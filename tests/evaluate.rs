@@ -361,14 +361,50 @@ fn filter_folder(dir: &Path, label: &str, out: &Path) {
         .success();
 }
 
+/// `n` distinct 96 px films `PREFIX-NNN.png` in `dir`: smooth random blobs over light noise,
+/// structured enough for the perceptual hashes, no two of them near duplicates.
+fn blob_folder(dir: &Path, prefix: &str, n: usize, seed: u64) {
+    fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 0..n {
+        let bg: f64 = rng.gen_range(60.0..190.0);
+        let blobs: Vec<[f64; 4]> = (0..6)
+            .map(|_| {
+                [
+                    rng.gen_range(0.0..96.0),
+                    rng.gen_range(0.0..96.0),
+                    rng.gen_range(5.0..25.0),
+                    rng.gen_range(-70.0..70.0),
+                ]
+            })
+            .collect();
+        let img = GrayImage::from_fn(96, 96, |x, y| {
+            let mut v = bg + rng.gen_range(-8.0..8.0);
+            for [cx, cy, r, c] in &blobs {
+                let d2 = (x as f64 - cx).powi(2) + (y as f64 - cy).powi(2);
+                v += c * (-d2 / (2.0 * r * r)).exp();
+            }
+            Luma([v.clamp(0.0, 255.0) as u8])
+        });
+        img.save(dir.join(format!("{prefix}-{i:03}.png"))).unwrap();
+    }
+}
+
 #[test]
 fn external_bags_go_whole_to_test_and_are_reported_apart() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    prep::synth::image_folder(&d.join("ds/covid"), 1, "c", 12, 48, 0.9).unwrap();
-    prep::synth::image_folder(&d.join("ds/healthy"), 2, "h", 12, 48, 0.0).unwrap();
-    prep::synth::image_folder(&d.join("ds/ext-covid"), 3, "xc", 6, 48, 0.9).unwrap();
-    prep::synth::image_folder(&d.join("ds/ext-healthy"), 4, "xh", 6, 48, 0.0).unwrap();
+    blob_folder(&d.join("ds/covid"), "c", 12, 1);
+    blob_folder(&d.join("ds/healthy"), "h", 12, 2);
+    blob_folder(&d.join("ds/ext-covid"), "xc", 6, 3);
+    blob_folder(&d.join("ds/ext-healthy"), "xh", 6, 4);
+    // An external film that is an internal one a little brighter: a near duplicate, left out.
+    let mut near = image::open(d.join("ds/covid/c-000.png"))
+        .unwrap()
+        .to_luma8();
+    near.pixels_mut()
+        .for_each(|p| p[0] = p[0].saturating_add(3));
+    near.save(d.join("ds/ext-covid/xc-near.png")).unwrap();
     for (name, label) in [
         ("covid", "covid"),
         ("healthy", "healthy"),
@@ -387,15 +423,7 @@ fn external_bags_go_whole_to_test_and_are_reported_apart() {
         .arg("--external")
         .arg(d.join("bags/ext-covid"))
         .arg(d.join("bags/ext-healthy"))
-        .args([
-            "--train",
-            "0.5",
-            "--val",
-            "0.25",
-            "--test",
-            "0.25",
-            "--no-near-duplicates",
-        ])
+        .args(["--train", "0.5", "--val", "0.25", "--test", "0.25"])
         .arg("--out")
         .arg(&split)
         .output()
@@ -409,9 +437,17 @@ fn external_bags_go_whole_to_test_and_are_reported_apart() {
     assert_eq!(
         ext.len(),
         12,
-        "every external image, none dropped or balanced away"
+        "every external image but the near duplicate, none balanced away"
     );
     assert!(ext.iter().all(|r| r["split"] == "test"));
+    let ex = read_csv(&split.join("data/excluded.csv"));
+    let near: Vec<_> = ex
+        .iter()
+        .filter(|r| r["reason"] == "external-near-duplicate")
+        .collect();
+    assert_eq!(near.len(), 1, "{ex:?}");
+    assert_eq!(near[0]["id"], "xc-near");
+    assert!(near[0]["detail"].contains("c-000"), "{:?}", near[0]);
     assert!(ext.iter().all(|r| r["group"].starts_with("external:")));
     let prov = json(&split.join("data/provenance.json"));
     assert_eq!(

@@ -160,10 +160,54 @@ fn unique_path(taken: &mut BTreeSet<String>, folder: &str, id: &str, path: &str)
         .expect("an unused name")
 }
 
-/// Copy (or link) the external images into the bag, checking each against its record's hash.
-pub(super) fn copy(writer: &BagWriter, rows: &[(PathBuf, SplitRecord)], link: bool) -> Result<()> {
+/// Leave out external images that are near duplicates of internal ones (perceptual hashes as
+/// the split uses them; the internal images are read from the bag being written), then copy (or
+/// link) the rest into the bag, checking each against its record's hash.
+pub(super) fn copy(
+    writer: &BagWriter,
+    ext: &mut External,
+    internal: &[(usize, SplitRecord)],
+    near: Option<super::phash::NearDupParams>,
+    link: bool,
+) -> Result<()> {
     use rayon::prelude::*;
-    rows.par_iter().try_for_each(|(src, r)| {
+    if let (Some(p), false) = (near, ext.rows.is_empty()) {
+        let n = internal.len();
+        let files: Vec<PathBuf> = internal
+            .iter()
+            .map(|(_, r)| writer.staged_path(r.path.strip_prefix("data/").unwrap_or(&r.path)))
+            .chain(ext.rows.iter().map(|(src, _)| src.clone()))
+            .collect();
+        let fps = super::fingerprints(&files)?;
+        let mut near_of: BTreeMap<usize, String> = BTreeMap::new();
+        for m in super::phash::find_matches(&fps, p) {
+            let (a, b) = (m.a.min(m.b), m.a.max(m.b));
+            if a < n && b >= n {
+                near_of.entry(b - n).or_insert_with(|| {
+                    format!(
+                        "near duplicate of internal {} (hash distance {} bits, correlation {:.3})",
+                        internal[a].1.id, m.hamming, m.correlation
+                    )
+                });
+            }
+        }
+        let rows = std::mem::take(&mut ext.rows);
+        for (k, (src, r)) in rows.into_iter().enumerate() {
+            match near_of.remove(&k) {
+                Some(detail) => ext.excluded.push(SplitExcluded {
+                    id: r.id,
+                    source_bag: r.source_bag,
+                    bag_row: r.bag_row,
+                    class: r.subclass,
+                    group: String::new(),
+                    reason: "external-near-duplicate".into(),
+                    detail,
+                }),
+                None => ext.rows.push((src, r)),
+            }
+        }
+    }
+    ext.rows.par_iter().try_for_each(|(src, r)| {
         let bytes = std::fs::read(src).map_err(|e| Error::read(src, e))?;
         if crate::manifest::hash_bytes(&bytes) != r.sha256 {
             return Err(Error::bad_input(

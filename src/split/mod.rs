@@ -623,8 +623,8 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
 
     // 6b. Whole external bags into test.
     let internal: Vec<&SplitRecord> = rows.iter().map(|(_, r)| r).collect();
-    let ext = external::place(&cfg.external, cfg.classes, &internal, &mut taken, &mut prov)?;
-    warnings.extend(ext.warnings);
+    let mut ext = external::place(&cfg.external, cfg.classes, &internal, &mut taken, &mut prov)?;
+    warnings.append(&mut ext.warnings);
 
     // 7. Copy or link, in parallel.
     let writer = BagWriter::create(&cfg.out, cfg.force)?;
@@ -647,7 +647,8 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
         })
         .collect::<Result<()>>()?;
     pb.finish_and_clear();
-    external::copy(&writer, &ext.rows, cfg.link)?;
+    let near = cfg.near_duplicates.then_some(cfg.rules.near_duplicates);
+    external::copy(&writer, &mut ext, &rows, near, cfg.link)?;
     excluded.extend(ext.excluded);
 
     let mut records: Vec<SplitRecord> = rows.into_iter().map(|(_, r)| r).collect();
