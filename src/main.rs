@@ -366,9 +366,16 @@ fn evaluate_cmd(args: cli::EvaluateArgs) -> Result<ExitCode, Error> {
         prep::evaluate::run::headline(m)
     );
     if m["external"]["n"].as_u64().unwrap_or(0) > 0 {
+        let f = |v: &serde_json::Value| {
+            v.as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "undefined (one class)".into())
+        };
         println!(
             "internal AUC {}, external AUC {}, gap {}",
-            m["internal"]["auc"], m["external"]["auc"], m["auc_gap_internal_minus_external"]
+            f(&m["internal"]["auc"]),
+            f(&m["external"]["auc"]),
+            f(&m["auc_gap_internal_minus_external"])
         );
     }
     if let Some(c) = m.get("counterfactual") {

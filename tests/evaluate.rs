@@ -276,38 +276,26 @@ fn thresholds_are_chosen_on_val_only() {
     let t = tempfile::tempdir().unwrap();
     let images = scored_bag(5);
     let base = write_bag(&t.path().join("a"), &images);
-    // The same films, with half the test labels moved to the other class.
-    let moved: Vec<Img> = scored_bag(5)
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut im)| {
-            if im.split == "test" && i % 2 == 0 {
-                im.class = if im.class == "bright" {
-                    "dark"
-                } else {
-                    "bright"
-                };
-            }
-            im
-        })
-        .collect();
-    let test_moved = write_bag(&t.path().join("b"), &moved);
-    // And the control: val labels moved instead.
-    let val_moved: Vec<Img> = scored_bag(5)
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut im)| {
-            if im.split == "val" && i % 2 == 0 {
-                im.class = if im.class == "bright" {
-                    "dark"
-                } else {
-                    "bright"
-                };
-            }
-            im
-        })
-        .collect();
-    let val_moved = write_bag(&t.path().join("c"), &val_moved);
+    // The same films, with half the test labels moved to the other class; and the control,
+    // half the val labels moved instead.
+    let moved = |split: &str| -> Vec<Img> {
+        scored_bag(5)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut im)| {
+                if im.split == split && i % 2 == 0 {
+                    im.class = if im.class == "bright" {
+                        "dark"
+                    } else {
+                        "bright"
+                    };
+                }
+                im
+            })
+            .collect()
+    };
+    let test_moved = write_bag(&t.path().join("b"), &moved("test"));
+    let val_moved = write_bag(&t.path().join("c"), &moved("val"));
     let w = fixture_weights();
     let ma = evaluate(&w, &base, &t.path().join("ea"), FIXTURE_ARGS);
     let mb = evaluate(&w, &test_moved, &t.path().join("eb"), FIXTURE_ARGS);

@@ -102,93 +102,59 @@ pub struct BagImage {
 /// verified here (callers do that first).
 pub fn read_bag_images(bag: &Path) -> Result<Vec<BagImage>> {
     let table = bag.join("data/records.csv");
-    let mut rdr = csv::Reader::from_path(&table).map_err(|source| Error::Csv {
-        path: table.clone(),
-        source,
-    })?;
-    let headers = rdr
-        .headers()
-        .map_err(|source| Error::Csv {
-            path: table.clone(),
-            source,
-        })?
-        .clone();
-    let col = |n: &str| headers.iter().position(|h| h == n);
-    let need = |n: &str| {
-        col(n).ok_or_else(|| Error::MissingColumn {
-            path: table.clone(),
-            column: n.into(),
-            present: headers.iter().collect::<Vec<_>>().join(", "),
-        })
-    };
-    let path_c = need("path")?;
-    let class_c = col("class").or_else(|| col("label"));
-    let sha_c = col("sha256");
-    let (split_c, id_c, source_c, patient_c, group_c, view_c, bag_c) = (
-        col("split"),
-        col("id"),
-        col("source"),
-        col("patient_id"),
-        col("group"),
-        col("view"),
-        col("source_bag"),
-    );
+    let rows = crate::report::read_rows(&table)?;
+    if let Some(first) = rows.first().filter(|r| !r.contains_key("path")) {
+        return Err(Error::MissingColumn {
+            path: table,
+            column: "path".into(),
+            present: first.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
     let external = external_bags(bag)?;
     let mut out = Vec::new();
-    for (n, row) in rdr.records().enumerate() {
-        let row = row.map_err(|source| Error::Csv {
+    for (n, row) in rows.into_iter().enumerate() {
+        let get = |c: &str| row.get(c).cloned().unwrap_or_default();
+        let bad = |reason: String| Error::BadRow {
             path: table.clone(),
-            source,
-        })?;
-        let get = |c: Option<usize>| c.and_then(|c| row.get(c)).unwrap_or("").to_string();
-        let path = get(Some(path_c));
+            row: n as u64 + 2,
+            reason,
+        };
+        let path = get("path");
         let p = Path::new(&path);
         let safe = path.starts_with("data/")
             && !path.contains('\\')
             && p.components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)));
         if !safe {
-            return Err(Error::BadRow {
-                path: table.clone(),
-                row: n as u64 + 2,
-                reason: format!("path {path:?} is not a file under data/"),
-            });
+            return Err(bad(format!("path {path:?} is not a file under data/")));
         }
-        let source_bag = get(bag_c);
         // Without split/class columns, the ImageFolder layout data/<split>/<class>/<file> says.
         let parts: Vec<&str> = path.split('/').collect();
         let folder = (parts.len() == 4 && ["train", "val", "test"].contains(&parts[1]))
             .then(|| (parts[1].to_string(), parts[2].to_string()));
-        let class = match get(class_c) {
-            c if c.is_empty() => match &folder {
-                Some((_, c)) => c.clone(),
-                None => {
-                    return Err(Error::BadRow {
-                        path: table.clone(),
-                        row: n as u64 + 2,
-                        reason: "no class: the table has no class or label column and the path is not data/<split>/<class>/<file>".into(),
-                    })
-                }
-            },
-            c => c,
-        };
+        let class = [get("class"), get("label")]
+            .into_iter()
+            .find(|c| !c.is_empty())
+            .or_else(|| folder.as_ref().map(|f| f.1.clone()))
+            .ok_or_else(|| {
+                bad("no class: no class or label value and the path is not data/<split>/<class>/<file>".into())
+            })?;
+        let source_bag = get("source_bag");
         out.push(BagImage {
-            id: match get(id_c) {
-                id if id.is_empty() => path.clone(),
-                id => id,
-            },
-            split: match (get(split_c), &folder) {
-                (s, _) if !s.is_empty() => s,
-                (_, Some((s, _))) => s.clone(),
-                _ => "all".into(),
-            },
+            id: Some(get("id"))
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| path.clone()),
+            split: Some(get("split"))
+                .filter(|s| !s.is_empty())
+                .or_else(|| folder.map(|f| f.0))
+                .unwrap_or_else(|| "all".into()),
             class,
-            source: get(source_c),
-            patient_id: get(patient_c),
-            group: get(group_c),
-            view: get(view_c),
+            source: get("source"),
+            patient_id: get("patient_id"),
+            group: get("group"),
+            view: get("view"),
             external: !source_bag.is_empty() && external.contains(&source_bag),
-            sha256: get(sha_c),
+            sha256: get("sha256"),
             path,
         });
     }

@@ -157,16 +157,6 @@ pub fn probabilities(
     Ok(out)
 }
 
-fn argmax(p: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, v) in p.iter().enumerate() {
-        if *v > p[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// What scoring an image needs: the network, its classes, the positive one, the transform.
 pub struct Scorer<'a> {
     pub net: &'a DenseNet,
@@ -221,7 +211,7 @@ pub fn predict_images(
             label: im.class.clone(),
             y: (im.class == sc.classes[sc.positive]) as u8,
             probability: p[sc.positive],
-            predicted: sc.classes[argmax(&p)].clone(),
+            predicted: sc.classes[crate::train::metrics::argmax(&p)].clone(),
         })
         .collect())
 }

@@ -220,6 +220,8 @@ pub(super) fn section(page: &mut Page, target: &Path, nodes: &[Node]) -> Result<
                     "Internal minus external AUC: <b>{g:.3}</b>{}.",
                     if g > 0.05 { ": the model does worse on sources it never saw" } else { "" }
                 ));
+            } else if m["external"]["n"].as_u64().unwrap_or(0) > 0 {
+                page.p("External images hold one class only: their AUC, and so the gap, is undefined.");
             } else {
                 page.p("No external test: every test image comes from a source the model trained on (<code>prep split --external BAG</code> adds one).");
             }

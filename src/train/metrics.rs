@@ -72,7 +72,7 @@ pub fn compute(
 }
 
 /// First maximum, so ties resolve like torch.argmax on CPU.
-fn argmax(p: &[f64]) -> usize {
+pub(crate) fn argmax(p: &[f64]) -> usize {
     let mut best = 0;
     for (i, v) in p.iter().enumerate() {
         if *v > p[best] {
