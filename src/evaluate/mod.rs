@@ -298,17 +298,27 @@ pub fn metrics(ctx: &Context, rows: &[Prediction], val: &[Prediction], resamples
     })
 }
 
-fn f4(v: &Value) -> String {
+/// A number of a metrics document with `digits` decimals, or "-" when it is null.
+pub fn num(v: &Value, digits: usize) -> String {
     v.as_f64()
-        .map(|x| format!("{x:.4}"))
+        .map(|x| format!("{x:.digits$}"))
         .unwrap_or_else(|| "-".into())
 }
 
-fn ci4(v: &Value) -> String {
+/// A `[lo, hi]` interval of a metrics document, or "-".
+pub fn interval(v: &Value, digits: usize) -> String {
     match v.as_array() {
-        Some(a) if a.len() == 2 => format!("[{}, {}]", f4(&a[0]), f4(&a[1])),
+        Some(a) if a.len() == 2 => format!("[{}, {}]", num(&a[0], digits), num(&a[1], digits)),
         _ => "-".into(),
     }
+}
+
+fn f4(v: &Value) -> String {
+    num(v, 4)
+}
+
+fn ci4(v: &Value) -> String {
+    interval(v, 4)
 }
 
 /// metrics.md: the same numbers for people.

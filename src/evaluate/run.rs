@@ -545,21 +545,13 @@ fn reliability_plot(path: &Path, m: &Value) -> Result<()> {
 
 /// Summary line values for the CLI.
 pub fn headline(m: &Value) -> String {
-    let f = |v: &Value| {
-        v.as_f64()
-            .map(|x| format!("{x:.4}"))
-            .unwrap_or_else(|| "-".into())
-    };
-    let ci = |v: &Value| match v.as_array() {
-        Some(a) if a.len() == 2 => format!("[{}, {}]", f(&a[0]), f(&a[1])),
-        _ => "-".into(),
-    };
+    use super::{interval, num};
     format!(
         "AUC {} (DeLong 95 % CI {}, bootstrap {}), ECE {}, n {}",
-        f(&m["auc"]),
-        ci(&m["auc_ci"]),
-        ci(&m["auc_ci_bootstrap"]),
-        f(&m["ece"]),
+        num(&m["auc"], 4),
+        interval(&m["auc_ci"], 4),
+        interval(&m["auc_ci_bootstrap"], 4),
+        num(&m["ece"], 4),
         m["n"]
     )
 }

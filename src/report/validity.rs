@@ -17,16 +17,11 @@ fn read_json(p: &Path) -> Option<Value> {
 }
 
 fn f4(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.3}"))
-        .unwrap_or_else(|| "-".into())
+    crate::evaluate::num(v, 3)
 }
 
 fn ci(v: &Value) -> String {
-    match v.as_array() {
-        Some(a) if a.len() == 2 => format!("[{}, {}]", f4(&a[0]), f4(&a[1])),
-        _ => "-".into(),
-    }
+    crate::evaluate::interval(v, 3)
 }
 
 /// An evaluation document (prep evaluate's metrics.json, or prep train's test-metrics.json) of
