@@ -147,7 +147,7 @@ fn grad_cam_matches_a_pytorch_grad_cam_on_the_same_weights() {
                 .fold(0.0, f64::max)
         })
         .collect();
-    assert!(maxes.iter().any(|m| *m == 1.0), "{maxes:?}");
+    assert!(maxes.contains(&1.0), "{maxes:?}");
 
     let Some(py) = python_with("torch, torchvision, safetensors, PIL") else {
         return;

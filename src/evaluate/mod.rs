@@ -430,13 +430,16 @@ pub fn predictions_csv(rows: &[Prediction]) -> Result<Vec<u8>> {
         .map_err(|e| Error::Usage(format!("predictions.csv: {e}")))
 }
 
+/// One counterfactual row: image id, probability before inpainting, after.
+pub type Counterfactual = (String, f64, f64);
+
 /// Annotation counterfactual: the same images' predictions before (original) and after
 /// (inpainted) inpainting, matched by source and id.
 pub fn counterfactual(
     after: &[Prediction],
     before: &BTreeMap<(String, String), f64>,
     original_bag: &str,
-) -> (Value, Vec<(String, f64, f64)>) {
+) -> (Value, Vec<Counterfactual>) {
     let mut rows = Vec::new();
     for a in after {
         if let Some(&b) = before.get(&(a.source.clone(), a.id.clone())) {

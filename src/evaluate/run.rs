@@ -377,7 +377,7 @@ fn counterfactual(
     images: &[BagImage],
     rows: &[Prediction],
     batch_size: usize,
-) -> Result<(Value, Vec<(String, f64, f64)>)> {
+) -> Result<(Value, Vec<super::Counterfactual>)> {
     verify_bag(original)?.into_result(original)?;
     let orig = super::read_bag_images(original)?;
     let key = |i: &BagImage| (i.source.clone(), i.id.clone());
