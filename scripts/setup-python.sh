@@ -2,8 +2,9 @@
 # Python tools the test suite checks prep's outputs against, in a git-ignored virtual
 # environment .venv/: the BagIt and Croissant validators, and PyTorch + torchvision (the same
 # libtorch 2.11 as prep) for full-size DenseNet-121 parity, transform parity, ImageFolder loading
-# and scripts/convert-weights.py; scikit-learn and scipy recompute prep evaluate's AUC and DeLong CI. Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests
-# then skip with a printed reason).
+# and scripts/convert-weights.py; scikit-learn and scipy, which recompute prep evaluate's AUC and
+# DeLong CI. Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests then skip with a printed
+# reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
