@@ -2,13 +2,13 @@
 # Python tools the test suite checks prep's outputs against, in a git-ignored virtual
 # environment .venv/: the BagIt and Croissant validators, and PyTorch + torchvision (the same
 # libtorch 2.11 as prep) for full-size DenseNet-121 parity, transform parity, ImageFolder loading
-# and scripts/convert-weights.py; webdataset, wids and datasets read prep export's shards back.
-# Idempotent. PREP_NO_TORCH=1 leaves PyTorch out (those tests
-# then skip with a printed reason).
+# and scripts/convert-weights.py; webdataset, wids and datasets read prep export's shards back;
+# scikit-learn and scipy recompute prep evaluate's AUC and DeLong CI. Idempotent.
+# PREP_NO_TORCH=1 leaves PyTorch out (those tests then skip with a printed reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-REQS="bagit==1.9.0 mlcroissant==1.1.1"
+REQS="bagit==1.9.0 mlcroissant==1.1.1 scikit-learn==1.9.1 scipy==1.17.1"
 # prep export read back (tests/export.rs) and scripts/train_ddp.py's data pipeline.
 REQS="$REQS webdataset==1.0.2 wids==0.1.11 datasets==5.2.0 pyarrow==26.0.1"
 if [ -z "${PREP_NO_TORCH:-}" ]; then

@@ -136,8 +136,16 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
         None => Rules::builtin(),
     };
     let any_input = !(a.covid.is_empty() && a.healthy.is_empty() && a.diseased.is_empty());
+    for b in &a.external {
+        if !b.is_dir() {
+            return Err(Error::bad_input(
+                b,
+                "external bag does not exist or is not a folder",
+            ));
+        }
+    }
     if let Some(target) = a.check {
-        if any_input || a.out.is_some() || a.balanced {
+        if any_input || a.out.is_some() || a.balanced || !a.external.is_empty() {
             return Err(Error::Usage(
                 "--check takes a bag or CSV only, not --covid/--healthy/--diseased/--out/--balanced".into(),
             ));
@@ -236,6 +244,7 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
         rules,
         rules_file: a.rules,
         argv,
+        external: a.external,
     }))
 }
 
@@ -360,7 +369,113 @@ pub fn train_config(
         },
         force: a.force,
         argv,
+        occlude: occlusion(a.occlude),
     })
+}
+
+#[cfg(feature = "train")]
+fn occlusion(o: crate::cli::OccludeArg) -> Option<prep::evaluate::occlude::Occlusion> {
+    use crate::cli::OccludeArg;
+    use prep::evaluate::occlude::Occlusion;
+    match o {
+        OccludeArg::None => None,
+        OccludeArg::Lungs => Some(Occlusion::Lungs),
+        OccludeArg::Border => Some(Occlusion::Border),
+    }
+}
+
+/// The model, resolved device and options shared by `prep evaluate` and `prep explain`.
+#[cfg(feature = "train")]
+fn check_model_args(m: &crate::cli::ModelArgs) -> Result<()> {
+    if !m.model.exists() {
+        return Err(Error::bad_input(
+            &m.model,
+            "no such run folder or weights file",
+        ));
+    }
+    if m.model.is_dir() && !m.model.join("model.json").is_file() {
+        return Err(Error::bad_input(
+            &m.model,
+            "not a run folder of `prep train` (no model.json); give the run folder or a .safetensors file",
+        ));
+    }
+    if let Some(s) = m.image_size {
+        if s < 32 {
+            return Err(Error::Usage(format!(
+                "--image-size {s} is too small: DenseNet needs at least 32 pixels"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "train")]
+pub fn evaluate_config(a: crate::cli::EvaluateArgs) -> Result<prep::evaluate::run::EvaluateConfig> {
+    use crate::cli::SplitArg;
+    use prep::evaluate::run::{EvaluateConfig, SplitChoice};
+    check_model_args(&a.model)?;
+    if !a.data.is_dir() {
+        return Err(Error::bad_input(
+            &a.data,
+            "data bag does not exist or is not a folder",
+        ));
+    }
+    if let Some(c) = &a.counterfactual {
+        if !c.is_dir() {
+            return Err(Error::bad_input(
+                c,
+                "counterfactual (original) bag does not exist or is not a folder",
+            ));
+        }
+    }
+    if a.batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    if a.resamples < 100 {
+        return Err(Error::Usage(format!(
+            "--resamples {} is too few for a 95 % interval: use at least 100 (default 2000)",
+            a.resamples
+        )));
+    }
+    Ok(EvaluateConfig {
+        classes: a.model.classes,
+        image_size: a.model.image_size,
+        positive: a.model.positive,
+        occlude: a.model.occlude.map(occlusion),
+        device: device_choice(a.model.device),
+        force: a.model.force,
+        model: a.model.model,
+        data: a.data,
+        split: match a.split {
+            SplitArg::Test => SplitChoice::Test,
+            SplitArg::Val => SplitChoice::Val,
+            SplitArg::All => SplitChoice::All,
+        },
+        out: a.out,
+        counterfactual: a.counterfactual,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        resamples: a.resamples,
+    })
+}
+
+/// `prep explain`: (model options, images, out), checked.
+#[cfg(feature = "train")]
+pub fn explain_config(a: &crate::cli::ExplainArgs) -> Result<()> {
+    check_model_args(&a.model)?;
+    for i in &a.images {
+        if !i.is_file() {
+            return Err(Error::bad_input(i, "image file does not exist"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "train")]
+pub fn occlusion_choice(
+    o: Option<crate::cli::OccludeArg>,
+) -> Option<Option<prep::evaluate::occlude::Occlusion>> {
+    o.map(occlusion)
 }
 
 /// A checked `prep inpaint` invocation: one image or a whole bag.

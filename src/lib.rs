@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod error;
+pub mod evaluate;
 pub mod export;
 pub mod filter;
 pub mod inpaint;

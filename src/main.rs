@@ -148,6 +148,10 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
         Command::Train(args) => train_cmd(args, argv),
         #[cfg(feature = "train")]
         Command::Predict(args) => predict_cmd(args),
+        #[cfg(feature = "train")]
+        Command::Evaluate(args) => evaluate_cmd(args),
+        #[cfg(feature = "train")]
+        Command::Explain(args) => explain_cmd(args),
     }
 }
 
@@ -366,6 +370,76 @@ fn predict_cmd(args: cli::PredictArgs) -> Result<ExitCode, Error> {
             println!("{line}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "train")]
+fn evaluate_cmd(args: cli::EvaluateArgs) -> Result<ExitCode, Error> {
+    let cfg = config::evaluate_config(args)?;
+    let out = prep::evaluate::run::run(&cfg)?;
+    for n in &out.notes {
+        eprintln!("note: {n}");
+    }
+    let m = &out.metrics;
+    println!(
+        "{} split: {}",
+        cfg.split.name(),
+        prep::evaluate::run::headline(m)
+    );
+    if m["external"]["n"].as_u64().unwrap_or(0) > 0 {
+        let f = |v: &serde_json::Value| {
+            v.as_f64()
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_else(|| "undefined (one class)".into())
+        };
+        println!(
+            "internal AUC {}, external AUC {}, gap {}",
+            f(&m["internal"]["auc"]),
+            f(&m["external"]["auc"]),
+            f(&m["auc_gap_internal_minus_external"])
+        );
+    }
+    if let Some(c) = m.get("counterfactual") {
+        println!(
+            "counterfactual: {} matched, flip rate {}, mean |dp| {}",
+            c["matched"], c["flip_rate"], c["mean_abs_delta_p"]
+        );
+    }
+    println!("evaluation: {}", out.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "train")]
+fn explain_cmd(args: cli::ExplainArgs) -> Result<ExitCode, Error> {
+    config::explain_config(&args)?;
+    let m = &args.model;
+    let (device, note) = prep::train::device::resolve(config::device_choice(m.device))?;
+    if let Some(n) = note {
+        eprintln!("note: {n}");
+    }
+    let loaded = prep::evaluate::run::load(
+        &m.model,
+        m.classes.clone(),
+        m.image_size,
+        m.positive.as_deref(),
+        config::occlusion_choice(m.occlude),
+        device,
+    )?;
+    let cams = prep::evaluate::explain::run(&loaded, &args.images, &args.out, m.force)?;
+    for c in &cams {
+        println!(
+            "{}: p({}) = {:.4}, {}x{} map, lung-field share {}",
+            c.image,
+            c.positive_class,
+            c.probability,
+            c.height,
+            c.width,
+            c.lung_field_share
+                .map(|s| format!("{s:.3}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("explanations: {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 

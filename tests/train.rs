@@ -527,6 +527,26 @@ fn learns_synthetic_discs_and_writes_every_output() {
     let test = json(&run.join("test.json"));
     assert!(test["test"]["accuracy"].as_f64().unwrap() >= 0.8, "{test}");
     assert_eq!(test["test"]["images"], 20);
+    // The evaluation `prep evaluate` writes, for the test split, and the summary using it.
+    for f in [
+        "test-predictions.csv",
+        "test-metrics.json",
+        "test-metrics.md",
+        "test-reliability.png",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let tm = json(&run.join("test-metrics.json"));
+    assert_eq!(tm["n"], 20);
+    assert_eq!(tm["positive_class"], "bright");
+    let auc = tm["auc"].as_f64().unwrap();
+    assert!(auc >= 0.8, "test AUC {auc}");
+    assert_eq!(tm["thresholds"][0]["chosen_on"], "val");
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["test_auc"]["mean"].as_f64(), Some(auc));
+    assert!(std::fs::read_to_string(run.join("summary.md"))
+        .unwrap()
+        .contains("test AUC (DeLong 95 % CI)"));
 
     // predict: the run folder, JSON, input order kept.
     let imgs: Vec<PathBuf> = [
@@ -1009,6 +1029,7 @@ save_file(out, sys.argv[1])
         let tf = prep::train::data::Transform {
             size: *size,
             augment: false,
+            occlude: None,
         };
         let v = tf.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
         let ours = Tensor::from_slice(&v).view([3, 64, 64]);

@@ -453,8 +453,8 @@ pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
             .map(|(k, _)| k.clone())
             .collect();
         let mut csv = keys.join(",");
-        csv.push_str(",repeats,max_val_accuracy_mean,max_val_accuracy_std,min_val_loss_mean,min_val_loss_std,epochs_run_mean,run\n");
-        let mut md = format!("| {} | repeats | max val accuracy | min val loss | epochs run |\n|{}---|---|---|---|\n", keys.join(" | "), "---|".repeat(keys.len()));
+        csv.push_str(",repeats,max_val_accuracy_mean,max_val_accuracy_std,min_val_loss_mean,min_val_loss_std,epochs_run_mean,test_auc_mean,test_auc_std,test_auc_ci_lo,test_auc_ci_hi,run\n");
+        let mut md = format!("| {} | repeats | max val accuracy | min val loss | epochs run | test AUC |\n|{}---|---|---|---|---|\n", keys.join(" | "), "---|".repeat(keys.len()));
         let mut rows = 0;
         for p in &points {
             let Ok(bytes) = std::fs::read(p.out.join("summary.json")) else {
@@ -476,8 +476,11 @@ pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
             };
             let num = |x: Option<f64>| x.map(|x| format!("{x:.6}")).unwrap_or_default();
             let values: Vec<&str> = p.grid_point.iter().map(|(_, v)| v.as_str()).collect();
+            // Test AUC (prep train's test-metrics.json): mean ± std over repeats, and the first
+            // run's DeLong CI, the one that counts for a single run.
+            let ci = |k: usize| v["test_auc"]["ci_of_first_run"][k].as_f64();
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{:.1},{}\n",
+                "{},{},{},{},{},{},{:.1},{},{},{},{},{}\n",
                 values.join(","),
                 v["repeats"],
                 num(f("max_val_accuracy", "mean")),
@@ -485,6 +488,10 @@ pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
                 num(f("min_val_loss", "mean")),
                 num(f("min_val_loss", "std")),
                 ep,
+                num(f("test_auc", "mean")),
+                num(f("test_auc", "std")),
+                num(ci(0)),
+                num(ci(1)),
                 p.out.display()
             ));
             let pm = |m: Option<f64>, s: Option<f64>| match (m, s) {
@@ -492,13 +499,18 @@ pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
                 (Some(m), None) => format!("{m:.4}"),
                 _ => "-".into(),
             };
+            let auc = match (f("test_auc", "mean"), f("test_auc", "std"), ci(0), ci(1)) {
+                (Some(m), None, Some(lo), Some(hi)) => format!("{m:.4} [{lo:.4}, {hi:.4}]"),
+                (m, s, _, _) => pm(m, s),
+            };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1} |\n",
+                "| {} | {} | {} | {} | {:.1} | {} |\n",
                 values.join(" | "),
                 v["repeats"],
                 pm(f("max_val_accuracy", "mean"), f("max_val_accuracy", "std")),
                 pm(f("min_val_loss", "mean"), f("min_val_loss", "std")),
-                ep
+                ep,
+                auc
             ));
             rows += 1;
         }

@@ -5,6 +5,7 @@
 //! Written by hand as plain HTML + inline SVG/PNG so it opens anywhere, offline.
 
 mod html;
+mod validity;
 
 use crate::error::{Error, Result};
 use crate::manifest::{manifest_sha256, verify_bag};
@@ -126,6 +127,10 @@ pub fn build(target: &Path) -> Result<String> {
     } else {
         Some(target.to_path_buf())
     };
+    // An evaluation folder or a shortcut grid leads to its data bag.
+    let start = start
+        .filter(|s| s.join("bagit.txt").is_file())
+        .or_else(|| validity::data_bag(target));
     let nodes = match &start {
         Some(s) => lineage(s)?,
         None => Vec::new(),
@@ -136,6 +141,7 @@ pub fn build(target: &Path) -> Result<String> {
         env!("CARGO_PKG_VERSION"),
         esc(&target.display().to_string())
     ));
+    validity::section(&mut page, target, &nodes)?;
 
     // Lineage: newest first, each with the command that made it.
     page.h2("Lineage");

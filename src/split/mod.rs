@@ -7,6 +7,7 @@
 //! whole groups to splits per class → copy or link the files → write the bag.
 
 pub mod assign;
+mod external;
 pub mod fingerprints;
 pub mod group;
 pub mod index;
@@ -114,6 +115,8 @@ pub struct SplitConfig {
     pub rules: Rules,
     pub rules_file: Option<PathBuf>,
     pub argv: Vec<String>,
+    /// Bags put whole into the test split as external sources (`--external`).
+    pub external: Vec<PathBuf>,
 }
 
 /// What a split run produced, for the summary.
@@ -295,14 +298,20 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     let split_of = steps::assign(cfg, &balanced);
     clock.lap("balance and assign");
     let rows = steps::name_outputs(cfg, &inputs, &grouping.group_of, &balanced, &split_of);
+    let mut ext = external::place(cfg, &rows, &mut prov)?;
+    warnings.append(&mut ext.warnings);
     let writer = BagWriter::create(&cfg.out, cfg.force)?;
     steps::copy_files(cfg, &inputs, &writer, &rows)?;
+    external::copy(cfg, &writer, &mut ext, &rows)?;
     clock.lap("copy");
-    let records = steps::sort_records(cfg, rows);
+    let mut records = steps::sort_records(cfg, rows);
+    excluded.append(&mut ext.excluded);
     excluded.sort_by(|a, b| {
         (&a.source_bag, a.bag_row, &a.class).cmp(&(&b.source_bag, b.bag_row, &b.class))
     });
-    let summary = steps::summarize(cfg, &records, &excluded, &grouping);
+    // Fractions stay those of the internal images; external ones only add to the counts.
+    let mut summary = steps::summarize(cfg, &records, &excluded, &grouping);
+    external::add_to(&mut summary, &mut records, ext.rows);
     let bag = steps::write_bag(
         cfg, writer, prov, &balanced, &summary, &records, &excluded, &dup_rows,
     )?;

@@ -228,6 +228,9 @@ pub struct Transform {
     /// Train: RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3) + RandomHorizontalFlip(0.5).
     /// Off: Resize(size) + CenterCrop(size), the validation transform.
     pub augment: bool,
+    /// A shortcut control applied to the decoded film before anything else (`--occlude`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub occlude: Option<crate::evaluate::occlude::Occlusion>,
 }
 
 /// Where torchvision's `RandomResizedCrop.get_params` would crop: (top, left, height, width).
@@ -312,6 +315,16 @@ impl Transform {
         P: Pixel<Subpixel = u8> + 'static,
     {
         let s = self.size;
+        let occluded;
+        let img = match self.occlude {
+            Some(o) => {
+                let mut c = img.clone();
+                o.apply(&mut c);
+                occluded = c;
+                &occluded
+            }
+            None => img,
+        };
         let out = if self.augment {
             let (w, h) = img.dimensions();
             let (top, left, ch, cw) = random_resized_crop_params(w, h, rng);
@@ -405,6 +418,7 @@ mod tests {
         let t = Transform {
             size: 32,
             augment: false,
+            occlude: None,
         };
         let v = t.apply(&img, &mut ChaCha8Rng::seed_from_u64(0));
         assert_eq!(v.len(), 3 * 32 * 32);

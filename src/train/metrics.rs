@@ -72,7 +72,7 @@ pub fn compute(
 }
 
 /// First maximum, so ties resolve like torch.argmax on CPU.
-fn argmax(p: &[f64]) -> usize {
+pub(crate) fn argmax(p: &[f64]) -> usize {
     let mut best = 0;
     for (i, v) in p.iter().enumerate() {
         if *v > p[best] {
@@ -183,7 +183,7 @@ pub fn plot(
     Ok(())
 }
 
-mod font {
+pub(crate) mod font {
     //! plotters draws text through ab_glyph, which needs a TrueType font registered once. prep
     //! ships none (a font file is large): it uses the system's DejaVu/Liberation fonts, or the
     //! file in PREP_FONT. Without one, plots are drawn without text, and say so once.

@@ -83,6 +83,7 @@ pub fn predict(model: &Model, images: &[PathBuf]) -> Result<Vec<Prediction>> {
     let tf = Transform {
         size: model.image_size,
         augment: false,
+        occlude: None,
     };
     let s = model.image_size as i64;
     let mut out = Vec::new();

@@ -60,6 +60,8 @@ pub struct TrainConfig {
     pub loader: LoaderConfig,
     pub force: bool,
     pub argv: Vec<String>,
+    /// Shortcut control: black out the lung field or the border of every film (`--occlude`).
+    pub occlude: Option<crate::evaluate::occlude::Occlusion>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +75,9 @@ pub struct RunSummary {
     pub best_val: Metrics,
     /// The chosen checkpoint on the test split, when the bag has one.
     pub test: Option<Metrics>,
+    /// Test AUC of the positive class and its DeLong 95 % CI (test-metrics.json).
+    pub test_auc: Option<f64>,
+    pub test_auc_ci: Option<[f64; 2]>,
 }
 
 #[derive(Debug)]
@@ -177,7 +182,7 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainOutcome> {
 }
 
 /// A fresh folder beside OUT; refuses a non-empty OUT unless --force.
-fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
+pub(crate) fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
     if out.exists() && !force {
         let empty = out.is_dir()
             && std::fs::read_dir(out)
@@ -280,10 +285,12 @@ fn train_one(
     let train_tf = Transform {
         size,
         augment: cfg.augment,
+        occlude: cfg.occlude,
     };
     let val_tf = Transform {
         size,
         augment: false,
+        occlude: cfg.occlude,
     };
     let train_samples = Arc::new(data.train.clone());
     let val_samples = Arc::new(data.val.clone());
@@ -490,6 +497,28 @@ fn train_one(
         )?;
         Some(m)
     };
+    // The evaluation `prep evaluate` writes, for the test split: test-metrics.json etc.
+    let test_metrics = if data.test.is_empty() {
+        None
+    } else {
+        let sc = crate::evaluate::run::Scorer {
+            net: &net,
+            classes: &data.classes,
+            positive,
+            tf: val_tf,
+        };
+        let name = cfg.out.display().to_string();
+        Some(crate::evaluate::run::train_test_metrics(
+            dir,
+            &name,
+            &sc,
+            &cfg.data,
+            &data.val,
+            &data.test,
+            cfg.batch_size,
+            seed,
+        )?)
+    };
     let best_val = records[best_epoch - 1].val.clone();
     let summary = RunSummary {
         seed,
@@ -505,6 +534,10 @@ fn train_one(
             .fold(f64::INFINITY, f64::min),
         best_val,
         test,
+        test_auc: test_metrics.as_ref().and_then(|m| m["auc"].as_f64()),
+        test_auc_ci: test_metrics
+            .as_ref()
+            .and_then(|m| serde_json::from_value(m["auc_ci"].clone()).ok()),
     };
     write_metrics(dir, data, positive, &records, &summary)?;
     write_timing(dir, &timings)?;
@@ -930,6 +963,8 @@ fn write_model_card(
                 "exact: torchvision's operations in torchvision's order"
             },
             "seed": seed,
+            "occlude": cfg.occlude.map(|o| o.name()),
+            "occlusion": cfg.occlude.map(|o| o.describe()),
             "best_epoch": best_epoch,
             "selection": "highest val accuracy (ties: lower val loss)",
             "initial_weights": initial,
@@ -966,6 +1001,8 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
         .filter_map(|r| r.test.as_ref().map(|t| t.accuracy))
         .collect();
     let test = (!test_acc.is_empty()).then(|| mean_std(&test_acc));
+    let test_aucs: Vec<f64> = runs.iter().filter_map(|r| r.test_auc).collect();
+    let test_auc = (!test_aucs.is_empty()).then(|| mean_std(&test_aucs));
     write_json(
         &dir.join("summary.json"),
         &json!({
@@ -974,6 +1011,7 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
             "max_val_accuracy": {"mean": am, "std": asd},
             "min_val_loss": {"mean": lm, "std": lsd},
             "test_accuracy": test.map(|(m, s)| json!({"mean": m, "std": s})),
+            "test_auc": test_auc.map(|(m, s)| json!({"mean": m, "std": s, "ci_of_first_run": runs[0].test_auc_ci})),
             "runs": runs,
         }),
     )?;
@@ -982,27 +1020,33 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
         None => format!("{m:.4}"),
     };
     let mut csv = String::from(
-        "repeat,seed,epochs_run,best_epoch,max_val_accuracy,min_val_loss,test_accuracy\n",
+        "repeat,seed,epochs_run,best_epoch,max_val_accuracy,min_val_loss,test_accuracy,test_auc,test_auc_ci_lo,test_auc_ci_hi\n",
     );
-    let mut md = String::from("| repeat | seed | best epoch | max val accuracy | min val loss | test accuracy |\n|---|---|---|---|---|---|\n");
+    let mut md = String::from("| repeat | seed | best epoch | max val accuracy | min val loss | test accuracy | test AUC (DeLong 95 % CI) |\n|---|---|---|---|---|---|---|\n");
     for (i, r) in runs.iter().enumerate() {
         let t = r
             .test
             .as_ref()
             .map(|t| format!("{:.6}", t.accuracy))
             .unwrap_or_default();
+        let ci = r
+            .test_auc_ci
+            .map(|c| [format!("{:.6}", c[0]), format!("{:.6}", c[1])]);
         csv.push_str(&format!(
-            "{},{},{},{},{:.6},{:.6},{}\n",
+            "{},{},{},{},{:.6},{:.6},{},{},{},{}\n",
             i + 1,
             r.seed,
             r.epochs_run,
             r.best_epoch,
             r.max_val_accuracy,
             r.min_val_loss,
-            t
+            t,
+            opt_num(r.test_auc),
+            ci.as_ref().map(|c| c[0].as_str()).unwrap_or(""),
+            ci.as_ref().map(|c| c[1].as_str()).unwrap_or(""),
         ));
         md.push_str(&format!(
-            "| {} | {} | {} | {:.4} | {:.4} | {} |\n",
+            "| {} | {} | {} | {:.4} | {:.4} | {} | {} |\n",
             i + 1,
             r.seed,
             r.best_epoch,
@@ -1012,21 +1056,29 @@ fn write_summary(dir: &Path, runs: &[RunSummary]) -> Result<()> {
                 "-".into()
             } else {
                 t[..6.min(t.len())].to_string()
+            },
+            match (r.test_auc, r.test_auc_ci) {
+                (Some(a), Some(c)) => format!("{a:.4} [{:.4}, {:.4}]", c[0], c[1]),
+                (Some(a), None) => format!("{a:.4}"),
+                _ => "-".into(),
             }
         ));
     }
     md.push_str(&format!(
-        "| **mean ± std** | | | **{}** | **{}** | {} |\n",
+        "| **mean ± std** | | | **{}** | **{}** | {} | {} |\n",
         pm(am, asd),
         pm(lm, lsd),
-        test.map(|(m, s)| pm(m, s)).unwrap_or_else(|| "-".into())
+        test.map(|(m, s)| pm(m, s)).unwrap_or_else(|| "-".into()),
+        test_auc
+            .map(|(m, s)| pm(m, s))
+            .unwrap_or_else(|| "-".into())
     ));
     std::fs::write(dir.join("summary.csv"), csv)
         .map_err(|e| Error::write(dir.join("summary.csv"), e))?;
     std::fs::write(dir.join("summary.md"), md).map_err(|e| Error::write(dir.join("summary.md"), e))
 }
 
-fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+pub(crate) fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
     let mut bytes =
         serde_json::to_vec_pretty(v).map_err(|e| Error::write(path, std::io::Error::other(e)))?;
     bytes.push(b'\n');

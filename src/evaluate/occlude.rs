@@ -1,0 +1,107 @@
+//! Shortcut controls: black out the central lung field of a film (`lungs`), or everything but it
+//! (`border`), before any transform, in training and in evaluation alike.
+//!
+//! The lung field is a fixed central box, the same fraction of every film: 76 % of the width
+//! (12 % margins left and right) and 84 % of the height (8 % margins top and bottom), the box
+//! that covered both lung fields on the Cohen and NIH films of issue #15. A fixed box rather than
+//! a per-image lung segmentation: it needs no model, cannot fail on an odd film, and what a
+//! lungs-occluded model still learns then comes from outside a box that holds the lungs on a
+//! centred PA/AP film (markers, text, borders, collimation, body outline).
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+/// Left/right margin of the lung-field box, as a fraction of the width.
+pub const LUNG_MARGIN_X: f64 = 0.12;
+/// Top/bottom margin of the lung-field box, as a fraction of the height.
+pub const LUNG_MARGIN_Y: f64 = 0.08;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Occlusion {
+    /// The central lung-field box is black: what is left is the border.
+    Lungs,
+    /// Everything outside the lung-field box is black: only the lung field is seen.
+    Border,
+}
+
+impl Occlusion {
+    pub fn parse(s: &str) -> Option<Option<Occlusion>> {
+        match s {
+            "none" => Some(None),
+            "lungs" => Some(Some(Occlusion::Lungs)),
+            "border" => Some(Some(Occlusion::Border)),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Occlusion::Lungs => "lungs",
+            Occlusion::Border => "border",
+        }
+    }
+
+    /// One line for model cards and metrics.
+    pub fn describe(self) -> String {
+        format!(
+            "{}: the central box of {:.0} % x {:.0} % of each film ({:.0} % side margins, {:.0} % top/bottom) {}",
+            self.name(),
+            100.0 * (1.0 - 2.0 * LUNG_MARGIN_X),
+            100.0 * (1.0 - 2.0 * LUNG_MARGIN_Y),
+            100.0 * LUNG_MARGIN_X,
+            100.0 * LUNG_MARGIN_Y,
+            match self {
+                Occlusion::Lungs => "set to black before any transform",
+                Occlusion::Border => "kept, everything outside it set to black before any transform",
+            }
+        )
+    }
+
+    pub fn apply(self, img: &mut RgbImage) {
+        let (w, h) = img.dimensions();
+        let (x0, x1, y0, y1) = lung_box(w, h);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
+            if inside == (self == Occlusion::Lungs) {
+                *p = image::Rgb([0, 0, 0]);
+            }
+        }
+    }
+}
+
+/// The lung-field box of a `w` x `h` film: columns x0..x1, rows y0..y1 (half-open).
+pub fn lung_box(w: u32, h: u32) -> (u32, u32, u32, u32) {
+    let r = |f: f64, n: u32| ((f * n as f64).round() as u32).min(n);
+    (
+        r(LUNG_MARGIN_X, w),
+        r(1.0 - LUNG_MARGIN_X, w),
+        r(LUNG_MARGIN_Y, h),
+        r(1.0 - LUNG_MARGIN_Y, h),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lungs_and_border_are_complements() {
+        let img = RgbImage::from_pixel(100, 50, image::Rgb([200, 100, 50]));
+        let (mut a, mut b) = (img.clone(), img.clone());
+        Occlusion::Lungs.apply(&mut a);
+        Occlusion::Border.apply(&mut b);
+        assert_eq!(lung_box(100, 50), (12, 88, 4, 46));
+        let mut black = 0;
+        for (pa, pb) in a.pixels().zip(b.pixels()) {
+            assert!((pa[0] == 0) != (pb[0] == 0));
+            black += (pa[0] == 0) as usize;
+        }
+        assert_eq!(black, 76 * 42);
+        assert_eq!(a.get_pixel(0, 0)[0], 200);
+        assert_eq!(b.get_pixel(50, 25)[0], 200);
+        assert_eq!(Occlusion::parse("none"), Some(None));
+        assert_eq!(Occlusion::parse("lungs"), Some(Some(Occlusion::Lungs)));
+        assert_eq!(Occlusion::parse("x"), None);
+    }
+}
