@@ -149,10 +149,9 @@ pub fn check_label(label: &str) -> Result<()> {
     }
 }
 
-/// What the first steps of a filter run produced: the dataset root, the provenance so far, the
+/// What the first steps of a filter run produced: the provenance so far, the
 /// warnings, every candidate with its metadata verdict, and where each kept one's file is.
 pub(crate) struct Located {
-    pub root: PathBuf,
     pub prov: Provenance,
     pub warnings: Vec<String>,
     pub candidates: Vec<Candidate>,
@@ -164,7 +163,6 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         return crate::dicom::run(cfg, opts);
     }
     let Located {
-        root: _,
         mut prov,
         warnings,
         mut candidates,
@@ -477,7 +475,6 @@ pub(crate) fn read_and_locate(cfg: &FilterConfig) -> Result<Located> {
     }
 
     Ok(Located {
-        root,
         prov,
         warnings,
         candidates,

@@ -77,7 +77,7 @@ fn filter_films(
     )
 }
 
-fn parity(mode: &str) {
+fn parity(mode: &str, window: Option<&str>) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("parity");
     let Some(py) = make(&["parity", s(&dir)]) else {
@@ -86,12 +86,11 @@ fn parity(mode: &str) {
     let films = dir.join("films");
     let out = t.path().join("bag");
     let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicom/any-film.toml");
-    let (records, excluded) = filter_films(
-        s(&toml),
-        &films,
-        &out,
-        &["--label", "film", "--dicom-output", mode],
-    );
+    let mut args = vec!["--label", "film", "--dicom-output", mode];
+    if let Some(w) = window {
+        args.extend(["--window", w]);
+    }
+    let (records, excluded) = filter_films(s(&toml), &films, &out, &args);
     // Every film kept or excluded for the reason films.py expects.
     let mut got: BTreeMap<String, String> = BTreeMap::new();
     for r in &records {
@@ -106,6 +105,7 @@ fn parity(mode: &str) {
     let o = std::process::Command::new(&py)
         .arg(films_py())
         .args(["check", s(&out), s(&films)])
+        .args(window)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&o.stdout);
@@ -116,12 +116,17 @@ fn parity(mode: &str) {
 
 #[test]
 fn raw16_equals_pydicom_stored_values_exactly() {
-    parity("raw16");
+    parity("raw16", None);
 }
 
 #[test]
 fn window8_equals_pydicom_modality_and_voi_luts_within_one_level() {
-    parity("window8");
+    parity("window8", None);
+}
+
+#[test]
+fn window_flag_replaces_every_films_own_voi() {
+    parity("window8", Some("700,900"));
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //!
 //! Transfer syntaxes decoded (dicom-pixeldata 0.10, pure-Rust codecs only): Implicit and Explicit
 //! VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless,
-//! JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended 12-bit (.51), JPEG Lossless (.57, .70)
-//! with jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG. JPEG-LS (.80, .81)
-//! needs CharLS, a C++ library built with cmake, and is left out: such films are excluded as
-//! `unsupported-transfer-syntax`. See docs/dicom.md.
+//! JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended 8-bit (.51), JPEG Lossless (.57, .70)
+//! with jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG. Not decoded, and
+//! excluded as `unsupported-transfer-syntax`: JPEG-LS (.80, .81; CharLS is a C++ library built
+//! with cmake) and 12-bit JPEG Extended (jpeg-decoder has no 12-bit DCT). See docs/dicom.md.
 //!
 //! Nothing a header holds about the patient leaves this module except the PatientID, and that
 //! only to be hashed with the user's salt (see [`Salt`]).
@@ -164,11 +164,11 @@ pub const PHI_TAGS: &[Tag] = &[
     tags::PATIENT_BIRTH_TIME,
     tags::PATIENT_ADDRESS,
     tags::PATIENT_TELEPHONE_NUMBERS,
-    tags::OTHER_PATIENT_IDS,
+    Tag(0x0010, 0x1000), // OtherPatientIDs (retired, still seen)
     tags::OTHER_PATIENT_NAMES,
     tags::PATIENT_BIRTH_NAME,
     tags::PATIENT_MOTHER_BIRTH_NAME,
-    tags::MEDICAL_RECORD_LOCATOR,
+    Tag(0x0010, 0x1090), // MedicalRecordLocator (retired)
     tags::ACCESSION_NUMBER,
     tags::INSTITUTION_NAME,
     tags::INSTITUTION_ADDRESS,
@@ -211,7 +211,22 @@ pub fn open(bytes: &[u8]) -> std::result::Result<DefaultDicomObject, Reject> {
     OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(&bytes[128..])
-        .map_err(|e| reject("unreadable-dicom", format!("cannot parse: {e}")))
+        .map_err(|e| reject("unreadable-dicom", format!("cannot parse: {}", chain(&e))))
+}
+
+/// An error and its causes, one sentence (dicom-rs puts the useful part in the sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_s = c.to_string();
+        if !out.contains(&c_s) {
+            out.push_str(": ");
+            out.push_str(&c_s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> String {
@@ -418,6 +433,16 @@ pub fn check_image(h: &Header) -> std::result::Result<(), Reject> {
             ),
         ));
     }
+    // jpeg-decoder has no 12-bit DCT (SamplePrecision 12): JPEG Extended is 8-bit only here.
+    if h.transfer_syntax == JPEG_EXTENDED && h.bits_stored > 8 {
+        return Err(reject(
+            "unsupported-transfer-syntax",
+            format!(
+                "JPEG Extended with {} bits stored ({JPEG_EXTENDED}): the 12-bit DCT is not decoded by this build",
+                h.bits_stored
+            ),
+        ));
+    }
     match TransferSyntaxRegistry.get(&h.transfer_syntax) {
         Some(ts) if ts.can_decode_all() => Ok(()),
         Some(ts) => Err(reject(
@@ -434,6 +459,8 @@ pub fn check_image(h: &Header) -> std::result::Result<(), Reject> {
         )),
     }
 }
+
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// The name of a transfer syntax UID, for records.
 pub fn transfer_syntax_name(uid: &str) -> String {
@@ -457,9 +484,12 @@ pub fn decode(file: &DefaultDicomObject, h: &Header) -> std::result::Result<Samp
         file.get(tags::PIXEL_DATA).map(|e| e.value()),
         Some(dicom_core::DicomValue::PixelSequence(_))
     );
-    let decoded = file
-        .decode_pixel_data()
-        .map_err(|e| reject("unreadable-dicom", format!("cannot decode pixel data: {e}")))?;
+    let decoded = file.decode_pixel_data().map_err(|e| {
+        reject(
+            "unreadable-dicom",
+            format!("cannot decode pixel data: {}", chain(&e)),
+        )
+    })?;
     let data = decoded.data();
     if data.len() < n * bytes_per {
         return Err(reject(

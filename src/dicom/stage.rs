@@ -75,7 +75,6 @@ pub fn run(cfg: &FilterConfig, opts: &DicomOptions) -> Result<FilterOutcome> {
         .map(super::parse_tag)
         .transpose()?;
     let Located {
-        root: _,
         mut prov,
         warnings,
         mut candidates,
