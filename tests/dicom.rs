@@ -56,13 +56,10 @@ fn cases(dir: &Path) -> BTreeMap<String, String> {
     serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap()
 }
 
-/// Filter a films folder with `source` and return (records, excluded) by source file.
-fn filter_films(
-    source: &str,
-    films: &Path,
-    out: &Path,
-    extra: &[&str],
-) -> (Vec<BTreeMap<String, String>>, Vec<BTreeMap<String, String>>) {
+type Rows = Vec<BTreeMap<String, String>>;
+
+/// Filter a films folder with `source` and return (records, excluded).
+fn filter_films(source: &str, films: &Path, out: &Path, extra: &[&str]) -> (Rows, Rows) {
     let salt = salt(out.parent().unwrap());
     prep()
         .args(["filter", "--source", source, "--dataset", s(films)])
