@@ -163,7 +163,7 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         return crate::dicom::run(cfg, opts);
     }
     let Located {
-        mut prov,
+        prov,
         warnings,
         mut candidates,
         files: located,
@@ -258,25 +258,63 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         .collect();
     records.sort_by(|a, b| a.path.cmp(&b.path));
 
-    let (excluded, by_reason) = exclusions(&candidates);
+    let files: Vec<KeptFile> = records
+        .iter()
+        .map(|r| KeptFile {
+            sha256: &r.sha256,
+            source_file: &r.source_file,
+            path: &r.path,
+        })
+        .collect();
+    let out = FilterBag {
+        candidates: &candidates,
+        files: &files,
+        header: RECORD_COLUMNS,
+        columns: record_columns(),
+    };
+    write_bag(cfg, writer, prov, &out, &records, warnings)
+}
+
+/// A kept image as the bag's listing and globs need it: the hash of the file read from the
+/// dataset, its source path and its path in the bag.
+pub(crate) struct KeptFile<'a> {
+    pub sha256: &'a str,
+    pub source_file: &'a str,
+    pub path: &'a str,
+}
+
+/// What the last step of a filter run writes besides the records.
+pub(crate) struct FilterBag<'a> {
+    pub candidates: &'a [Candidate],
+    pub files: &'a [KeptFile<'a>],
+    pub header: &'a [&'a str],
+    pub columns: Vec<(String, ColumnType, String)>,
+}
+
+/// The last step of every filter run: exclusions and parameters recorded, records.csv,
+/// excluded.csv and provenance.json written, the bag finished.
+pub(crate) fn write_bag<R: serde::Serialize>(
+    cfg: &FilterConfig,
+    writer: BagWriter,
+    mut prov: Provenance,
+    out: &FilterBag,
+    records: &[R],
+    warnings: Vec<String>,
+) -> Result<FilterOutcome> {
+    let (excluded, by_reason) = exclusions(out.candidates);
     record_parameters(
         cfg,
         &mut prov,
-        records
-            .iter()
-            .map(|r| (r.sha256.as_str(), r.source_file.as_str())),
+        out.files.iter().map(|f| (f.sha256, f.source_file)),
     );
-
-    writer.write_payload("records.csv", &write_csv(&records, RECORD_COLUMNS)?)?;
+    writer.write_payload("records.csv", &write_csv(records, out.header)?)?;
     writer.write_payload(
         "excluded.csv",
         &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
     )?;
     writer.write_payload("provenance.json", &prov.to_bytes())?;
-
-    let globs =
-        crate::manifest::image_globs("data/images/**", records.iter().map(|r| r.path.as_str()));
-    let info = stage_info(cfg, records.len(), globs, record_columns());
+    let globs = crate::manifest::image_globs("data/images/**", out.files.iter().map(|f| f.path));
+    let info = stage_info(cfg, records.len(), globs, out.columns.clone());
     let bag = writer.finish(info)?;
     Ok(FilterOutcome {
         bag,
@@ -287,7 +325,7 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
 }
 
 /// Every candidate dropped, in source order, and the count per reason.
-pub(crate) fn exclusions(candidates: &[Candidate]) -> (Vec<Excluded>, BTreeMap<String, usize>) {
+fn exclusions(candidates: &[Candidate]) -> (Vec<Excluded>, BTreeMap<String, usize>) {
     let mut excluded: Vec<Excluded> = candidates
         .iter()
         .filter_map(|c| {
@@ -313,7 +351,7 @@ pub(crate) fn exclusions(candidates: &[Candidate]) -> (Vec<Excluded>, BTreeMap<S
 
 /// The parameters every filter run records; `files` are the kept (sha256, source_file) pairs,
 /// the identity of a folder dataset.
-pub(crate) fn record_parameters<'a>(
+fn record_parameters<'a>(
     cfg: &FilterConfig,
     prov: &mut Provenance,
     files: impl Iterator<Item = (&'a str, &'a str)>,
@@ -352,7 +390,7 @@ pub(crate) fn record_parameters<'a>(
 }
 
 /// Bag-level description of a filter bag (Croissant and bag-info).
-pub(crate) fn stage_info(
+fn stage_info(
     cfg: &FilterConfig,
     kept: usize,
     image_globs: Vec<(String, String)>,

@@ -293,59 +293,32 @@ fn dicom_flags_are_checked() {
     let ds = t.path().join("ds");
     std::fs::create_dir_all(&ds).unwrap();
     let out = t.path().join("bag");
-    // A DICOM source needs a salt.
-    prep()
-        .args(["filter", "--source", "dicom-folder", "--label", "healthy"])
-        .args(["--dataset", s(&ds), "--out", s(&out)])
-        .assert()
+    let filter = |source: &str, extra: &[&str]| {
+        prep()
+            .args(["filter", "--source", source, "--label", "healthy"])
+            .args(["--dataset", s(&ds), "--out", s(&out)])
+            .args(extra)
+            .assert()
+    };
+    // A DICOM source needs a salt, of at least 16 bytes.
+    filter("dicom-folder", &[])
         .code(2)
         .stderr(predicates::str::contains("--salt-file"));
-    // A short salt is refused.
     let short = t.path().join("short.txt");
     std::fs::write(&short, "abc").unwrap();
-    prep()
-        .args(["filter", "--source", "dicom-folder", "--label", "healthy"])
-        .args([
-            "--dataset",
-            s(&ds),
-            "--out",
-            s(&out),
-            "--salt-file",
-            s(&short),
-        ])
-        .assert()
-        .code(3);
-    // DICOM flags on a PNG source, and --window with raw16, are usage errors.
-    prep()
-        .args(["filter", "--source", "folder", "--label", "healthy"])
-        .args([
-            "--dataset",
-            s(&ds),
-            "--out",
-            s(&out),
-            "--dicom-output",
-            "raw16",
-        ])
-        .assert()
-        .code(2);
+    filter("dicom-folder", &["--salt-file", s(&short)]).code(3);
+    // DICOM flags on a PNG source, and bad windows, are usage errors.
+    filter("folder", &["--dicom-output", "raw16"]).code(2);
     let salt = salt(t.path());
     for bad in [
         &["--dicom-output", "raw16", "--window", "10,20"][..],
         &["--window", "abc"][..],
         &["--window", "10,0"][..],
     ] {
-        prep()
-            .args(["filter", "--source", "dicom-folder", "--label", "healthy"])
-            .args([
-                "--dataset",
-                s(&ds),
-                "--out",
-                s(&out),
-                "--salt-file",
-                s(&salt),
-            ])
-            .args(bad)
-            .assert()
-            .code(2);
+        filter(
+            "dicom-folder",
+            &[&["--salt-file", s(&salt)][..], bad].concat(),
+        )
+        .code(2);
     }
 }

@@ -5,8 +5,8 @@
 use super::{check_image, read_header, render, DicomOptions, Header, Reject, Salt};
 use crate::error::{Error, Result};
 use crate::filter::{
-    exclusions, read_and_locate, record_parameters, stage_info, unique_name, FilterConfig,
-    FilterOutcome, Located,
+    read_and_locate, unique_name, write_bag, FilterBag, FilterConfig, FilterOutcome, KeptFile,
+    Located,
 };
 use crate::manifest::{
     describe_columns, hash_bytes, BagWriter, ColumnType, Record, RECORD_COLUMNS,
@@ -107,14 +107,6 @@ pub fn run(cfg: &FilterConfig, opts: &DicomOptions) -> Result<FilterOutcome> {
     if desc.pseudonymise_files {
         pseudonymise(&opts.salt, &mut candidates);
     }
-    let (excluded, by_reason) = exclusions(&candidates);
-    record_parameters(
-        cfg,
-        &mut prov,
-        records
-            .iter()
-            .map(|(r, d)| (d.dicom_sha256.as_str(), r.source_file.as_str())),
-    );
     prov.param("dicom_output", opts.output)
         .param("dicom_window", opts.window.map(|(c, w)| format!("{c},{w}")))
         .param("dicom_label_tag", &desc.label_tag)
@@ -122,30 +114,23 @@ pub fn run(cfg: &FilterConfig, opts: &DicomOptions) -> Result<FilterOutcome> {
         .param("pseudonymise_files", desc.pseudonymise_files)
         .param("salt_file", opts.salt.file.to_string_lossy())
         .param("salt_fingerprint", opts.salt.fingerprint());
-
     let mut header: Vec<&str> = RECORD_COLUMNS.to_vec();
     header.extend_from_slice(DICOM_COLUMNS);
-    writer.write_payload(
-        "records.csv",
-        &crate::manifest::write_csv(&records, &header)?,
-    )?;
-    writer.write_payload(
-        "excluded.csv",
-        &crate::manifest::write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
-    )?;
-    writer.write_payload("provenance.json", &prov.to_bytes())?;
-    let globs = crate::manifest::image_globs(
-        "data/images/**",
-        records.iter().map(|(r, _)| r.path.as_str()),
-    );
-    let info = stage_info(cfg, records.len(), globs, columns(&header));
-    let bag = writer.finish(info)?;
-    Ok(FilterOutcome {
-        bag,
-        kept: records.len(),
-        excluded_by_reason: by_reason,
-        warnings,
-    })
+    let kept_files: Vec<KeptFile> = records
+        .iter()
+        .map(|(r, d)| KeptFile {
+            sha256: &d.dicom_sha256,
+            source_file: &r.source_file,
+            path: &r.path,
+        })
+        .collect();
+    let out = FilterBag {
+        candidates: &candidates,
+        files: &kept_files,
+        header: &header,
+        columns: columns(&header),
+    };
+    write_bag(cfg, writer, prov, &out, &records, warnings)
 }
 
 /// Read, hash and judge every located film in parallel (results in input order).
