@@ -159,6 +159,14 @@ fn hostile_films_are_excluded_with_reasons_and_no_phi_reaches_any_output() {
         *want_reasons.entry(v.clone()).or_default() += 1;
     }
     assert_eq!(reasons, want_reasons, "{excluded:#?}");
+    // Pseudonymising a path leaves the rest of a sentence alone (report.dcm vs "a report").
+    for e in excluded.iter().filter(|e| e["reason"] == "no-pixel-data") {
+        assert!(
+            e["detail"].contains("(a report, presentation state"),
+            "{}",
+            e["detail"]
+        );
+    }
     // The BurnedInAnnotation flag is recorded; patient ids are salted hashes.
     let burned: Vec<&str> = records
         .iter()

@@ -588,3 +588,46 @@ pub fn render(s: &Samples, h: &Header, opts: &DicomOptions) -> Rendered {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn salt(key: &str) -> Salt {
+        Salt {
+            key: key.as_bytes().to_vec(),
+            file: PathBuf::from("salt.txt"),
+        }
+    }
+
+    #[test]
+    fn hashes_depend_on_the_salt_and_nothing_else() {
+        let (a, b) = (salt("0123456789abcdef-a"), salt("0123456789abcdef-b"));
+        assert_eq!(a.patient("MRN-1"), a.patient(" MRN-1 "));
+        assert_ne!(a.patient("MRN-1"), b.patient("MRN-1"));
+        assert_ne!(a.patient("MRN-1"), a.patient("MRN-2"));
+        assert_ne!(a.patient("x"), a.file("x"), "domains are separate");
+        assert_eq!(a.patient(""), "");
+        assert!(a.patient("MRN-1").starts_with('p') && a.patient("MRN-1").len() == 17);
+        assert!(a.file("a/b.dcm").starts_with('f') && a.file("a/b.dcm").len() == 17);
+    }
+
+    #[test]
+    fn identifying_tags_cannot_be_label_tags() {
+        assert!(parse_tag("PatientName").is_err());
+        assert!(parse_tag("(0010,0020)").is_err());
+        assert!(parse_tag("NoSuchKeyword").is_err());
+        assert_eq!(
+            parse_tag("StudyDescription").unwrap(),
+            tags::STUDY_DESCRIPTION
+        );
+    }
+
+    #[test]
+    fn files_without_the_preamble_are_not_dicom() {
+        assert_eq!(open(b"").unwrap_err().0, "not-dicom");
+        let mut b = vec![0u8; 200];
+        b[128..132].copy_from_slice(b"DICM");
+        assert_eq!(open(&b).unwrap_err().0, "unreadable-dicom");
+    }
+}

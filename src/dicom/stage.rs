@@ -424,12 +424,10 @@ fn pseudonymise(salt: &Salt, candidates: &mut [Candidate]) {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let stem = base.rsplit_once('.').map_or(base.as_str(), |(s, _)| s);
+            // The whole path, then the file name (a search source reports the name alone).
             let mut d = detail.replace(c.file.as_str(), &shown);
-            for part in [base.as_str(), stem] {
-                if part.len() >= 3 {
-                    d = d.replace(part, &shown);
-                }
+            if base.len() >= 3 {
+                d = d.replace(base.as_str(), &shown);
             }
             *detail = d;
         }
