@@ -208,10 +208,96 @@ pub fn open(bytes: &[u8]) -> std::result::Result<DefaultDicomObject, Reject> {
             "no DICOM preamble (the bytes 128..132 are not \"DICM\")",
         ));
     }
+    check_lengths(&bytes[132..]).map_err(|d| reject("unreadable-dicom", d))?;
     OpenFileOptions::new()
         .read_preamble(dicom_object::file::ReadPreamble::Never)
         .from_reader(&bytes[128..])
         .map_err(|e| reject("unreadable-dicom", format!("cannot parse: {}", chain(&e))))
+}
+
+/// Refuse an element that claims more bytes than the file holds, before dicom-rs reads it: its
+/// parser zero-fills a buffer of the declared length first, so a 3 KB file claiming 4 GB would
+/// take 4 GB. Walks the element headers (file meta group, then the data set in its transfer
+/// syntax), into sequences, items and encapsulated pixel data. Written by hand because
+/// dicom-parser offers no length limit. Deflated data sets are not scanned (their bytes are
+/// compressed); implicit-VR sequences of defined length are checked as a whole.
+fn check_lengths(body: &[u8]) -> std::result::Result<(), String> {
+    const LONG_VRS: &[&[u8; 2]] = &[
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+    ];
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
+    let (mut p, mut ts, mut in_meta) = (0usize, String::new(), true);
+    let (mut explicit, mut big, mut in_pixels) = (true, false, false);
+    while p + 8 <= body.len() {
+        let u16_at = |i: usize, big: bool| {
+            let b = [body[i], body[i + 1]];
+            if big {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let u32_at = |i: usize, big: bool| {
+            let b = [body[i], body[i + 1], body[i + 2], body[i + 3]];
+            if big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        // The file meta group is explicit VR little endian; the data set follows its syntax.
+        if in_meta && u16::from_le_bytes([body[p], body[p + 1]]) != 0x0002 {
+            in_meta = false;
+            match ts.trim_end_matches(['\0', ' ']) {
+                "1.2.840.10008.1.2" => explicit = false,
+                "1.2.840.10008.1.2.2" => big = true,
+                "1.2.840.10008.1.2.1.99" => return Ok(()),
+                _ => {}
+            }
+        }
+        let (group, elem) = (u16_at(p, big), u16_at(p + 2, big));
+        let (vr, len, header) = if group == 0xFFFE {
+            (None, u32_at(p + 4, big), 8)
+        } else if explicit {
+            let vr = [body[p + 4], body[p + 5]];
+            if LONG_VRS.contains(&&vr) {
+                if p + 12 > body.len() {
+                    return Ok(());
+                }
+                (Some(vr), u32_at(p + 8, big), 12)
+            } else {
+                (Some(vr), u16_at(p + 6, big) as u32, 8)
+            }
+        } else {
+            (None, u32_at(p + 4, big), 8)
+        };
+        p += header;
+        let left = body.len() - p;
+        if in_meta && (group, elem) == (0x0002, 0x0010) && (len as usize) <= left {
+            ts = String::from_utf8_lossy(&body[p..p + len as usize]).into_owned();
+        }
+        match (group, elem) {
+            (0xFFFE, 0xE000) if in_pixels && len != UNDEFINED => {} // a fragment: skip it
+            (0xFFFE, 0xE0DD) => {
+                in_pixels = false;
+                continue;
+            }
+            (0xFFFE, _) => continue, // an item or item delimiter: look inside
+            _ if len == UNDEFINED => {
+                in_pixels = (group, elem) == (0x7FE0, 0x0010);
+                continue;
+            }
+            _ if vr == Some(*b"SQ") => continue,
+            _ => {}
+        }
+        if len as usize > left {
+            return Err(format!(
+                "element ({group:04X},{elem:04X}) claims {len} bytes, the file has {left} left"
+            ));
+        }
+        p += len as usize;
+    }
+    Ok(())
 }
 
 /// An error and its causes, one sentence (dicom-rs puts the useful part in the sources).
@@ -620,6 +706,24 @@ mod tests {
         assert_eq!(
             parse_tag("StudyDescription").unwrap(),
             tags::STUDY_DESCRIPTION
+        );
+    }
+
+    #[test]
+    fn an_element_claiming_more_than_the_file_is_refused_before_parsing() {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let ts = b"1.2.840.10008.1.2.1\0";
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I', ts.len() as u8, 0]);
+        b.extend_from_slice(ts);
+        b.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+        b.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        b.extend_from_slice(&[0u8; 64]);
+        let (code, detail) = open(&b).unwrap_err();
+        assert_eq!(code, "unreadable-dicom");
+        assert!(
+            detail.contains("(7FE0,0010) claims 4294967280 bytes"),
+            "{detail}"
         );
     }
 
