@@ -26,6 +26,8 @@ pub enum Command {
     ///   prep filter --source cohen --dataset covid-chestxray-dataset --label-others --out bags/others
     ///   prep filter --source nih --dataset chestxray14 --metadata Data_Entry_2017.csv --label-diseased --out bags/nih
     ///   prep filter --source folder --dataset chest_xray/train/NORMAL --label healthy --out bags/normal
+    ///   prep filter --source rsna --dataset rsna-pneumonia --label-others --salt-file ~/salt.txt --out bags/rsna
+    ///   prep filter --source dicom-folder --dataset export/ --label healthy --salt-file ~/salt.txt --dicom-output raw16 --out bags/pacs
     Filter(FilterArgs),
     /// Split bags into leak-free train/val(/test) sets: whole patient groups per split
     /// (patients, aliases, exact and near duplicates, cross-references), optionally balanced
@@ -246,7 +248,7 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Args)]
 pub struct FilterArgs {
-    /// Source description: a built-in name (cohen, nih, folder) or a path to a .toml file
+    /// Source description: a built-in name (cohen, nih, folder, dicom-folder, rsna) or a path to a .toml file
     /// laid out like those in metadata/.
     #[arg(long, value_name = "NAME|FILE.toml")]
     pub source: String,
@@ -300,6 +302,25 @@ pub struct FilterArgs {
     /// Replace an existing output bag.
     #[arg(long)]
     pub force: bool,
+
+    /// DICOM sources (dicom-folder, rsna): the PNG each film becomes. window8: 8-bit after the
+    /// rescale and the film's first VOI LUT or window (or --window), MONOCHROME1 inverted;
+    /// raw16: the stored values, lossless 16-bit (MONOCHROME1 inverted, left-aligned) [default:
+    /// window8].
+    #[arg(long, value_enum, value_name = "FORM")]
+    pub dicom_output: Option<prep::dicom::Output>,
+
+    /// DICOM sources, window8: window centre and width replacing the films' own VOI (LINEAR),
+    /// in modality units, e.g. --window 2048,4096.
+    #[arg(long, value_name = "C,W", allow_hyphen_values = true)]
+    pub window: Option<String>,
+
+    /// DICOM sources: a private file of at least 16 random bytes; patient ids (and, for sources
+    /// whose paths identify patients, file paths) are written only as hashes salted with it.
+    /// Keep it outside the bag and reuse it for every bag of a study so `prep split` groups a
+    /// patient's films. Make one with: head -c 32 /dev/urandom | base64 > salt.txt
+    #[arg(long, value_name = "FILE")]
+    pub salt_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,9 @@ use std::collections::BTreeSet;
 
 pub fn filter_config(a: FilterArgs, argv: Vec<String>) -> Result<FilterConfig> {
     let source = SourceDesc::load(&a.source)?;
+    let dicom = dicom_options(&a, &source)?;
+    // A DICOM folder labelled from a tag needs no --label; its films' labels come from the tag.
+    let tag_label = source.dicom.as_ref().and_then(|d| d.label_tag.clone());
     if !a.dataset.is_dir() {
         return Err(Error::bad_input(
             &a.dataset,
@@ -22,11 +25,22 @@ pub fn filter_config(a: FilterArgs, argv: Vec<String>) -> Result<FilterConfig> {
                     "a folder source takes --label NAME, not --label-others/--label-healthy/--label-diseased/--require-pcr/--metadata".into(),
                 ));
             }
-            let label = a
-                .label
-                .clone()
-                .ok_or_else(|| Error::Usage("a folder source needs --label NAME".into()))?;
-            check_label(&label)?;
+            let label = match (&a.label, &tag_label) {
+                (Some(_), Some(t)) => {
+                    return Err(Error::Usage(format!(
+                        "source {} labels films from their {t} tag: drop --label",
+                        source.name
+                    )))
+                }
+                (None, Some(t)) => format!("<{t}>"),
+                (l, None) => {
+                    let label = l
+                        .clone()
+                        .ok_or_else(|| Error::Usage("a folder source needs --label NAME".into()))?;
+                    check_label(&label)?;
+                    label
+                }
+            };
             (BTreeSet::new(), Some(label), None)
         }
         Kind::Table => {
@@ -104,7 +118,65 @@ pub fn filter_config(a: FilterArgs, argv: Vec<String>) -> Result<FilterConfig> {
         link: a.link,
         force: a.force,
         argv,
+        dicom,
     })
+}
+
+/// The DICOM flags, checked against the source: they belong to DICOM sources only, which need
+/// a salt.
+fn dicom_options(a: &FilterArgs, source: &SourceDesc) -> Result<Option<prep::dicom::DicomOptions>> {
+    use prep::dicom::{parse_tag, DicomOptions, Output, Salt};
+    let Some(desc) = &source.dicom else {
+        if a.dicom_output.is_some() || a.window.is_some() || a.salt_file.is_some() {
+            return Err(Error::Usage(format!(
+                "--dicom-output, --window and --salt-file are for DICOM sources (dicom-folder, rsna); {} is not one",
+                source.name
+            )));
+        }
+        return Ok(None);
+    };
+    if let Some(t) = &desc.label_tag {
+        parse_tag(t)?;
+    }
+    let output = a.dicom_output.unwrap_or(Output::Window8);
+    let window = match &a.window {
+        None => None,
+        Some(_) if output == Output::Raw16 => {
+            return Err(Error::Usage(
+                "--window applies to --dicom-output window8 (raw16 keeps the stored values)".into(),
+            ))
+        }
+        Some(w) => {
+            let parts: Vec<Option<f64>> = w.split(',').map(|p| p.trim().parse().ok()).collect();
+            match parts.as_slice() {
+                [Some(c), Some(w)] => {
+                    prep::dicom::pixels::check_window(
+                        *c,
+                        *w,
+                        prep::dicom::pixels::VoiFunction::Linear,
+                    )
+                    .map_err(|e| Error::Usage(format!("--window: {e}")))?;
+                    Some((*c, *w))
+                }
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "--window {w:?} must be CENTRE,WIDTH, e.g. 2048,4096"
+                    )))
+                }
+            }
+        }
+    };
+    let salt_file = a.salt_file.as_ref().ok_or_else(|| {
+        Error::Usage(format!(
+            "source {} reads DICOM films: pass --salt-file FILE (a private file of random bytes, e.g. `head -c 32 /dev/urandom | base64 > salt.txt`); patient ids are written only as hashes salted with it",
+            source.name
+        ))
+    })?;
+    Ok(Some(DicomOptions {
+        output,
+        window,
+        salt: Salt::read(salt_file)?,
+    }))
 }
 
 /// `--set NAME=VALUE` pairs.

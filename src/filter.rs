@@ -35,6 +35,8 @@ pub struct FilterConfig {
     pub link: bool,
     pub force: bool,
     pub argv: Vec<String>,
+    /// Set for DICOM sources (`[dicom]` in the description): how films are rendered and hashed.
+    pub dicom: Option<crate::dicom::DicomOptions>,
 }
 
 /// What a filter run produced, for the summary table.
@@ -152,7 +154,292 @@ pub fn check_label(label: &str) -> Result<()> {
     }
 }
 
+/// What the first steps of a filter run produced: the provenance so far, the
+/// warnings, every candidate with its metadata verdict, and where each kept one's file is.
+pub(crate) struct Located {
+    pub prov: Provenance,
+    pub warnings: Vec<String>,
+    pub candidates: Vec<Candidate>,
+    pub files: Vec<Option<PathBuf>>,
+}
+
 pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
+    if let Some(opts) = &cfg.dicom {
+        return crate::dicom::run(cfg, opts);
+    }
+    let Located {
+        prov,
+        warnings,
+        mut candidates,
+        files: located,
+    } = read_and_locate(cfg)?;
+
+    // Read, hash and decode every located file in parallel; order of results follows input.
+    let todo: Vec<usize> = (0..candidates.len())
+        .filter(|&i| located[i].is_some())
+        .collect();
+    // Each decoded image is fingerprinted for prep split's near-duplicate search on the way.
+    let pb = progress::bar(todo.len() as u64, "checking");
+    let spill = fingerprints::Spill::new()?;
+    let probes: Vec<(usize, std::result::Result<Probe, (String, String)>)> = todo
+        .par_iter()
+        .map(|&i| {
+            let path = located[i].as_ref().expect("located");
+            let r = match std::fs::read(path) {
+                Err(e) => Err(("unreadable-image".to_string(), format!("cannot read: {e}"))),
+                Ok(bytes) => decode_checked(&bytes).map(|img| {
+                    let probe = Probe {
+                        sha256: hash_bytes(&bytes),
+                        bytes: bytes.len() as u64,
+                        width: img.width(),
+                        height: img.height(),
+                    };
+                    (probe, Fingerprint::new(&img))
+                }),
+            };
+            pb.inc(1);
+            let r = match r {
+                Ok((p, fp)) => {
+                    spill.add(&p.sha256, &fp)?;
+                    Ok(p)
+                }
+                Err(e) => Err(e),
+            };
+            Ok((i, r))
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+
+    // Sequential, in source order: drop exact duplicate files and give each kept file its name.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new(); // sha -> first file
+    let mut taken: BTreeSet<String> = BTreeSet::new(); // lower-cased output paths
+    let mut kept: Vec<(usize, Probe, String, String)> = Vec::new(); // idx, probe, rel path, id
+    for (i, res) in probes {
+        let cand = &mut candidates[i];
+        match res {
+            Err((code, detail)) => cand.drop(&code, detail),
+            Ok(p) => {
+                if let Some(first) = seen.get(&p.sha256) {
+                    let d = format!("same bytes as {first}");
+                    cand.drop("duplicate-file", d);
+                    continue;
+                }
+                seen.insert(p.sha256.clone(), cand.file.clone());
+                let label = cand.verdict.clone().expect("kept");
+                let (rel, id) =
+                    unique_name(&label, located[i].as_ref().expect("located"), &mut taken);
+                kept.push((i, p, rel, id));
+            }
+        }
+    }
+
+    let writer = BagWriter::create(&cfg.out, cfg.force)?;
+    let pb = progress::bar(kept.len() as u64, "copying");
+    kept.par_iter()
+        .map(|(i, p, rel, _)| {
+            let src = located[*i].as_ref().expect("located");
+            let bytes = std::fs::read(src).map_err(|e| Error::read(src, e))?;
+            if hash_bytes(&bytes) != p.sha256 {
+                return Err(Error::bad_input(
+                    src,
+                    "file changed while prep was reading it",
+                ));
+            }
+            writer.add_file(src, &format!("images/{rel}"), &bytes, &p.sha256, cfg.link)?;
+            pb.inc(1);
+            Ok(())
+        })
+        .collect::<Result<()>>()?;
+    pb.finish_and_clear();
+    let kept_shas: BTreeSet<String> = kept.iter().map(|k| k.1.sha256.clone()).collect();
+    spill.write(&writer.staged_path(fingerprints::FILE), Some(&kept_shas))?;
+
+    let mut records: Vec<Record> = kept
+        .iter()
+        .map(|(i, p, rel, id)| {
+            let c = &candidates[*i];
+            Record {
+                id: id.clone(),
+                path: format!("data/images/{rel}"),
+                sha256: p.sha256.clone(),
+                bytes: p.bytes,
+                width: p.width,
+                height: p.height,
+                source: cfg.source.name.clone(),
+                patient_id: c.patient_id.clone(),
+                view: c.view.clone(),
+                label: c.verdict.clone().expect("kept"),
+                finding: c.finding.clone(),
+                source_file: c.file.clone(),
+                source_row: c.source_row.clone(),
+            }
+        })
+        .collect();
+    records.sort_by(|a, b| a.path.cmp(&b.path));
+
+    let files: Vec<KeptFile> = records
+        .iter()
+        .map(|r| KeptFile {
+            sha256: &r.sha256,
+            source_file: &r.source_file,
+            path: &r.path,
+        })
+        .collect();
+    let out = FilterBag {
+        candidates: &candidates,
+        files: &files,
+        header: RECORD_COLUMNS,
+        columns: record_columns(),
+    };
+    write_bag(cfg, writer, prov, &out, &records, warnings)
+}
+
+/// A kept image as the bag's listing and globs need it: the hash of the file read from the
+/// dataset, its source path and its path in the bag.
+pub(crate) struct KeptFile<'a> {
+    pub sha256: &'a str,
+    pub source_file: &'a str,
+    pub path: &'a str,
+}
+
+/// What the last step of a filter run writes besides the records.
+pub(crate) struct FilterBag<'a> {
+    pub candidates: &'a [Candidate],
+    pub files: &'a [KeptFile<'a>],
+    pub header: &'a [&'a str],
+    pub columns: Vec<(String, ColumnType, String)>,
+}
+
+/// The last step of every filter run: exclusions and parameters recorded, records.csv,
+/// excluded.csv and provenance.json written, the bag finished.
+pub(crate) fn write_bag<R: serde::Serialize>(
+    cfg: &FilterConfig,
+    writer: BagWriter,
+    mut prov: Provenance,
+    out: &FilterBag,
+    records: &[R],
+    warnings: Vec<String>,
+) -> Result<FilterOutcome> {
+    let (excluded, by_reason) = exclusions(out.candidates);
+    record_parameters(
+        cfg,
+        &mut prov,
+        out.files.iter().map(|f| (f.sha256, f.source_file)),
+    );
+    writer.write_payload("records.csv", &write_csv(records, out.header)?)?;
+    writer.write_payload(
+        "excluded.csv",
+        &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
+    )?;
+    writer.write_payload("provenance.json", &prov.to_bytes())?;
+    let globs = crate::manifest::image_globs("data/images/**", out.files.iter().map(|f| f.path));
+    let info = stage_info(cfg, records.len(), globs, out.columns.clone());
+    let bag = writer.finish(info)?;
+    Ok(FilterOutcome {
+        bag,
+        kept: records.len(),
+        excluded_by_reason: by_reason,
+        warnings,
+    })
+}
+
+/// Every candidate dropped, in source order, and the count per reason.
+fn exclusions(candidates: &[Candidate]) -> (Vec<Excluded>, BTreeMap<String, usize>) {
+    let mut excluded: Vec<Excluded> = candidates
+        .iter()
+        .filter_map(|c| {
+            c.verdict.as_ref().err().map(|(code, detail)| Excluded {
+                source_row: c.source_row.clone(),
+                file: c.file.clone(),
+                reason: code.clone(),
+                detail: detail.clone(),
+            })
+        })
+        .collect();
+    excluded.sort_by(|a, b| {
+        let n = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
+        (n(&a.source_row), &a.file).cmp(&(n(&b.source_row), &b.file))
+    });
+    let mut by_reason = BTreeMap::new();
+    for e in &excluded {
+        *by_reason.entry(e.reason.clone()).or_insert(0usize) += 1;
+    }
+
+    (excluded, by_reason)
+}
+
+/// The parameters every filter run records; `files` are the kept (sha256, source_file) pairs,
+/// the identity of a folder dataset.
+fn record_parameters<'a>(
+    cfg: &FilterConfig,
+    prov: &mut Provenance,
+    files: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    // A folder dataset has no metadata file: its identity is the list of files and hashes read.
+    if cfg.source.kind == Kind::Folder {
+        let listing: String = files.map(|(sha, f)| format!("{sha}  {f}\n")).collect();
+        prov.inputs.push(InputRef {
+            kind: "dataset".into(),
+            path: cfg.dataset.to_string_lossy().into_owned(),
+            sha256: hash_bytes(listing.as_bytes()),
+        });
+    }
+    let keep: Vec<_> = cfg.selection.keep.iter().map(|c| c.label()).collect();
+    prov.param("source", &cfg.source_arg)
+        .param("dataset", cfg.dataset.to_string_lossy())
+        .param(
+            "metadata",
+            cfg.metadata
+                .as_ref()
+                .map(|m| m.to_string_lossy().into_owned()),
+        )
+        .param("keep_labels", keep)
+        .param("folder_label", &cfg.selection.folder_label)
+        .param("require_pcr", cfg.selection.require_pcr)
+        .param(
+            "exclude_list",
+            cfg.exclude_list_file
+                .as_ref()
+                .map(|m| m.to_string_lossy().into_owned()),
+        )
+        .param("encoding", cfg.encoding)
+        .param("link", cfg.link)
+        .param("max_image_side", MAX_SIDE)
+        .param("max_decode_bytes", MAX_ALLOC);
+}
+
+/// Bag-level description of a filter bag (Croissant and bag-info).
+fn stage_info(
+    cfg: &FilterConfig,
+    kept: usize,
+    image_globs: Vec<(String, String)>,
+    columns: Vec<(String, ColumnType, String)>,
+) -> StageInfo {
+    StageInfo {
+        name: format!("prep-filter-{}", cfg.source.name),
+        description: format!(
+            "{} images from {} kept by prep filter (labels: {}); every dropped row is listed in data/excluded.csv with its reason.",
+            kept,
+            cfg.source.title,
+            cfg.selection
+                .folder_label
+                .clone()
+                .unwrap_or_else(|| cfg.selection.keep.iter().map(|c| c.label()).collect::<Vec<_>>().join(", "))
+        ),
+        croissant: CroissantSpec {
+            license: cfg.source.license.clone(),
+            url: cfg.source.url.clone(),
+            cite_as: cfg.source.citation.clone(),
+            table: "data/records.csv".into(),
+            columns,
+            image_globs,
+        },
+    }
+}
+
+/// Read the source's candidates, judge them on metadata, and find each one's file inside the
+/// dataset root (never outside it).
+pub(crate) fn read_and_locate(cfg: &FilterConfig) -> Result<Located> {
     let root = cfg
         .dataset
         .canonicalize()
@@ -244,203 +531,11 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         }
     }
 
-    // Read, hash and decode every located file in parallel; order of results follows input.
-    let todo: Vec<usize> = (0..candidates.len())
-        .filter(|&i| located[i].is_some())
-        .collect();
-    // Each decoded image is fingerprinted for prep split's near-duplicate search on the way.
-    let pb = progress::bar(todo.len() as u64, "checking");
-    let spill = fingerprints::Spill::new()?;
-    let probes: Vec<(usize, std::result::Result<Probe, (String, String)>)> = todo
-        .par_iter()
-        .map(|&i| {
-            let path = located[i].as_ref().expect("located");
-            let r = match std::fs::read(path) {
-                Err(e) => Err(("unreadable-image".to_string(), format!("cannot read: {e}"))),
-                Ok(bytes) => decode_checked(&bytes).map(|img| {
-                    let sha256 = hash_bytes(&bytes);
-                    let fp = Fingerprint::new(&img);
-                    (
-                        Probe {
-                            sha256,
-                            bytes: bytes.len() as u64,
-                            width: img.width(),
-                            height: img.height(),
-                        },
-                        fp,
-                    )
-                }),
-            };
-            pb.inc(1);
-            let r = match r {
-                Ok((p, fp)) => {
-                    spill.add(&p.sha256, &fp)?;
-                    Ok(p)
-                }
-                Err(e) => Err(e),
-            };
-            Ok((i, r))
-        })
-        .collect::<Result<_>>()?;
-    pb.finish_and_clear();
-
-    // Sequential, in source order: drop exact duplicate files and give each kept file its name.
-    let mut seen: BTreeMap<String, String> = BTreeMap::new(); // sha -> first file
-    let mut taken: BTreeSet<String> = BTreeSet::new(); // lower-cased output paths
-    let mut kept: Vec<(usize, Probe, String, String)> = Vec::new(); // idx, probe, rel path, id
-    for (i, res) in probes {
-        let cand = &mut candidates[i];
-        match res {
-            Err((code, detail)) => cand.drop(&code, detail),
-            Ok(p) => {
-                if let Some(first) = seen.get(&p.sha256) {
-                    let d = format!("same bytes as {first}");
-                    cand.drop("duplicate-file", d);
-                    continue;
-                }
-                seen.insert(p.sha256.clone(), cand.file.clone());
-                let label = cand.verdict.clone().expect("kept");
-                let (rel, id) =
-                    unique_name(&label, located[i].as_ref().expect("located"), &mut taken);
-                kept.push((i, p, rel, id));
-            }
-        }
-    }
-
-    let writer = BagWriter::create(&cfg.out, cfg.force)?;
-    let pb = progress::bar(kept.len() as u64, "copying");
-    kept.par_iter()
-        .map(|(i, p, rel, _)| {
-            let src = located[*i].as_ref().expect("located");
-            let bytes = std::fs::read(src).map_err(|e| Error::read(src, e))?;
-            if hash_bytes(&bytes) != p.sha256 {
-                return Err(Error::bad_input(
-                    src,
-                    "file changed while prep was reading it",
-                ));
-            }
-            writer.add_file(src, &format!("images/{rel}"), &bytes, &p.sha256, cfg.link)?;
-            pb.inc(1);
-            Ok(())
-        })
-        .collect::<Result<()>>()?;
-    pb.finish_and_clear();
-    let kept_shas: BTreeSet<String> = kept.iter().map(|k| k.1.sha256.clone()).collect();
-    spill.write(&writer.staged_path(fingerprints::FILE), Some(&kept_shas))?;
-
-    let mut records: Vec<Record> = kept
-        .iter()
-        .map(|(i, p, rel, id)| {
-            let c = &candidates[*i];
-            Record {
-                id: id.clone(),
-                path: format!("data/images/{rel}"),
-                sha256: p.sha256.clone(),
-                bytes: p.bytes,
-                width: p.width,
-                height: p.height,
-                source: cfg.source.name.clone(),
-                patient_id: c.patient_id.clone(),
-                view: c.view.clone(),
-                label: c.verdict.clone().expect("kept"),
-                finding: c.finding.clone(),
-                source_file: c.file.clone(),
-                source_row: c.source_row.clone(),
-            }
-        })
-        .collect();
-    records.sort_by(|a, b| a.path.cmp(&b.path));
-
-    let mut excluded: Vec<Excluded> = candidates
-        .iter()
-        .filter_map(|c| {
-            c.verdict.as_ref().err().map(|(code, detail)| Excluded {
-                source_row: c.source_row.clone(),
-                file: c.file.clone(),
-                reason: code.clone(),
-                detail: detail.clone(),
-            })
-        })
-        .collect();
-    excluded.sort_by(|a, b| {
-        let n = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
-        (n(&a.source_row), &a.file).cmp(&(n(&b.source_row), &b.file))
-    });
-    let mut by_reason = BTreeMap::new();
-    for e in &excluded {
-        *by_reason.entry(e.reason.clone()).or_insert(0usize) += 1;
-    }
-
-    // A folder dataset has no metadata file: its identity is the list of files and hashes read.
-    if cfg.source.kind == Kind::Folder {
-        let listing: String = records
-            .iter()
-            .map(|r| format!("{}  {}\n", r.sha256, r.source_file))
-            .collect();
-        prov.inputs.push(InputRef {
-            kind: "dataset".into(),
-            path: cfg.dataset.to_string_lossy().into_owned(),
-            sha256: hash_bytes(listing.as_bytes()),
-        });
-    }
-    let keep: Vec<_> = cfg.selection.keep.iter().map(|c| c.label()).collect();
-    prov.param("source", &cfg.source_arg)
-        .param("dataset", cfg.dataset.to_string_lossy())
-        .param(
-            "metadata",
-            cfg.metadata
-                .as_ref()
-                .map(|m| m.to_string_lossy().into_owned()),
-        )
-        .param("keep_labels", keep)
-        .param("folder_label", &cfg.selection.folder_label)
-        .param("require_pcr", cfg.selection.require_pcr)
-        .param(
-            "exclude_list",
-            cfg.exclude_list_file
-                .as_ref()
-                .map(|m| m.to_string_lossy().into_owned()),
-        )
-        .param("encoding", cfg.encoding)
-        .param("link", cfg.link)
-        .param("max_image_side", MAX_SIDE)
-        .param("max_decode_bytes", MAX_ALLOC);
-
-    writer.write_payload("records.csv", &write_csv(&records, RECORD_COLUMNS)?)?;
-    writer.write_payload(
-        "excluded.csv",
-        &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
-    )?;
-    writer.write_payload("provenance.json", &prov.to_bytes())?;
-
-    let globs =
-        crate::manifest::image_globs("data/images/**", records.iter().map(|r| r.path.as_str()));
-    let info = StageInfo {
-        name: format!("prep-filter-{}", cfg.source.name),
-        description: format!(
-            "{} images from {} kept by prep filter (labels: {}); every dropped row is listed in data/excluded.csv with its reason.",
-            records.len(),
-            cfg.source.title,
-            cfg.selection
-                .folder_label
-                .clone()
-                .unwrap_or_else(|| cfg.selection.keep.iter().map(|c| c.label()).collect::<Vec<_>>().join(", "))
-        ),
-        croissant: CroissantSpec {
-            license: cfg.source.license.clone(),
-            url: cfg.source.url.clone(),
-            cite_as: cfg.source.citation.clone(),
-            table: "data/records.csv".into(),
-            columns: record_columns(),
-            image_globs: globs,
-        },
-    };
-    let bag = writer.finish(info)?;
-    Ok(FilterOutcome {
-        bag,
-        kept: records.len(),
-        excluded_by_reason: by_reason,
+    Ok(Located {
+        prov,
         warnings,
+        candidates,
+        files: located,
     })
 }
 
@@ -450,7 +545,11 @@ fn record_columns() -> Vec<(String, ColumnType, String)> {
 
 /// `label/<file name>`, made unique (case-insensitively, for case-folding filesystems) by a
 /// numeric suffix only when two files share a name. Returns (path under images/, id).
-fn unique_name(label: &str, src: &Path, taken: &mut BTreeSet<String>) -> (String, String) {
+pub(crate) fn unique_name(
+    label: &str,
+    src: &Path,
+    taken: &mut BTreeSet<String>,
+) -> (String, String) {
     let name = src
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -5,6 +5,7 @@
 //! `train` (the model side, behind the `train` feature).
 
 pub mod demo;
+pub mod dicom;
 pub mod error;
 pub mod evaluate;
 pub mod export;

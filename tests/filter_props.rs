@@ -87,6 +87,7 @@ proptest! {
             link: false,
             force: false,
             argv: vec![],
+            dicom: None,
         };
         let outcome = run(&cfg).unwrap();
         let excluded: usize = outcome.excluded_by_reason.values().sum();

@@ -307,8 +307,61 @@ fn bag_sections(page: &mut Page, bag: &Path) -> Result<()> {
             page.raw(&table(&["reason", "count"], &rows));
         }
     }
+    dicom_section(page, &records);
     html::gallery(page, bag, &records)?;
     Ok(())
+}
+
+/// DICOM-born bags: the BurnedInAnnotation flag (text, possibly identifying, in the pixels) and
+/// how the films were rendered.
+fn dicom_section(page: &mut Page, records: &Rows) {
+    if !records
+        .first()
+        .is_some_and(|r| r.contains_key("burned_in_annotation"))
+    {
+        return;
+    }
+    let flag = counts(records, "burned_in_annotation");
+    let n = |k: &str| flag.get(k).copied().unwrap_or(0);
+    let yes: Vec<&str> = records
+        .iter()
+        .filter(|r| r.get("burned_in_annotation").map(String::as_str) == Some("YES"))
+        .filter_map(|r| r.get("id").map(String::as_str))
+        .collect();
+    let class = if yes.is_empty() { "ok" } else { "bad" };
+    page.raw(&format!(
+        "<p class={class}>DICOM BurnedInAnnotation (0028,0301): {} YES, {} NO, {} not stated.{}</p>",
+        yes.len(),
+        n("NO"),
+        records.len() - yes.len() - n("NO"),
+        if yes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Films with text burned into their pixels (erase it with prep inpaint): {}",
+                esc(&yes.join(", "))
+            )
+        }
+    ));
+    let rows: Vec<Vec<String>> = {
+        let mut m: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+        for r in records {
+            let g = |k: &str| r.get(k).cloned().unwrap_or_default();
+            *m.entry((
+                g("dicom_transfer_syntax"),
+                g("dicom_photometric"),
+                g("dicom_output"),
+            ))
+            .or_default() += 1;
+        }
+        m.into_iter()
+            .map(|((ts, pi, o), k)| vec![esc(&ts), esc(&pi), esc(&o), k.to_string()])
+            .collect()
+    };
+    page.raw(&table(
+        &["transfer syntax", "photometric", "output", "films"],
+        &rows,
+    ));
 }
 
 /// Write the page atomically.

@@ -40,7 +40,7 @@ pub fn read_folder(desc: &SourceDesc, root: &Path, sel: &Selection) -> Result<Ve
             cand.drop("unsafe-path", "file name is not UTF-8");
         } else if name.starts_with('.') {
             cand.drop("hidden-file", "hidden file");
-        } else if !desc.files.extensions.iter().any(|e| *e == ext) {
+        } else if !desc.files.extensions.iter().any(|e| *e == ext || e == "*") {
             cand.drop(
                 "not-image",
                 format!("extension {ext:?} is not an image type"),

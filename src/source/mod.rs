@@ -18,6 +18,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("cohen", include_str!("../../metadata/cohen.toml")),
     ("nih", include_str!("../../metadata/nih-chestxray14.toml")),
     ("folder", include_str!("../../metadata/image-folder.toml")),
+    (
+        "dicom-folder",
+        include_str!("../../metadata/dicom-folder.toml"),
+    ),
+    ("rsna", include_str!("../../metadata/rsna-pneumonia.toml")),
 ];
 
 /// Names accepted by `--source` besides a path to a `.toml` file.
@@ -62,6 +67,33 @@ pub struct SourceDesc {
     pub pcr: Option<Pcr>,
     #[serde(default)]
     pub patients: Patients,
+    /// Present for sources whose files are DICOM objects (see `crate::dicom`).
+    #[serde(default)]
+    pub dicom: Option<DicomDesc>,
+}
+
+/// How a DICOM source's films are judged on their tags. Modality (0008,0060) is checked against
+/// `[modality] xray` and ViewPosition (0018,5101) against `[views] frontal` of the description.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomDesc {
+    /// Accepted BodyPartExamined (0018,0015) values, compared case-insensitively; `""` accepts a
+    /// film without the tag. Empty list: any body part.
+    #[serde(default)]
+    pub body_parts: Vec<String>,
+    /// A tag (keyword such as `StudyDescription` or `(gggg,eeee)`) whose value is the finding,
+    /// classified with `[findings]`; without it a folder source takes `--label NAME`.
+    #[serde(default)]
+    pub label_tag: Option<String>,
+    /// Name the bag's images (and write `source_file`) by a salted hash of their path instead of
+    /// the path itself: hospital exports put patient names and ids in file names, and RSNA's
+    /// file names are its PatientID.
+    #[serde(default = "yes")]
+    pub pseudonymise_files: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -91,9 +123,19 @@ pub enum Locate {
 pub struct Files {
     #[serde(default)]
     pub locate: Locate,
-    /// File extensions (lower case) counted as images by folder sources.
+    /// File extensions (lower case) counted as images by folder sources; `"*"` counts every
+    /// file (DICOM exports often have no extension, or a UID for a name).
     #[serde(default)]
     pub extensions: Vec<String>,
+    /// Appended to the file column's value (RSNA's table names `<patientId>`, its film is
+    /// `<patientId>.dcm`).
+    #[serde(default)]
+    pub suffix: String,
+    /// Rows naming the same file are one image (RSNA: one row per box): the first row speaks for
+    /// it, the others are listed as `duplicate-row`; rows that disagree on the finding exclude
+    /// the image as `conflicting-labels`.
+    #[serde(default)]
+    pub one_image_per_file: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -299,6 +341,20 @@ mod tests {
         assert_eq!(s.classify("No Finding"), Class::Healthy);
         assert_eq!(s.classify("Cardiomegaly|Effusion"), Class::Diseased);
         assert!(s.is_frontal("PA") && s.is_frontal("AP") && !s.is_frontal("LL"));
+    }
+
+    #[test]
+    fn rsna_vocabulary() {
+        let s = SourceDesc::load("rsna").unwrap();
+        assert_eq!(s.classify("Normal"), Class::Healthy);
+        assert_eq!(s.classify("Lung Opacity"), Class::Diseased);
+        assert_eq!(s.classify("No Lung Opacity / Not Normal"), Class::Diseased);
+        assert_eq!(s.classify(""), Class::Unlabelled);
+        assert!(s.is_xray("CR") && s.is_xray("DX") && !s.is_xray("CT"));
+        assert!(s.dicom.as_ref().unwrap().pseudonymise_files);
+        let f = SourceDesc::load("dicom-folder").unwrap();
+        assert!(f.is_frontal("PA") && f.is_frontal("ap") && !f.is_frontal("LL"));
+        assert!(f.is_xray("DX") && !f.is_xray("CT") && !f.is_xray("MR"));
     }
 
     #[test]

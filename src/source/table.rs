@@ -156,7 +156,10 @@ pub fn read_table(
             .map(|p| line_of(p.byte() as usize))
             .unwrap_or(0);
         let get = |i: Option<usize>| i.and_then(|i| record.get(i)).unwrap_or("").to_string();
-        let file_name = get(Some(file_col));
+        let mut file_name = get(Some(file_col));
+        if !file_name.trim().is_empty() && !desc.files.suffix.is_empty() {
+            file_name = format!("{}{}", file_name.trim(), desc.files.suffix);
+        }
         let folder = get(folder_col);
         let file = if folder.trim().is_empty() {
             file_name.trim().to_string()
@@ -221,5 +224,44 @@ pub fn read_table(
         }
         out.push(cand);
     }
+    if desc.files.one_image_per_file {
+        one_image_per_file(&mut out);
+    }
     Ok(out)
+}
+
+/// Collapse rows that name the same file (RSNA lists one row per box) into the first of them;
+/// the others stay listed, as `duplicate-row`. Rows that disagree on the finding make the image
+/// ambiguous: its first row is then excluded too, as `conflicting-labels`.
+fn one_image_per_file(cands: &mut [Candidate]) {
+    let mut first: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut conflicts = std::collections::BTreeMap::new();
+    for i in 0..cands.len() {
+        if cands[i].file.is_empty() {
+            continue;
+        }
+        match first.get(&cands[i].file) {
+            None => {
+                first.insert(cands[i].file.clone(), i);
+            }
+            Some(&j) => {
+                let (lead, finding) = (cands[j].source_row.clone(), cands[j].finding.clone());
+                if cands[i].finding != finding {
+                    conflicts
+                        .entry(j)
+                        .or_insert_with(|| (finding, cands[i].finding.clone()));
+                }
+                cands[i].drop(
+                    "duplicate-row",
+                    format!("same image as line {lead} (one row per box)"),
+                );
+            }
+        }
+    }
+    for (j, (a, b)) in conflicts {
+        cands[j].drop(
+            "conflicting-labels",
+            format!("rows for this image disagree: finding {a:?} and {b:?}"),
+        );
+    }
 }
