@@ -8,7 +8,6 @@
 //! lungs-occluded model still learns then comes from outside a box that holds the lungs on a
 //! centred PA/AP film (markers, text, borders, collimation, body outline).
 
-use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 /// Left/right margin of the lung-field box, as a fraction of the width.
@@ -58,13 +57,15 @@ impl Occlusion {
         )
     }
 
-    pub fn apply(self, img: &mut RgbImage) {
+    /// Black out the occluded part of an 8-bit image of any channel count (the loader passes
+    /// grey films as one channel).
+    pub fn apply<P: image::Pixel<Subpixel = u8>>(self, img: &mut image::ImageBuffer<P, Vec<u8>>) {
         let (w, h) = img.dimensions();
         let (x0, x1, y0, y1) = lung_box(w, h);
         for (x, y, p) in img.enumerate_pixels_mut() {
             let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
             if inside == (self == Occlusion::Lungs) {
-                *p = image::Rgb([0, 0, 0]);
+                p.channels_mut().fill(0);
             }
         }
     }

@@ -445,8 +445,13 @@ mod tests {
             let d = load_decoded(p).unwrap();
             assert!(matches!(d, Decoded::Grey(_)), "{}", p.display());
             let rgb = load_rgb(p).unwrap();
-            for augment in [false, true] {
-                let t = Transform { size: 32, augment };
+            let occlusions = [None, Some(crate::evaluate::occlude::Occlusion::Lungs)];
+            for (augment, occlude) in [false, true].into_iter().zip(occlusions) {
+                let t = Transform {
+                    size: 32,
+                    augment,
+                    occlude,
+                };
                 for seed in 0..5 {
                     let a = d.transform(&t, &mut item_rng(seed, 1, "x"));
                     let b = t.apply(&rgb, &mut item_rng(seed, 1, "x"));

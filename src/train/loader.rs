@@ -285,6 +285,7 @@ mod tests {
             transform: Transform {
                 size: 24,
                 augment: true,
+                occlude: None,
             },
             seed: 5,
             epoch: 1,
@@ -327,6 +328,7 @@ mod tests {
                 transform: Transform {
                     size: 24,
                     augment: false,
+                    occlude: None,
                 },
                 seed: 0,
                 epoch: 0,
