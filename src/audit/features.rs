@@ -14,6 +14,7 @@ pub enum Feature {
     Width,
     Height,
     Aspect,
+    SizeShare,
     FormatJpeg,
     FormatPng,
     BitDepth,
@@ -38,10 +39,11 @@ pub enum Feature {
 
 use Feature::*;
 
-pub const ALL: [Feature; 23] = [
+pub const ALL: [Feature; 24] = [
     Width,
     Height,
     Aspect,
+    SizeShare,
     FormatJpeg,
     FormatPng,
     BitDepth,
@@ -87,6 +89,7 @@ impl Feature {
             Width => "width",
             Height => "height",
             Aspect => "aspect",
+            SizeShare => "size_share",
             FormatJpeg => "format_jpeg",
             FormatPng => "format_png",
             BitDepth => "bit_depth",
@@ -116,7 +119,7 @@ impl Feature {
 
 /// The values of every feature of one image, in [`ALL`] order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Features(pub [f64; 23]);
+pub struct Features(pub [f64; 24]);
 
 impl Features {
     pub fn get(&self, f: Feature) -> f64 {
@@ -191,6 +194,23 @@ pub fn jpeg_quality(bytes: &[u8]) -> Option<f64> {
     None
 }
 
+/// How common each image's exact size is in the audited set: a single-size source (every NIH
+/// film is 1024x1024) stands out even where its size sits between other sources' sizes, which
+/// thresholds on width and height alone cannot carve out.
+pub fn fill_size_share(feats: &mut [Features]) {
+    let mut counts: std::collections::BTreeMap<(u64, u64), usize> = Default::default();
+    for f in feats.iter() {
+        *counts
+            .entry((f.get(Width) as u64, f.get(Height) as u64))
+            .or_insert(0) += 1;
+    }
+    let n = feats.len().max(1) as f64;
+    for f in feats.iter_mut() {
+        let c = counts[&(f.get(Width) as u64, f.get(Height) as u64)];
+        f.0[SizeShare.index()] = c as f64 / n;
+    }
+}
+
 /// Decode one image and measure it. A file that does not decode is an error naming it: the
 /// audit's figures would be wrong without it.
 pub fn compute(item: &Item, border_fraction: f64) -> Result<Features> {
@@ -209,7 +229,7 @@ pub fn compute(item: &Item, border_fraction: f64) -> Result<Features> {
     let (w, h) = (img.width(), img.height());
     let grey = img.to_luma8();
     let (hist, border) = histograms(grey.as_raw(), w as usize, h as usize, border_fraction);
-    let mut v = [0.0f64; 23];
+    let mut v = [0.0f64; 24];
     let mut set = |f: Feature, x: f64| v[f.index()] = x;
     set(Width, w as f64);
     set(Height, h as f64);

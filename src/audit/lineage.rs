@@ -16,6 +16,8 @@ pub struct Origin {
     pub sex: String,
     pub age: Option<f64>,
     pub mask_fraction: Option<f64>,
+    /// The folder a filter bag read (its `dataset` parameter): tells folder sources apart.
+    pub dataset: Option<String>,
 }
 
 struct BagInfo {
@@ -115,6 +117,7 @@ impl<'a> Lineage<'a> {
             };
             let prov = info.provenance.clone();
             if prov["stage"] == "filter" {
+                out.dataset = prov["parameters"]["dataset"].as_str().map(String::from);
                 let (sex, age) = self.demographics(&prov, &row);
                 out.sex = sex;
                 out.age = age;

@@ -36,6 +36,7 @@ pub struct Rules {
     pub folds: usize,
     pub bootstrap: usize,
     pub tree_max_depth: usize,
+    pub forest_trees: usize,
     pub tree_min_leaf: f32,
     pub logistic_alpha: f64,
     pub logistic_max_iterations: u64,
@@ -73,7 +74,7 @@ impl Rules {
         if !(0.5..=1.0).contains(&self.confounded_ci_lower) {
             return bad("confounded_ci_lower must be between 0.5 and 1");
         }
-        if self.folds < 2 || self.bootstrap < 100 || self.tree_max_depth == 0 {
+        if self.folds < 2 || self.bootstrap < 100 || self.tree_max_depth == 0 || self.forest_trees == 0 {
             return bad("folds must be >= 2, bootstrap >= 100, tree_max_depth >= 1");
         }
         if !(0.0..0.5).contains(&self.border_fraction) {
@@ -148,6 +149,20 @@ fn safe_rel(p: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
+/// Every folder source is called `folder` in its records: name it by the folder it read.
+fn source_name(source: &str, dataset: Option<&str>) -> String {
+    match dataset {
+        Some(d) if source == "folder" => {
+            let name = Path::new(d)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| d.to_string());
+            format!("folder:{name}")
+        }
+        _ => source.to_string(),
+    }
+}
+
 /// Step 1: verify each bag and take one item per record.
 pub fn read_items(cfg: &AuditConfig) -> Result<(Vec<Item>, Vec<Value>, Vec<String>)> {
     let mut items = Vec::new();
@@ -197,14 +212,14 @@ pub fn read_items(cfg: &AuditConfig) -> Result<(Vec<Item>, Vec<Value>, Vec<Strin
                     reason: format!("path {rel:?} leaves the bag's data/ folder"),
                 });
             }
-            let source = get("source");
+            let origin = lin.origin(bag, r, &mut warnings);
+            let source = source_name(&get("source"), origin.dataset.as_deref());
             let patient = get("patient_id");
             let group = match r.get("group").filter(|g| !g.is_empty()) {
                 Some(g) => format!("{b}:{g}"),
                 None if !patient.is_empty() => format!("{source}:{patient}"),
                 None => format!("{b}:id:{}", get("id")),
             };
-            let origin = lin.origin(bag, r, &mut warnings);
             items.push(Item {
                 bag: b,
                 id: get("id"),
@@ -265,7 +280,7 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditOutcome> {
     let staging = Staging::create(&cfg.out, cfg.force)?;
 
     let pb = progress::bar(items.len() as u64, "auditing");
-    let feats: Vec<features::Features> = items
+    let mut feats: Vec<features::Features> = items
         .par_iter()
         .map(|it| {
             let f = features::compute(it, cfg.rules.border_fraction);
@@ -274,6 +289,7 @@ pub fn run(cfg: &AuditConfig) -> Result<AuditOutcome> {
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
+    features::fill_size_share(&mut feats);
 
     let tabs = tables::build(&items, &cfg.rules);
     warnings.extend(tabs.warnings.iter().cloned());

@@ -1,4 +1,4 @@
-//! The trivial-feature probe: a shallow decision tree (linfa-trees) and an L2 logistic
+//! The trivial-feature probe: a random forest of shallow decision trees (linfa-trees) and an L2 logistic
 //! regression (linfa-logistic) predict a binary target from the feature matrix, each scored
 //! out-of-fold with stratified, patient-grouped folds; the better one is reported with a
 //! stratified bootstrap 95 % CI of its AUC and the features that carry it.
@@ -231,6 +231,8 @@ fn leaf_of(node: &TreeNode<f64, usize>, x: &[f64]) -> u64 {
 }
 
 struct Fold<'a> {
+    index: usize,
+    seed: u64,
     train: Vec<usize>,
     test: Vec<usize>,
     m: &'a Matrix,
@@ -256,35 +258,62 @@ impl Fold<'_> {
         self.train.iter().map(|&i| self.y[i] as usize).collect()
     }
 
-    /// Tree scores: the positive share (Laplace-smoothed) of the training rows in each leaf.
-    fn tree(&self, cols: &[usize], rules: &Rules) -> Result<(Vec<f64>, Vec<f64>)> {
-        let ds = Dataset::new(self.xs(&self.train, cols, None), self.ys());
-        let tree: DecisionTree<f64, usize> = DecisionTree::params()
-            .max_depth(Some(rules.tree_max_depth))
-            .min_weight_leaf(rules.tree_min_leaf)
-            .fit(&ds)
-            .map_err(|e| Error::Usage(format!("decision tree: {e}")))?;
-        let row = |i: usize| -> Vec<f64> { cols.iter().map(|&c| self.m.rows[i][c]).collect() };
-        let mut leaves: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-        for &i in &self.train {
-            let e = leaves
-                .entry(leaf_of(tree.root_node(), &row(i)))
-                .or_default();
-            e.0 += self.y[i] as u8 as f64;
-            e.1 += 1.0;
-        }
-        let scores = self
-            .test
-            .iter()
-            .map(|&i| {
+    /// Random-forest scores: `forest_trees` trees (linfa-trees), each grown on a bootstrap
+    /// sample of the training rows with a random third of the features, scoring a row by the
+    /// positive share (Laplace-smoothed) of its leaf's in-bag rows; the mean over trees. Many
+    /// trees rank smoothly where one tree gives a few ties, and correlated features (width,
+    /// height, aspect) share the importance instead of one hiding the others. Tree t of fold f
+    /// is seeded from (seed, f, t).
+    fn forest(&self, cols: &[usize], rules: &Rules) -> Result<(Vec<f64>, Vec<f64>)> {
+        let take = cols.len().div_ceil(3).max(1);
+        let mut scores = vec![0.0; self.test.len()];
+        let mut imp = vec![0.0; cols.len()];
+        for t in 0..rules.forest_trees {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(key_hash(&format!(
+                "{}:forest:{}:{t}",
+                self.seed, self.index
+            )));
+            let rows: Vec<usize> = (0..self.train.len())
+                .map(|_| self.train[rng.gen_range(0..self.train.len())])
+                .collect();
+            let mut feats: Vec<usize> = (0..cols.len()).collect();
+            for i in 0..take {
+                let j = rng.gen_range(i..feats.len());
+                feats.swap(i, j);
+            }
+            let mut feats: Vec<usize> = feats[..take].to_vec();
+            feats.sort();
+            let sub: Vec<usize> = feats.iter().map(|&f| cols[f]).collect();
+            let y: Array1<usize> = rows.iter().map(|&i| self.y[i] as usize).collect();
+            let ds = Dataset::new(self.xs(&rows, &sub, None), y);
+            let tree: DecisionTree<f64, usize> = DecisionTree::params()
+                .max_depth(Some(rules.tree_max_depth))
+                .min_weight_leaf(rules.tree_min_leaf)
+                .fit(&ds)
+                .map_err(|e| Error::Usage(format!("decision tree: {e}")))?;
+            let row = |i: usize| -> Vec<f64> { sub.iter().map(|&c| self.m.rows[i][c]).collect() };
+            let mut leaves: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+            for &i in &rows {
+                let e = leaves
+                    .entry(leaf_of(tree.root_node(), &row(i)))
+                    .or_default();
+                e.0 += self.y[i] as u8 as f64;
+                e.1 += 1.0;
+            }
+            for (s, &i) in scores.iter_mut().zip(&self.test) {
                 let (p, n) = leaves
                     .get(&leaf_of(tree.root_node(), &row(i)))
                     .copied()
                     .unwrap_or((0.0, 0.0));
-                (p + 1.0) / (n + 2.0)
-            })
-            .collect();
-        Ok((scores, tree.feature_importance()))
+                *s += (p + 1.0) / (n + 2.0) / rules.forest_trees as f64;
+            }
+            for (k, v) in feats.iter().zip(tree.feature_importance()) {
+                if v.is_finite() {
+                    imp[*k] += v;
+                }
+            }
+        }
+        Ok((scores, imp))
     }
 
     /// Logistic scores on features standardised with the training rows' mean and spread;
@@ -310,9 +339,14 @@ impl Fold<'_> {
             .max_iterations(rules.logistic_max_iterations)
             .fit(&ds)
             .map_err(|e| Error::Usage(format!("logistic regression: {e}")))?;
-        // The fitted model gives the probability of the larger label, 1 = positive.
+        // linfa gives the probability of the *more frequent* training class: turn it into
+        // the probability of the positive one.
         let p = model.predict_probabilities(&self.xs(&self.test, cols, Some(&scale)));
-        Ok((p.to_vec(), model.params().iter().map(|v| v.abs()).collect()))
+        let flip = model.labels().pos.class != 1;
+        Ok((
+            p.iter().map(|&v| if flip { 1.0 - v } else { v }).collect(),
+            model.params().iter().map(|v| v.abs()).collect(),
+        ))
     }
 }
 
@@ -327,18 +361,21 @@ fn cross_validate(
     cols: &[usize],
     rules: &Rules,
     which: &'static str,
+    seed: u64,
 ) -> Result<ModelFit> {
     let per_fold: Vec<(Vec<usize>, Vec<f64>, Vec<f64>)> = (0..k)
         .into_par_iter()
         .map(|f| {
             let fd = Fold {
+                index: f,
+                seed,
                 train: (0..y.len()).filter(|&i| fold[i] != f).collect(),
                 test: (0..y.len()).filter(|&i| fold[i] == f).collect(),
                 m,
                 y,
             };
-            let (s, imp) = if which == "tree" {
-                fd.tree(cols, rules)?
+            let (s, imp) = if which == "forest" {
+                fd.forest(cols, rules)?
             } else {
                 fd.logistic(cols, rules)?
             };
@@ -424,8 +461,8 @@ pub fn probe(
         let scores = vec![0.5; y.len()];
         best = Some(("none", 0.5, (scores, Vec::new())));
     } else {
-        for which in ["tree", "logistic"] {
-            match cross_validate(m, y, &fold, k, &cols, rules, which) {
+        for which in ["forest", "logistic"] {
+            match cross_validate(m, y, &fold, k, &cols, rules, which, seed) {
                 Ok(fit) => {
                     let a = auc(&fit.0, y);
                     models.insert(which, a);
@@ -513,6 +550,36 @@ mod tests {
         assert_eq!(group_folds(&y, &g, 5, 3).unwrap().0, fold, "seeded");
         let one: Vec<&str> = vec!["a"; 40];
         assert!(group_folds(&y, &one, 5, 3).is_err());
+    }
+
+    /// The real design in miniature: a few positives of any size, many negatives all 1024.
+    #[test]
+    fn one_common_size_is_found_by_both_models() {
+        let widths = [477.0, 522.0, 900.0, 440.0, 2000.0, 425.0, 1374.0, 1300.0];
+        let mut rows = Vec::new();
+        let mut y = Vec::new();
+        let mut groups = Vec::new();
+        for (i, w) in widths.iter().enumerate() {
+            rows.push(vec![*w, 1.0 / 88.0, (i % 3) as f64]);
+            y.push(true);
+            groups.push(format!("c{i}"));
+        }
+        for i in 0..80 {
+            rows.push(vec![1024.0, 80.0 / 88.0, (i % 3) as f64]);
+            y.push(false);
+            groups.push(format!("n{i}"));
+        }
+        let m = Matrix {
+            names: vec!["width", "size_share", "noise"],
+            rows,
+        };
+        let g: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let r = probe(&m, &y, &g, &crate::audit::Rules::builtin(), 1).unwrap();
+        assert!(r.models["forest"] > 0.95, "{:?}", r.models);
+        // Thresholds on width alone cannot carve out exactly 1024 from a few positives on both
+        // sides of it; how common the image's size is in the set can.
+        assert!(r.top_features.iter().any(|f| f == "size_share"), "{:?}", r.top_features);
+        assert!(r.ci[0] >= 0.75, "{:?}", r.ci);
     }
 
     #[test]
