@@ -321,7 +321,7 @@ pub fn run(cfg: &HarmonizeConfig) -> Result<HarmonizeOutcome> {
         .param("crop_borders", cfg.crop_borders)
         .param(
             "border_rule",
-            "rows/columns peeled from each edge while their std <= 12 and mean < 40 or > 215, at most 25 % of a side",
+            "rows/columns peeled from each edge while their std <= 12 and mean < 24 or > 232, at most 25 % of a side",
         )
         .param("output", "8-bit grey PNG")
         .param("resize_filter", "Catmull-Rom");

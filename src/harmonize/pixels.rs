@@ -27,7 +27,7 @@ fn is_border(px: impl Iterator<Item = u8> + Clone) -> bool {
     let n = px.clone().count().max(1) as f64;
     let mean = px.clone().map(|v| v as f64).sum::<f64>() / n;
     let var = px.map(|v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    var.sqrt() <= 12.0 && !(40.0..=215.0).contains(&mean)
+    var.sqrt() <= 12.0 && !(24.0..=232.0).contains(&mean)
 }
 
 /// The content rectangle: rows and columns peeled from each edge while they are border.
