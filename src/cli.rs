@@ -242,7 +242,8 @@ pub struct HarmonizeArgs {
     #[arg(long, value_enum, default_value = "crop")]
     pub fit: prep::harmonize::Fit,
 
-    /// Intensity normalisation: hist = histogram equalisation, clahe = contrast-limited
+    /// Intensity normalisation: hist = exact histogram equalisation (the same flat histogram for
+    /// every image), clahe = contrast-limited
     /// adaptive equalisation (8x8 tiles), none.
     #[arg(long, value_enum, default_value = "hist")]
     pub intensity: prep::harmonize::Intensity,

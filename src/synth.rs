@@ -757,19 +757,18 @@ pub fn demo_source(
     kind: SourceKind,
 ) -> Result<Vec<String>> {
     fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-    let burn = Burn {
-        text: false,
-        marker: true,
-        arrow: false,
-    };
+    // No burned-in marks: the demo's inpainting stages show those on the Cohen-like data.
+    let burn = Burn::default();
     let mut names = Vec::new();
     for i in 0..n {
         let key = format!("{prefix}-{i:03}");
         let mut rng = Rng::new(seed, &format!("{key}/source"));
         let (name, bytes) = match kind {
             SourceKind::CovidFigures => {
-                let w = (side as f32 * rng.range(0.7, 1.3)) as u32;
-                let h = (side as f32 * rng.range(0.8, 1.4)) as u32;
+                // Many sizes, near-square: harmonize makes them one size without cutting
+                // anatomy away (real figures vary in aspect too; see docs/audit.md).
+                let w = (side as f32 * rng.range(0.6, 1.5)) as u32;
+                let h = (w as f32 * rng.range(0.94, 1.06)) as u32;
                 let mut img = chest_image(w, h, seed, &key, 0.0, burn);
                 add_peripheral_opacities(&mut img, seed, &key, rng.range(0.45, 1.0));
                 // A print scanned back: blacks lifted, contrast squeezed.
@@ -789,13 +788,19 @@ pub fn demo_source(
                 }
             }
             SourceKind::FramedControls { disease } => {
-                let mut img = chest_image(side, side, seed, &key, disease, burn);
+                // The film inside a dark frame that brings it to the source's one size.
                 let frame = (side as f32 * rng.range(0.04, 0.07)) as u32;
-                for (x, y, p) in img.enumerate_pixels_mut() {
-                    if x < frame || y < frame || x + frame >= side || y + frame >= side {
-                        p[0] = ((x * 7 + y * 3) % 5) as u8;
-                    }
-                }
+                let film = chest_image(
+                    side - 2 * frame,
+                    side - 2 * frame,
+                    seed,
+                    &key,
+                    disease,
+                    burn,
+                );
+                let mut img =
+                    GrayImage::from_fn(side, side, |x, y| Luma([((x * 7 + y * 3) % 5) as u8]));
+                image::imageops::replace(&mut img, &film, frame as i64, frame as i64);
                 (format!("{key}.png"), encode_png(&img)?)
             }
         };

@@ -74,7 +74,11 @@ impl Rules {
         if !(0.5..=1.0).contains(&self.confounded_ci_lower) {
             return bad("confounded_ci_lower must be between 0.5 and 1");
         }
-        if self.folds < 2 || self.bootstrap < 100 || self.tree_max_depth == 0 || self.forest_trees == 0 {
+        if self.folds < 2
+            || self.bootstrap < 100
+            || self.tree_max_depth == 0
+            || self.forest_trees == 0
+        {
             return bad("folds must be >= 2, bootstrap >= 100, tree_max_depth >= 1");
         }
         if !(0.0..0.5).contains(&self.border_fraction) {

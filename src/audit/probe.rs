@@ -578,7 +578,11 @@ mod tests {
         assert!(r.models["forest"] > 0.95, "{:?}", r.models);
         // Thresholds on width alone cannot carve out exactly 1024 from a few positives on both
         // sides of it; how common the image's size is in the set can.
-        assert!(r.top_features.iter().any(|f| f == "size_share"), "{:?}", r.top_features);
+        assert!(
+            r.top_features.iter().any(|f| f == "size_share"),
+            "{:?}",
+            r.top_features
+        );
         assert!(r.ci[0] >= 0.75, "{:?}", r.ci);
     }
 

@@ -400,7 +400,10 @@ fn describe(cols: &[&str]) -> Vec<(String, ColumnType, String)> {
             ),
             "border_cropped" => (Boolean, "Whether a border or frame was cropped."),
             "fit" => (Text, "How the image was made square: crop or pad."),
-            "intensity" => (Text, "Intensity normalisation: hist, clahe or none."),
+            "intensity" => (
+                Text,
+                "Intensity normalisation: hist (exact histogram equalisation), clahe or none.",
+            ),
             "source_bag" => (Text, "Bag the image was read from."),
             "bag_row" => (Integer, "Line of that bag's records.csv (header = 1)."),
             _ => return None,

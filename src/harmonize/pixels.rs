@@ -143,7 +143,9 @@ pub fn resize(img: &GrayImage, side: u32) -> GrayImage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Intensity {
-    /// Global histogram equalisation (imageproc).
+    /// Exact histogram equalisation: every output level holds the same share of pixels (ties
+    /// broken by the 3x3 neighbourhood mean, then position), so no intensity statistic differs
+    /// between images.
     Hist,
     /// Contrast-limited adaptive histogram equalisation, 8x8 tiles, clip limit 2.
     Clahe,
@@ -152,9 +154,42 @@ pub enum Intensity {
 
 pub fn normalise(img: &mut GrayImage, how: Intensity) {
     match how {
-        Intensity::Hist => imageproc::contrast::equalize_histogram_mut(img),
+        Intensity::Hist => exact_equalise(img),
         Intensity::Clahe => clahe(img, 8, 2.0),
         Intensity::None => {}
+    }
+}
+
+/// Exact histogram equalisation (Coltuc, Bolon & Chassery 2006, with the 3x3 mean as the
+/// only tie-breaking filter): pixels ranked by (level, 3x3 mean, position) and the k-th of n
+/// given level floor(256 k / n). Plain equalisation (imageproc's) keeps ties together, so an
+/// image with few grey levels (a scanned print) keeps a histogram, mean and spread of its own
+/// after it; this one leaves every image with the same flat histogram. Written by hand: no
+/// crate has it.
+pub fn exact_equalise(img: &mut GrayImage) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let px = img.as_raw().clone();
+    let n = px.len();
+    if n == 0 {
+        return;
+    }
+    let mean3 = |i: usize| -> u16 {
+        let (x, y) = (i % w, i / w);
+        let mut s = 0u16;
+        for dy in [-1i64, 0, 1] {
+            for dx in [-1i64, 0, 1] {
+                let xx = (x as i64 + dx).clamp(0, w as i64 - 1) as usize;
+                let yy = (y as i64 + dy).clamp(0, h as i64 - 1) as usize;
+                s += px[yy * w + xx] as u16;
+            }
+        }
+        s
+    };
+    let mut order: Vec<(u8, u16, u32)> = (0..n).map(|i| (px[i], mean3(i), i as u32)).collect();
+    order.sort_unstable();
+    let out = img.as_mut();
+    for (k, &(_, _, i)) in order.iter().enumerate() {
+        out[i as usize] = ((k * 256) / n) as u8;
     }
 }
 
