@@ -23,24 +23,6 @@ pub fn films(dir: &Path, prefix: &str, n: usize, size: impl Fn(usize) -> (u32, u
     }
 }
 
-/// `prep filter` of a folder into a bag labelled `label`.
-pub fn folder_bag(dataset: &Path, label: &str, out: &Path) {
-    prep()
-        .args([
-            "filter",
-            "--source",
-            "folder",
-            "--label",
-            label,
-            "--dataset",
-        ])
-        .arg(dataset)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
-}
-
 /// COVID films of many sizes against controls all 160x160: nothing but size tells them apart.
 fn size_confounded(root: &Path) -> (PathBuf, PathBuf) {
     films(&root.join("c"), "cov", 24, |i| {
@@ -172,7 +154,7 @@ fn audit_is_byte_identical_with_one_or_two_threads() {
 
 /// A copy of `bag` whose records.csv is `edit(records)` and with `extra` payload files.
 fn rebag(bag: &Path, out: &Path, edit: impl Fn(String) -> String, extra: &[(&str, &[u8])]) {
-    let w = prep::manifest::BagWriter::create(out, false).unwrap();
+    let mut files = Vec::new();
     for e in walkdir::WalkDir::new(bag.join("data")) {
         let e = e.unwrap();
         if e.file_type().is_file() {
@@ -184,25 +166,11 @@ fn rebag(bag: &Path, out: &Path, edit: impl Fn(String) -> String, extra: &[(&str
             } else {
                 bytes
             };
-            w.write_payload(&rel, &bytes).unwrap();
+            files.push((rel, bytes));
         }
     }
-    for (rel, bytes) in extra {
-        w.write_payload(rel, bytes).unwrap();
-    }
-    w.finish(prep::manifest::StageInfo {
-        name: "test".into(),
-        description: "test bag".into(),
-        croissant: prep::manifest::CroissantSpec {
-            license: String::new(),
-            url: String::new(),
-            cite_as: String::new(),
-            table: "data/records.csv".into(),
-            columns: Vec::new(),
-            image_globs: Vec::new(),
-        },
-    })
-    .unwrap();
+    files.extend(extra.iter().map(|(r, b)| (r.to_string(), b.to_vec())));
+    bag_of(out, &files);
 }
 
 #[test]

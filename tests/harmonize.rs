@@ -11,23 +11,6 @@ use std::fs;
 use std::path::Path;
 use tempfile::tempdir;
 
-fn folder_bag(dataset: &Path, label: &str, out: &Path) {
-    prep()
-        .args([
-            "filter",
-            "--source",
-            "folder",
-            "--label",
-            label,
-            "--dataset",
-        ])
-        .arg(dataset)
-        .arg("--out")
-        .arg(out)
-        .assert()
-        .success();
-}
-
 /// COVID-like films of many sizes (some JPEG) and controls of one size with a black frame.
 fn sources(root: &Path) {
     let c = root.join("c");
@@ -189,7 +172,6 @@ fn unreadable_images_are_excluded_and_collisions_refused() {
     fs::write(d.join("ok.png"), encode_png(&good).unwrap()).unwrap();
     let bag = t.path().join("bag-b");
     folder_bag(&d, "covid", &bag);
-    let w = prep::manifest::BagWriter::create(&t.path().join("bag-b2"), false).unwrap();
     let recs = fs::read_to_string(bag.join("data/records.csv")).unwrap();
     let broken_row = recs
         .lines()
@@ -197,28 +179,23 @@ fn unreadable_images_are_excluded_and_collisions_refused() {
         .unwrap()
         .replace("ok.png", "bad.png")
         .replacen("ok,", "bad,", 1);
-    w.write_payload("records.csv", format!("{recs}{broken_row}\n").as_bytes())
-        .unwrap();
-    w.write_payload(
-        "images/covid/ok.png",
-        &fs::read(bag.join("data/images/covid/ok.png")).unwrap(),
-    )
-    .unwrap();
-    w.write_payload("images/covid/bad.png", b"\x89PNG\r\n\x1a\nnot really")
-        .unwrap();
-    w.finish(prep::manifest::StageInfo {
-        name: "t".into(),
-        description: "t".into(),
-        croissant: prep::manifest::CroissantSpec {
-            license: String::new(),
-            url: String::new(),
-            cite_as: String::new(),
-            table: "data/records.csv".into(),
-            columns: Vec::new(),
-            image_globs: Vec::new(),
-        },
-    })
-    .unwrap();
+    bag_of(
+        &t.path().join("bag-b2"),
+        &[
+            (
+                "records.csv".into(),
+                format!("{recs}{broken_row}\n").into_bytes(),
+            ),
+            (
+                "images/covid/ok.png".into(),
+                fs::read(bag.join("data/images/covid/ok.png")).unwrap(),
+            ),
+            (
+                "images/covid/bad.png".into(),
+                b"\x89PNG\r\n\x1a\nnot really".to_vec(),
+            ),
+        ],
+    );
     let out = t.path().join("hb");
     prep()
         .arg("harmonize")

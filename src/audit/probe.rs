@@ -285,7 +285,14 @@ impl Fold<'_> {
             feats.sort();
             let sub: Vec<usize> = feats.iter().map(|&f| cols[f]).collect();
             let y: Array1<usize> = rows.iter().map(|&i| self.y[i] as usize).collect();
-            let ds = Dataset::new(self.xs(&rows, &sub, None), y);
+            // linfa-trees picks a leaf's class (and so whether children are pruned into one)
+            // from a HashMap, whose order changes with every process when the classes tie: a
+            // weight of 1 + 2^-16 on positives means they never tie, and the trees never vary.
+            let w: Array1<f32> = rows
+                .iter()
+                .map(|&i| if self.y[i] { 1.0 + 1.0 / 65536.0 } else { 1.0 })
+                .collect();
+            let ds = Dataset::new(self.xs(&rows, &sub, None), y).with_weights(w);
             let tree: DecisionTree<f64, usize> = DecisionTree::params()
                 .max_depth(Some(rules.tree_max_depth))
                 .min_weight_leaf(rules.tree_min_leaf)
