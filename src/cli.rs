@@ -8,7 +8,8 @@ use std::path::PathBuf;
 ///
 /// Every stage writes a BagIt bag (data/records.csv, data/excluded.csv, data/provenance.json,
 /// croissant.json) that `prep verify` can check. Exit codes: 0 success, 1 internal or write
-/// error, 2 usage error, 3 bad input, 4 verification failed.
+/// error, 2 usage error, 3 bad input, 4 verification failed, 5 `audit --fail-on confounded`
+/// found the set confounded.
 #[derive(Debug, Parser)]
 #[command(name = "prep", version, propagate_version = true)]
 pub struct Cli {
@@ -54,6 +55,29 @@ pub enum Command {
     ///   prep export bags/split --format webdataset --shard-size 64MB --min-shards 8 --out bags/shards
     #[command(verbatim_doc_comment)]
     Export(ExportArgs),
+    /// Does the set teach the disease, or the source? Design tables (label x source, view, sex,
+    /// age band, with Cramer's V) and a trivial-feature probe: a classifier that sees only file
+    /// size and format, intensity statistics, the border and black/white shares, and predicts
+    /// the label, cross-validated by patient group. Verdict `confounded` when the probe's AUC
+    /// 95 % CI lower end reaches the rule (0.75). Writes DIR/audit.json, audit.md,
+    /// features.csv and plots. Exit 5 with --fail-on confounded when confounded.
+    ///
+    /// Examples:
+    ///   prep audit bags/split --out audits/split
+    ///   prep audit bags/covid-clean bags/nih-clean --out audits/sources --fail-on confounded
+    #[command(verbatim_doc_comment)]
+    Audit(AuditArgs),
+    /// Take away what the audit's probe can use: every image to one size (aspect kept by
+    /// centre crop or padding), 8-bit grey PNG, film borders and black frames cropped by
+    /// detection, intensity normalised (histogram equalisation or CLAHE). All recorded per
+    /// image in records.csv. Several input bags are pooled into one (labels kept), so a split
+    /// can take its classes from it.
+    ///
+    /// Examples:
+    ///   prep harmonize bags/covid-clean bags/nih-clean --out bags/harmonized
+    ///   prep harmonize bags/split-input --out bags/h --size 512 --fit pad --intensity clahe
+    #[command(verbatim_doc_comment)]
+    Harmonize(HarmonizeArgs),
     /// Show how prep was built and what libtorch sees (threads, CUDA devices).
     Doctor,
     /// Find burned-in annotations (text, L/R markers, arrows, label boxes) and erase them by
@@ -321,6 +345,78 @@ pub struct FilterArgs {
     /// patient's films. Make one with: head -c 32 /dev/urandom | base64 > salt.txt
     #[arg(long, value_name = "FILE")]
     pub salt_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Labelled bags to audit together: a split bag (its `class` column is the target), or
+    /// the bags a split will be made from (their `label` column).
+    #[arg(value_name = "BAG", required = true)]
+    pub bags: Vec<PathBuf>,
+
+    /// Output folder for audit.json, audit.md, features.csv and the plots (refused if it
+    /// exists and is not empty, unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// The class the probe tells from the rest.
+    #[arg(long, default_value = "covid", value_name = "CLASS")]
+    pub positive: String,
+
+    /// Seed of the folds and the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Verdict thresholds and probe settings [default: the built-in metadata/audit-rules.toml].
+    #[arg(long, value_name = "FILE.toml")]
+    pub rules: Option<PathBuf>,
+
+    /// Exit with code 5 when the verdict is this (for CI and pipelines).
+    #[arg(long, value_enum, value_name = "VERDICT")]
+    pub fail_on: Option<FailOn>,
+
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    Confounded,
+}
+
+#[derive(Debug, Args)]
+pub struct HarmonizeArgs {
+    /// Input bags (verified first; never modified). Several are pooled into one output bag.
+    #[arg(value_name = "BAG", required = true)]
+    pub bags: Vec<PathBuf>,
+
+    /// Output bag (refused if it exists and is not empty, unless --force).
+    #[arg(long, value_name = "BAG")]
+    pub out: PathBuf,
+
+    /// Side of the square output images, in pixels.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    pub size: u32,
+
+    /// How the aspect ratio is kept: crop = centre crop to a square (nothing added), pad =
+    /// pad to a square with the image's own border level (nothing lost).
+    #[arg(long, value_enum, default_value = "crop")]
+    pub fit: prep::harmonize::Fit,
+
+    /// Intensity normalisation: hist = exact histogram equalisation (the same flat histogram for
+    /// every image), clahe = contrast-limited
+    /// adaptive equalisation (8x8 tiles), none.
+    #[arg(long, value_enum, default_value = "hist")]
+    pub intensity: prep::harmonize::Intensity,
+
+    /// Keep film borders and black frames (by default they are found and cropped).
+    #[arg(long)]
+    pub no_crop_borders: bool,
+
+    /// Replace an existing output bag.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

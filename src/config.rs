@@ -708,3 +708,72 @@ pub fn export_config(
         argv,
     })
 }
+
+pub fn audit_config(
+    a: crate::cli::AuditArgs,
+    argv: Vec<String>,
+) -> Result<prep::audit::AuditConfig> {
+    use prep::audit::{AuditConfig, Rules};
+    let rules = match &a.rules {
+        Some(p) => Rules::load(p)?,
+        None => Rules::builtin(),
+    };
+    for b in &a.bags {
+        if !b.is_dir() {
+            return Err(Error::bad_input(b, "bag does not exist or is not a folder"));
+        }
+        let (cb, co) = (b.canonicalize().ok(), a.out.canonicalize().ok());
+        if cb.is_some() && cb == co {
+            return Err(Error::Usage(
+                "--out must differ from the audited bags".into(),
+            ));
+        }
+    }
+    if a.positive.trim().is_empty() {
+        return Err(Error::Usage("--positive must name a class".into()));
+    }
+    Ok(AuditConfig {
+        bags: a.bags,
+        out: a.out,
+        positive: a.positive,
+        seed: a.seed,
+        rules,
+        rules_file: a.rules,
+        force: a.force,
+        argv,
+    })
+}
+
+pub fn harmonize_config(
+    a: crate::cli::HarmonizeArgs,
+    argv: Vec<String>,
+) -> Result<prep::harmonize::HarmonizeConfig> {
+    for b in &a.bags {
+        if !b.is_dir() {
+            return Err(Error::bad_input(
+                b,
+                "input bag does not exist or is not a folder",
+            ));
+        }
+        let (cb, co) = (b.canonicalize().ok(), a.out.canonicalize().ok());
+        if cb.is_some() && cb == co {
+            return Err(Error::Usage("--out must differ from the input bags".into()));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for b in &a.bags {
+        if !seen.insert(b.canonicalize().unwrap_or_else(|_| b.clone())) {
+            return Err(Error::Usage(format!("bag {} is given twice", b.display())));
+        }
+    }
+    Ok(prep::harmonize::HarmonizeConfig {
+        inputs: a.bags,
+        out: a.out,
+        size: a.size,
+        fit: a.fit,
+        intensity: a.intensity,
+        crop_borders: !a.no_crop_borders,
+        force: a.force,
+        argv,
+    })
+}

@@ -26,30 +26,39 @@ pub fn run(out: &Path, seed: u64, side: u32, log: &mut dyn FnMut(&str)) -> Resul
     let normal = datasets.join("normal");
     // Regenerating gives the same bytes; skip it when the data is there so that mtimes (and so
     // the pipeline's input fingerprints) stay put and finished stages are not redone.
-    let stamp = datasets.join(format!(".prep-demo-v2-seed{seed}-size{side}"));
+    let stamp = datasets.join(format!(".prep-demo-v3-seed{seed}-size{side}"));
     if !stamp.exists() {
         if datasets.exists() {
             std::fs::remove_dir_all(&datasets).map_err(|e| Error::write(&datasets, e))?;
         }
         synth::cohen_like(&cohen, seed, side)?;
-        synth::image_folder(&normal, seed, "normal", 16, side, 0.0)?;
-        // A Hannover-like folder of COVID films and an NIH-like folder of other disease, so the
-        // balanced split has enough images for the demo model to learn something.
-        synth::image_folder(
+        // The sources carry their real counterparts' signatures, so the first audit has
+        // something to find: COVID figures of many sizes, mostly JPEG, washed-out scans (with a
+        // real signal: bilateral peripheral opacities); controls of one size in a dark frame.
+        use synth::SourceKind::{CovidFigures, FramedControls};
+        synth::demo_source(
+            &normal,
+            seed,
+            "normal",
+            24,
+            side,
+            FramedControls { disease: 0.0 },
+        )?;
+        synth::demo_source(
             &datasets.join("covid-cohort"),
             seed,
             "cohort",
-            24,
+            48,
             side,
-            0.9,
+            CovidFigures,
         )?;
-        synth::image_folder(
+        synth::demo_source(
             &datasets.join("other-disease"),
             seed,
             "disease",
-            14,
+            24,
             side,
-            0.45,
+            FramedControls { disease: 0.6 },
         )?;
         std::fs::write(&stamp, b"").map_err(|e| Error::write(&stamp, e))?;
     }

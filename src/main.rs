@@ -12,6 +12,8 @@ const EXIT_INTERNAL: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_BAD_INPUT: u8 = 3;
 const EXIT_VERIFY: u8 = 4;
+/// `prep audit --fail-on confounded` found the set confounded.
+const EXIT_CONFOUNDED: u8 = 5;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -116,6 +118,19 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
                 Ok(ExitCode::from(EXIT_VERIFY))
             }
         }
+        Command::Audit(args) => run_audit(args, argv),
+        Command::Harmonize(args) => {
+            let out = prep::harmonize::run(&config::harmonize_config(args, argv)?)?;
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{} image(s) harmonized to {}x{} 8-bit grey PNG ({} with a border or frame cropped), {} excluded",
+                out.images, out.size, out.size, out.cropped, out.excluded
+            );
+            println!("bag: {}", out.bag.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             let mut log = |line: &str| println!("{line}");
             let outcome = prep::demo::run(&args.out, args.seed, args.size, &mut log)?;
@@ -214,6 +229,32 @@ fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
         ran,
         done.len() - ran
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_audit(args: cli::AuditArgs, argv: Vec<String>) -> Result<ExitCode, Error> {
+    let fail_on = args.fail_on;
+    let cfg = config::audit_config(args, argv)?;
+    let out = prep::audit::run(&cfg)?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "verdict: {} (probe AUC {:.3}, 95 % CI {:.3}-{:.3}; top features: {})",
+        out.verdict,
+        out.probe_auc,
+        out.ci[0],
+        out.ci[1],
+        if out.top_features.is_empty() {
+            "none".to_string()
+        } else {
+            out.top_features.join(", ")
+        }
+    );
+    println!("audit: {}", out.out.join("audit.json").display());
+    if fail_on == Some(cli::FailOn::Confounded) && out.confounded() {
+        return Ok(ExitCode::from(EXIT_CONFOUNDED));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

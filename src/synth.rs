@@ -706,3 +706,107 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !c
 }
+
+/// The demo's two kinds of source, each with its real counterpart's signature.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceKind {
+    /// Like Cohen's COVID figures: many sizes and aspect ratios, mostly JPEG at varying
+    /// quality, the washed-out contrast of a scanned print, and a real signal: bilateral
+    /// peripheral opacities of varying strength.
+    CovidFigures,
+    /// Like NIH controls: one size, PNG, full contrast, a dark frame around the film;
+    /// `disease` > 0 adds the one-sided opacity of other disease.
+    FramedControls { disease: f32 },
+}
+
+/// Bilateral peripheral (lateral, lower-zone) ground-glass opacities: two to three soft blobs
+/// in the outer third of each lung, `strength` in 0..1.
+pub fn add_peripheral_opacities(img: &mut GrayImage, seed: u64, id: &str, strength: f32) {
+    let mut rng = Rng::new(seed, &format!("{id}/opacities"));
+    let (wf, hf) = (img.width() as f32, img.height() as f32);
+    let mut blobs = Vec::new();
+    for side in [-1.0f32, 1.0] {
+        for _ in 0..(2 + rng.below(2)) {
+            blobs.push((
+                wf * (0.5 + side * rng.range(0.25, 0.32)),
+                hf * rng.range(0.45, 0.66),
+                wf * rng.range(0.05, 0.08),
+                hf * rng.range(0.07, 0.12),
+            ));
+        }
+    }
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        let mut add = 0.0;
+        for &(bx, by, rx, ry) in &blobs {
+            let d = ((x as f32 - bx) / rx).powi(2) + ((y as f32 - by) / ry).powi(2);
+            if d < 6.0 {
+                add += (-d).exp();
+            }
+        }
+        p[0] = (p[0] as f32 + 65.0 * strength * add.min(1.2)).clamp(0.0, 255.0) as u8;
+    }
+}
+
+/// A folder of `n` images of one demo source kind. Returns the file names.
+pub fn demo_source(
+    dir: &Path,
+    seed: u64,
+    prefix: &str,
+    n: usize,
+    side: u32,
+    kind: SourceKind,
+) -> Result<Vec<String>> {
+    fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+    // No burned-in marks: the demo's inpainting stages show those on the Cohen-like data.
+    let burn = Burn::default();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}-{i:03}");
+        let mut rng = Rng::new(seed, &format!("{key}/source"));
+        let (name, bytes) = match kind {
+            SourceKind::CovidFigures => {
+                // Many sizes, near-square: harmonize makes them one size without cutting
+                // anatomy away (real figures vary in aspect too; see docs/audit.md).
+                let w = (side as f32 * rng.range(0.6, 1.5)) as u32;
+                let h = (w as f32 * rng.range(0.94, 1.06)) as u32;
+                let mut img = chest_image(w, h, seed, &key, 0.0, burn);
+                add_peripheral_opacities(&mut img, seed, &key, rng.range(0.45, 1.0));
+                // A print scanned back: blacks lifted, contrast squeezed.
+                let (lift, gain) = (rng.range(25.0, 55.0), rng.range(0.55, 0.75));
+                for p in img.pixels_mut() {
+                    p[0] = (lift + gain * p[0] as f32).clamp(0.0, 255.0) as u8;
+                }
+                if rng.unit() < 0.7 {
+                    let q = 55 + rng.below(40) as u8;
+                    let mut out = Vec::new();
+                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                        .encode_image(&img)
+                        .map_err(|e| Error::Usage(format!("jpeg encode: {e}")))?;
+                    (format!("{key}.jpg"), out)
+                } else {
+                    (format!("{key}.png"), encode_png(&img)?)
+                }
+            }
+            SourceKind::FramedControls { disease } => {
+                // The film inside a dark frame that brings it to the source's one size.
+                let frame = (side as f32 * rng.range(0.04, 0.07)) as u32;
+                let film = chest_image(
+                    side - 2 * frame,
+                    side - 2 * frame,
+                    seed,
+                    &key,
+                    disease,
+                    burn,
+                );
+                let mut img =
+                    GrayImage::from_fn(side, side, |x, y| Luma([((x * 7 + y * 3) % 5) as u8]));
+                image::imageops::replace(&mut img, &film, frame as i64, frame as i64);
+                (format!("{key}.png"), encode_png(&img)?)
+            }
+        };
+        let p = dir.join(&name);
+        fs::write(&p, bytes).map_err(|e| Error::write(&p, e))?;
+        names.push(name);
+    }
+    Ok(names)
+}

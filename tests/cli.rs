@@ -45,6 +45,7 @@ fn demo_runs_every_stage_verifies_and_reports() {
         "normal",
         "covid-cohort",
         "other-disease",
+        "harmonized",
         "split",
     ] {
         prep()
@@ -70,6 +71,9 @@ fn demo_runs_every_stage_verifies_and_reports() {
         "Training",
         "Confusion matrix",
         "unsafe-path",
+        "Audit: does the set teach the disease, or the source?",
+        "audit-raw",
+        "audit-harmonized",
     ] {
         assert!(html.contains(want), "report lacks {want:?}");
     }

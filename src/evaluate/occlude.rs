@@ -85,6 +85,7 @@ pub fn lung_box(w: u32, h: u32) -> (u32, u32, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn lungs_and_border_are_complements() {

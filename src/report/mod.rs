@@ -4,6 +4,7 @@
 //! gallery for inpainted images, training curves, confusion matrix and the repeats table.
 //! Written by hand as plain HTML + inline SVG/PNG so it opens anywhere, offline.
 
+pub(crate) mod audit;
 mod html;
 mod validity;
 
@@ -142,6 +143,13 @@ pub fn build(target: &Path) -> Result<String> {
         esc(&target.display().to_string())
     ));
     validity::section(&mut page, target, &nodes)?;
+
+    // The audit first: whether the set can teach anything but its sources.
+    let lineage_bags: Vec<(PathBuf, String)> = nodes
+        .iter()
+        .map(|n| (n.path.clone(), n.manifest.clone()))
+        .collect();
+    audit::section(&mut page, &audit::find(&lineage_bags));
 
     // Lineage: newest first, each with the command that made it.
     page.h2("Lineage");

@@ -139,3 +139,42 @@ pub fn filtered_synthetic_cohen(seed: u64, side: u32) -> (tempfile::TempDir, Pat
         .success();
     (t, out)
 }
+
+/// `prep filter` of a folder into a bag labelled `label`.
+pub fn folder_bag(dataset: &Path, label: &str, out: &Path) {
+    prep()
+        .args([
+            "filter",
+            "--source",
+            "folder",
+            "--label",
+            label,
+            "--dataset",
+        ])
+        .arg(dataset)
+        .arg("--out")
+        .arg(out)
+        .assert()
+        .success();
+}
+
+/// A test bag from payload files (relative to `data/`) and their bytes.
+pub fn bag_of(out: &Path, files: &[(String, Vec<u8>)]) {
+    let w = prep::manifest::BagWriter::create(out, false).unwrap();
+    for (rel, bytes) in files {
+        w.write_payload(rel, bytes).unwrap();
+    }
+    w.finish(prep::manifest::StageInfo {
+        name: "test".into(),
+        description: "test bag".into(),
+        croissant: prep::manifest::CroissantSpec {
+            license: String::new(),
+            url: String::new(),
+            cite_as: String::new(),
+            table: "data/records.csv".into(),
+            columns: Vec::new(),
+            image_globs: Vec::new(),
+        },
+    })
+    .unwrap();
+}
