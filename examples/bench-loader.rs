@@ -46,6 +46,7 @@ fn main() {
                 transform: Transform {
                     size,
                     augment: true,
+                    occlude: None,
                 },
                 seed: 0,
                 epoch: r as u64,

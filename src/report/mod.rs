@@ -142,14 +142,16 @@ pub fn build(target: &Path) -> Result<String> {
         env!("CARGO_PKG_VERSION"),
         esc(&target.display().to_string())
     ));
-    validity::section(&mut page, target, &nodes)?;
-
-    // The audit first: whether the set can teach anything but its sources.
+    // Audits of any bag in the lineage (audit folders beside the bags they audited).
     let lineage_bags: Vec<(PathBuf, String)> = nodes
         .iter()
         .map(|n| (n.path.clone(), n.manifest.clone()))
         .collect();
-    audit::section(&mut page, &audit::find(&lineage_bags));
+    let audits = audit::find(&lineage_bags);
+    validity::section(&mut page, target, &nodes, &audits)?;
+
+    // The audit next: whether the set can teach anything but its sources.
+    audit::section(&mut page, &audits);
 
     // Lineage: newest first, each with the command that made it.
     page.h2("Lineage");

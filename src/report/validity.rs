@@ -131,16 +131,24 @@ pub fn shortcut_verdict(rows: &[ShortcutRow]) -> String {
     s.join(" ")
 }
 
-/// audit.json (written by `prep audit`) in the target or any bag of the lineage.
-fn audit(target: &Path, nodes: &[Node]) -> Option<(PathBuf, Value)> {
+/// Every audit.json (written by `prep audit`) that bears on the target: in the target or a bag
+/// of the lineage, else the audits found beside the lineage's bags, in pipeline order.
+fn audits(target: &Path, nodes: &[Node], found: &[super::audit::Found]) -> Vec<(PathBuf, Value)> {
     let mut cands = vec![target.join("audit.json"), target.join("data/audit.json")];
     for n in nodes {
         cands.push(n.path.join("audit.json"));
         cands.push(n.path.join("data/audit.json"));
     }
-    cands
+    match cands
         .into_iter()
         .find_map(|p| read_json(&p).map(|v| (p, v)))
+    {
+        Some(own) => vec![own],
+        None => found
+            .iter()
+            .map(|f| (f.dir.join("audit.json"), f.doc.clone()))
+            .collect(),
+    }
 }
 
 fn model_card(target: &Path) -> Option<Value> {
@@ -148,26 +156,34 @@ fn model_card(target: &Path) -> Option<Value> {
 }
 
 /// Write the section.
-pub(super) fn section(page: &mut Page, target: &Path, nodes: &[Node]) -> Result<()> {
+pub(super) fn section(
+    page: &mut Page,
+    target: &Path,
+    nodes: &[Node],
+    found: &[super::audit::Found],
+) -> Result<()> {
     page.h2("Validity");
-    // Audit.
-    match audit(target, nodes) {
-        Some((p, v)) => {
-            let probe = &v["probe"];
-            let feats: Vec<String> = probe["top_features"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(5)
-                .map(|f| {
-                    esc(f
-                        .as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| f.to_string())
-                        .as_str())
-                })
-                .collect();
-            page.p(&format!(
+    // Audits.
+    let audits = audits(target, nodes, found);
+    if audits.is_empty() {
+        page.p("Audit: no audit.json in the lineage (run <code>prep audit</code>).");
+    }
+    for (p, v) in audits {
+        let probe = &v["probe"];
+        let feats: Vec<String> = probe["top_features"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(5)
+            .map(|f| {
+                esc(f
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| f.to_string())
+                    .as_str())
+            })
+            .collect();
+        page.p(&format!(
                 "Audit (<code>{}</code>): verdict <b>{}</b>; a probe on non-disease features reached AUC {} {}{}.",
                 esc(&p.display().to_string()),
                 esc(v["verdict"].as_str().unwrap_or("?")),
@@ -175,8 +191,6 @@ pub(super) fn section(page: &mut Page, target: &Path, nodes: &[Node]) -> Result<
                 ci(&probe["ci"]),
                 if feats.is_empty() { String::new() } else { format!(" (top features: {})", feats.join(", ")) }
             ));
-        }
-        None => page.p("Audit: no audit.json in the lineage (run <code>prep audit</code>)."),
     }
     // Internal vs external.
     let eval = evaluation(target);
