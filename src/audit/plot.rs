@@ -72,12 +72,15 @@ pub fn importance(path: &Path, p: &ProbeResult) -> Result<()> {
         .y_label_area_size(150);
     }
     let mut chart = b
-        .build_cartesian_2d(0f64..1f64, 0i32..n as i32)
+        // Segmented rows, so each name sits at the centre of its bar (and once).
+        .build_cartesian_2d(0f64..1f64, (0i32..n as i32 - 1).into_segmented())
         .map_err(|x| e(x.to_string()))?;
     let names: Vec<String> = feats.iter().map(|f| f.name.clone()).collect();
-    let label = |y: &i32| {
-        let k = n as i32 - 1 - *y;
-        names.get(k.max(0) as usize).cloned().unwrap_or_default()
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(y) if (0..n as i32).contains(y) => {
+            names[(n as i32 - 1 - *y) as usize].clone()
+        }
+        _ => String::new(),
     };
     let mut mesh = chart.configure_mesh();
     mesh.disable_y_mesh().y_labels(n);
@@ -91,7 +94,10 @@ pub fn importance(path: &Path, p: &ProbeResult) -> Result<()> {
         .draw_series(feats.iter().enumerate().map(|(i, f)| {
             let y = n as i32 - 1 - i as i32;
             Rectangle::new(
-                [(0.0, y), (f.importance.clamp(0.0, 1.0), y + 1)],
+                [
+                    (0.0, SegmentValue::Exact(y)),
+                    (f.importance.clamp(0.0, 1.0), SegmentValue::Exact(y + 1)),
+                ],
                 BLUE.mix(0.7).filled(),
             )
         }))

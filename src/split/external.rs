@@ -40,7 +40,12 @@ pub(super) fn place(
     // Output paths already used, lower-cased and without `data/`, as name_outputs keeps them.
     let mut taken: BTreeSet<String> = internal
         .iter()
-        .map(|r| r.path.strip_prefix("data/").unwrap_or(&r.path).to_lowercase())
+        .map(|r| {
+            r.path
+                .strip_prefix("data/")
+                .unwrap_or(&r.path)
+                .to_lowercase()
+        })
         .collect();
     let taken = &mut taken;
     let mut out = External::default();
