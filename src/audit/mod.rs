@@ -462,35 +462,7 @@ struct Staging {
 
 impl Staging {
     fn create(out: &Path, force: bool) -> Result<Staging> {
-        if out.exists() {
-            let empty = out.is_dir()
-                && std::fs::read_dir(out)
-                    .map_err(|e| Error::read(out, e))?
-                    .next()
-                    .is_none();
-            if !empty && !force {
-                return Err(Error::OutputExists {
-                    path: out.to_path_buf(),
-                });
-            }
-        }
-        let name = out
-            .file_name()
-            .ok_or_else(|| Error::Usage(format!("--out {} has no folder name", out.display())))?;
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(|e| Error::write(&parent, e))?;
-        let tmp = parent.join(format!(
-            ".{}.prep-tmp-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::write(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::write(&tmp, e))?;
+        let tmp = crate::manifest::staging_dir(out, force)?;
         Ok(Staging {
             out: out.to_path_buf(),
             tmp,

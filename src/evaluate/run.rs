@@ -8,12 +8,13 @@
 use super::occlude::Occlusion;
 use super::{BagImage, Context, Prediction};
 use crate::error::{Error, Result};
+use crate::manifest::staging_dir;
 use crate::manifest::verify_bag;
 use crate::train::data::{self, Sample, Transform};
 use crate::train::densenet::DenseNet;
 use crate::train::device::{self, DeviceChoice};
 use crate::train::predict::{load_model, Model};
-use crate::train::run::{staging_dir, write_json};
+use crate::train::run::write_json;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,9 @@
 //! OUT/data/records.csv  excluded.csv  provenance.json  images/<label>/<file>...
 //! ```
 
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
 mod bag;
 mod croissant;
 mod provenance;
@@ -36,4 +39,39 @@ pub(crate) fn decode_manifest_path(p: &str) -> String {
         .replace("%0A", "\n")
         .replace("%0a", "\n")
         .replace("%25", "%")
+}
+
+/// A fresh folder beside OUT for an output that is not a bag (a training run, an audit, an
+/// evaluation), renamed into place when done; refuses a non-empty OUT unless --force.
+pub(crate) fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
+    if out.exists() && !force {
+        let empty = out.is_dir()
+            && std::fs::read_dir(out)
+                .map_err(|e| Error::read(out, e))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(Error::OutputExists {
+                path: out.to_path_buf(),
+            });
+        }
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("--out {} has no folder name", out.display())))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::write(&parent, e))?;
+    let staging = parent.join(format!(
+        ".{}.prep-tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
+    Ok(staging)
 }

@@ -17,7 +17,7 @@ use super::metrics::{self, Metrics};
 use super::optim::{Adam, AdamConfig};
 use super::precision::{self, GradScaler, Precision};
 use crate::error::{Error, Result};
-use crate::manifest::hash_file;
+use crate::manifest::{hash_file, staging_dir};
 use crate::progress;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -179,40 +179,6 @@ pub fn run(cfg: &TrainConfig) -> Result<TrainOutcome> {
         runs,
         notes,
     })
-}
-
-/// A fresh folder beside OUT; refuses a non-empty OUT unless --force.
-pub(crate) fn staging_dir(out: &Path, force: bool) -> Result<PathBuf> {
-    if out.exists() && !force {
-        let empty = out.is_dir()
-            && std::fs::read_dir(out)
-                .map_err(|e| Error::read(out, e))?
-                .next()
-                .is_none();
-        if !empty {
-            return Err(Error::OutputExists {
-                path: out.to_path_buf(),
-            });
-        }
-    }
-    let name = out
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("--out {} has no folder name", out.display())))?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::write(&parent, e))?;
-    let staging = parent.join(format!(
-        ".{}.prep-tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
-    }
-    std::fs::create_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
-    Ok(staging)
 }
 
 /// Build the network for `classes` outputs: the weights' architecture, or `arch`.
