@@ -241,7 +241,10 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
     }
     let frac_ok = |f: f64| f.is_finite() && (0.0..=1.0).contains(&f);
     let test = a.test.unwrap_or(0.0);
-    let val = a.val.unwrap_or(1.0 - a.train - test);
+    // Rounded so that `--train 0.7` records val 0.3, not 0.30000000000000004.
+    let val = a
+        .val
+        .unwrap_or(((1.0 - a.train - test) * 1e12).round() / 1e12);
     for (n, f) in [("--train", a.train), ("--val", val), ("--test", test)] {
         if !frac_ok(f) {
             return Err(Error::Usage(format!(

@@ -78,9 +78,17 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
             let excluded: usize = out.excluded_by_reason.values().sum();
             println!("kept {} image(s), excluded {}", out.kept, excluded);
             if !out.excluded_by_reason.is_empty() {
-                println!("{:<18} {:>7}", "reason", "count");
+                // The column is as wide as the longest reason (e.g. `unsupported-transfer-syntax`).
+                let w = out
+                    .excluded_by_reason
+                    .keys()
+                    .map(|r| r.len())
+                    .max()
+                    .unwrap_or(0)
+                    .max(18);
+                println!("{:<w$} {:>7}", "reason", "count");
                 for (reason, n) in &out.excluded_by_reason {
-                    println!("{reason:<18} {n:>7}");
+                    println!("{reason:<w$} {n:>7}");
                 }
             }
             println!("bag: {}", out.bag.path.display());
