@@ -139,17 +139,7 @@ fn overlay_stem(k: usize, path: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let stem: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{k:03}-{stem}")
+    format!("{k:03}-{}", crate::pipeline::safe(&stem))
 }
 
 /// Write `dir/explain/`: cams.csv for every image, overlays and maps for the first `n`.

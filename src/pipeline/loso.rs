@@ -60,15 +60,8 @@ pub const COLUMNS: &[&str] = &[
 
 /// Write `external-summary.{csv,md}` for every grid stage with external test images.
 pub fn write_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
-    let mut stages: Vec<&str> = plan
-        .iter()
-        .filter(|p| !p.grid_point.is_empty())
-        .map(|p| p.stage.as_str())
-        .collect();
-    stages.dedup();
     let mut written = Vec::new();
-    for stage in stages {
-        let points: Vec<&PlannedStage> = plan.iter().filter(|p| p.stage == stage).collect();
+    for (_, points) in super::grid_stages(plan) {
         let keys: Vec<&str> = points[0]
             .grid_point
             .iter()
@@ -84,7 +77,7 @@ pub fn write_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
             "---|".repeat(keys.len())
         );
         let mut rows = 0;
-        for p in points {
+        for p in &points {
             let Some((m, preds)) = evaluation(&p.out) else {
                 continue;
             };
@@ -141,11 +134,7 @@ pub fn write_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
         let csv = w
             .into_inner()
             .map_err(|e| Error::Usage(format!("external-summary.csv: {e}")))?;
-        let dir = plan
-            .iter()
-            .find(|p| p.stage == stage)
-            .map(|p| p.base_out.clone())
-            .expect("a point of the stage");
+        let dir = points[0].base_out.clone();
         std::fs::create_dir_all(&dir).map_err(|e| Error::write(&dir, e))?;
         for (name, bytes) in [
             ("external-summary.csv", csv),

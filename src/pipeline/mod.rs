@@ -306,7 +306,8 @@ fn grid_name(v: &toml::Value) -> String {
     }
 }
 
-fn safe(v: &str) -> String {
+/// A value as a file-name part: ASCII letters, digits, `.` and `-` kept, all else `_`.
+pub(crate) fn safe(v: &str) -> String {
     v.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -487,20 +488,27 @@ pub fn run(
     Ok(done)
 }
 
-/// For every stage with a grid whose runs left a `summary.json` (prep train), write one table
-/// in the paper's format: a row per grid point with the mean and std over its repeats of max val
-/// accuracy and min val loss, and the epochs run. Written as `OUT/grid-summary.{csv,md}` of the
-/// stage. Returns the tables written.
-pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
+/// Every stage with a grid (or `each`), in plan order, with its points.
+pub(crate) fn grid_stages(plan: &[PlannedStage]) -> Vec<(&str, Vec<&PlannedStage>)> {
     let mut stages: Vec<&str> = plan
         .iter()
         .filter(|p| !p.grid_point.is_empty())
         .map(|p| p.stage.as_str())
         .collect();
     stages.dedup();
-    for stage in stages {
-        let points: Vec<&PlannedStage> = plan.iter().filter(|p| p.stage == stage).collect();
+    stages
+        .into_iter()
+        .map(|s| (s, plan.iter().filter(|p| p.stage == s).collect()))
+        .collect()
+}
+
+/// For every stage with a grid whose runs left a `summary.json` (prep train), write one table
+/// in the paper's format: a row per grid point with the mean and std over its repeats of max val
+/// accuracy and min val loss, and the epochs run. Written as `OUT/grid-summary.{csv,md}` of the
+/// stage. Returns the tables written.
+pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (_, points) in grid_stages(plan) {
         let keys: Vec<String> = points[0]
             .grid_point
             .iter()

@@ -11,7 +11,6 @@
 
 use super::html::{esc, table, Page};
 use super::read_rows;
-use base64::Engine;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -19,21 +18,6 @@ use std::path::{Path, PathBuf};
 pub const CAM_GALLERY_MAX: usize = 24;
 /// Thumbnail side of an overlay on the page.
 const CAM_THUMB: u32 = 192;
-
-fn colour_thumb(path: &Path) -> Option<String> {
-    let img = image::open(path).ok()?;
-    let t = img.thumbnail(CAM_THUMB, CAM_THUMB).to_rgb8();
-    let mut bytes = Vec::new();
-    t.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .ok()?;
-    Some(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    ))
-}
 
 fn parse(r: &BTreeMap<String, String>, k: &str) -> Option<f64> {
     r.get(k).and_then(|v| v.parse::<f64>().ok())
@@ -114,7 +98,10 @@ pub fn section(page: &mut Page, cams: &Path) {
     let mut s = String::from("<div class=gallery>");
     for r in with.into_iter().take(CAM_GALLERY_MAX) {
         let g = |k: &str| esc(r.get(k).map(String::as_str).unwrap_or(""));
-        let Some(src) = r.get("overlay").and_then(|o| colour_thumb(&dir.join(o))) else {
+        let Some(src) = r
+            .get("overlay")
+            .and_then(|o| super::html::thumb_as(&dir.join(o), CAM_THUMB, true))
+        else {
             continue;
         };
         let f = |k: &str| {
@@ -157,6 +144,16 @@ pub fn external_table(dirs: &[&Path]) -> Option<(PathBuf, super::Rows)> {
     None
 }
 
+/// The grid point of a row: its columns that are not the table's own (`hold_out=a_covid+a_normal`).
+fn point(r: &BTreeMap<String, String>) -> String {
+    let own = crate::pipeline::loso::COLUMNS;
+    r.iter()
+        .filter(|(k, _)| !own.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Write the leave-one-source-out table and its reading.
 pub fn external_section(page: &mut Page, p: &Path, rows: &super::Rows) {
     page.h3("Leave one source out: internal vs external");
@@ -174,6 +171,7 @@ pub fn external_section(page: &mut Page, p: &Path, rows: &super::Rows) {
         .map(|r| {
             let g = |k: &str| esc(r.get(k).map(String::as_str).unwrap_or(""));
             vec![
+                esc(&point(r)),
                 g("external_sources"),
                 format!(
                     "{} {} (n {})",
@@ -193,6 +191,7 @@ pub fn external_section(page: &mut Page, p: &Path, rows: &super::Rows) {
         .collect();
     page.raw(&table(
         &[
+            "grid point",
             "held-out source(s)",
             "internal test AUC, DeLong 95 % CI",
             "external (held-out) AUC, DeLong 95 % CI",
@@ -212,9 +211,10 @@ pub fn loso_verdict(rows: &super::Rows) -> String {
     let gaps: Vec<(f64, String)> = rows
         .iter()
         .filter_map(|r| {
+            let sources = r.get("external_sources").cloned().unwrap_or_default();
             Some((
                 parse(r, "auc_gap")?,
-                r.get("external_sources").cloned().unwrap_or_default(),
+                format!("{} (sources: {sources})", point(r)),
             ))
         })
         .collect();
@@ -239,4 +239,32 @@ pub fn loso_verdict(rows: &super::Rows) -> String {
             ": no sign that the model depends on the sources it was trained on."
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(hold: &str, gap: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("hold_out".to_string(), hold.to_string()),
+            ("external_sources".to_string(), "cohen".to_string()),
+            ("auc_gap".to_string(), gap.to_string()),
+        ])
+    }
+
+    #[test]
+    fn leave_one_source_out_in_words() {
+        let s = loso_verdict(&vec![row("a", "0.20"), row("b", "0.10")]);
+        assert!(s.contains("Leaving each of 2 source(s) out"), "{s}");
+        assert!(s.contains("on average 0.150 below"), "{s}");
+        assert!(
+            s.contains("largest gap 0.200, holding out hold_out=a (sources: cohen)"),
+            "{s}"
+        );
+        assert!(s.contains("does worse on sources it never saw"), "{s}");
+        let s = loso_verdict(&vec![row("a", "-0.02"), row("b", "0.01")]);
+        assert!(s.contains("0.005 above") && s.contains("no sign"), "{s}");
+        assert!(loso_verdict(&vec![row("a", "")]).contains("undefined"));
+    }
 }
