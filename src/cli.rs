@@ -239,9 +239,16 @@ pub struct EvaluateArgs {
     pub out: PathBuf,
 
     /// The bag before inpainting: predict each image before and after and report the flip
-    /// rate and the mean |Δp| (matched by source and id).
+    /// rate (at the Youden threshold chosen on val, and at 0.5) and the mean |Δp| (matched by
+    /// source and id).
     #[arg(long, value_name = "ORIGINAL_BAG")]
     pub counterfactual: Option<PathBuf>,
+
+    /// Grad-CAM of every evaluated image (as prep explain): DIR/explain/cams.csv ranks them
+    /// worst error first (largest |label - p|) with each one's share of attribution inside the
+    /// lung field, and overlays of the N worst go beside it; the report shows them.
+    #[arg(long, value_name = "N")]
+    pub explain: Option<usize>,
 
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -546,6 +553,12 @@ pub struct SplitArgs {
     /// recorded as external (labels from their records: covid, healthy, diseased).
     #[arg(long, value_name = "BAG", num_args = 1.., action = clap::ArgAction::Append)]
     pub external: Vec<PathBuf>,
+
+    /// Leave a source out: one of the --covid/--healthy/--diseased bags to treat as --external
+    /// instead (the same path, given again). A pipeline grid over `hold_out` lists every bag once
+    /// and leaves each out in turn (pipelines/leave-one-source-out.toml).
+    #[arg(long, value_name = "BAG", num_args = 1.., action = clap::ArgAction::Append)]
+    pub hold_out: Vec<PathBuf>,
 
     /// Check a split instead of making one: re-derive the groups of a bag (or of a records CSV
     /// with `split` and `patient_id` columns) and fail with exit code 4 if any group is in more

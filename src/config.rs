@@ -217,7 +217,12 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
         }
     }
     if let Some(target) = a.check {
-        if any_input || a.out.is_some() || a.balanced || !a.external.is_empty() {
+        if any_input
+            || a.out.is_some()
+            || a.balanced
+            || !a.external.is_empty()
+            || !a.hold_out.is_empty()
+        {
             return Err(Error::Usage(
                 "--check takes a bag or CSV only, not --covid/--healthy/--diseased/--out/--balanced".into(),
             ));
@@ -303,6 +308,8 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
             inputs.push((class, b.clone()));
         }
     }
+    let mut external = a.external;
+    hold_out(&a.hold_out, &mut inputs, &mut external)?;
     Ok(SplitMode::Split(SplitConfig {
         inputs,
         out,
@@ -319,8 +326,42 @@ pub fn split_config(a: crate::cli::SplitArgs, argv: Vec<String>) -> Result<Split
         rules,
         rules_file: a.rules,
         argv,
-        external: a.external,
+        external,
     }))
+}
+
+/// `--hold-out BAG`: move an input bag (the same folder, however the path is written) from the
+/// internal inputs to the external ones. A bag that is not an input, or holding out every bag
+/// of the inputs, is a usage error.
+fn hold_out(
+    bags: &[std::path::PathBuf],
+    inputs: &mut Vec<(prep::split::assign::Fine, std::path::PathBuf)>,
+    external: &mut Vec<std::path::PathBuf>,
+) -> Result<()> {
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
+    {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    };
+    for b in bags {
+        let before = inputs.len();
+        inputs.retain(|(_, i)| !same(i, b));
+        if inputs.len() == before {
+            return Err(Error::Usage(format!(
+                "--hold-out {}: not one of the --covid/--healthy/--diseased bags",
+                b.display()
+            )));
+        }
+        if !external.iter().any(|e| same(e, b)) {
+            external.push(b.clone());
+        }
+    }
+    if inputs.is_empty() {
+        return Err(Error::Usage(
+            "--hold-out leaves no internal bag to train on".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "train")]
@@ -528,6 +569,7 @@ pub fn evaluate_config(a: crate::cli::EvaluateArgs) -> Result<prep::evaluate::ru
         },
         out: a.out,
         counterfactual: a.counterfactual,
+        explain: a.explain,
         batch_size: a.batch_size,
         seed: a.seed,
         resamples: a.resamples,

@@ -230,6 +230,9 @@ fn run_pipeline(args: cli::RunArgs) -> Result<ExitCode, Error> {
     for t in prep::pipeline::write_grid_tables(&plan)? {
         println!("grid table: {}", t.display());
     }
+    for t in prep::pipeline::loso::write_tables(&plan)? {
+        println!("internal vs external table: {}", t.display());
+    }
     let ran = done.iter().filter(|(_, r)| *r).count();
     println!(
         "pipeline {}: {} stage(s) run, {} skipped",

@@ -584,7 +584,31 @@ fn counterfactual_measures_what_inpainting_changed() {
         "inpainting changed some films: {c}"
     );
     assert!(c["mean_abs_delta_p"].as_f64().unwrap() > 0.0);
-    assert!(c["flip_rate"].as_f64().is_some());
+    // Flips are counted at the Youden threshold chosen on val, and apart at 0.5: recount both
+    // from counterfactual.csv.
+    let t = m["thresholds"][0]["threshold"].as_f64().unwrap();
+    assert_eq!(m["thresholds"][0]["rule"], "youden");
+    assert_eq!(c["threshold"].as_f64(), Some(t));
+    let rows = read_csv(&d.join("cf/counterfactual.csv"));
+    let flips = |t: f64| {
+        rows.iter()
+            .filter(|r| {
+                let (b, a): (f64, f64) = (
+                    r["p_before"].parse().unwrap(),
+                    r["p_after"].parse().unwrap(),
+                );
+                (b >= t) != (a >= t)
+            })
+            .count() as u64
+    };
+    assert_eq!(c["flips"].as_u64(), Some(flips(t)), "{c}");
+    assert_eq!(c["flips_at_0.5"].as_u64(), Some(flips(0.5)), "{c}");
+    let rate = c["flip_rate"].as_f64().unwrap();
+    assert!((rate - flips(t) as f64 / 10.0).abs() < 1e-12);
+    println!(
+        "flip rate at the val threshold {t}: {rate}; at 0.5: {}",
+        c["flip_rate_at_0.5"]
+    );
 }
 
 #[test]
@@ -788,4 +812,133 @@ fn lungs_occluded_model_finds_a_planted_border_shortcut_and_is_at_chance_without
         let l = text.find("Lineage").unwrap();
         assert!(v < l, "Validity comes first");
     }
+}
+
+// ---- Grad-CAM of the evaluated images (--explain) ---------------------------------------------
+
+#[test]
+fn explain_ranks_worst_errors_first_with_lung_field_shares_and_the_report_shows_them() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let bag = write_bag(&d.join("split"), &scored_bag(5));
+    let out = d.join("eval");
+    let args = ["--classes", "bright,dark", "--image-size", "96"];
+    let plain = evaluate(&fixture_weights(), &bag, &d.join("plain"), &args);
+    let m = evaluate(
+        &fixture_weights(),
+        &bag,
+        &out,
+        &[&args[..], &["--explain", "30", "--batch-size", "7"]].concat(),
+    );
+    // Explaining changes no prediction.
+    assert_eq!(
+        fs::read(out.join("predictions.csv")).unwrap(),
+        fs::read(d.join("plain/predictions.csv")).unwrap()
+    );
+    assert_eq!(m["auc"], plain["auc"]);
+    let cams = read_csv(&out.join("explain/cams.csv"));
+    assert_eq!(cams.len(), 40, "every evaluated image");
+    let preds: std::collections::BTreeMap<String, f64> = read_csv(&out.join("predictions.csv"))
+        .into_iter()
+        .map(|r| (r["path"].clone(), r["probability"].parse().unwrap()))
+        .collect();
+    let mut last = f64::INFINITY;
+    for (k, r) in cams.iter().enumerate() {
+        assert_eq!(r["rank"], (k + 1).to_string());
+        let y: f64 = r["y"].parse().unwrap();
+        let err = (y - preds[&r["path"]]).abs();
+        assert_eq!(r["abs_error"].parse::<f64>().unwrap(), err);
+        assert!(err <= last, "worst errors first");
+        last = err;
+        let s: f64 = r["lung_field_share"].parse().unwrap();
+        assert!((0.0..=1.0).contains(&s), "{s}");
+        assert_eq!(!r["overlay"].is_empty(), k < 30);
+    }
+    // metrics.json's per-source mean share is the mean of cams.csv's.
+    for (src, v) in m["explain"]["by_source"].as_object().unwrap() {
+        let s: Vec<f64> = cams
+            .iter()
+            .filter(|r| &r["source"] == src)
+            .map(|r| r["lung_field_share"].parse().unwrap())
+            .collect();
+        let mean = s.iter().sum::<f64>() / s.len() as f64;
+        let got = v["mean_lung_field_share"].as_f64().unwrap();
+        println!(
+            "{src}: mean share of attribution inside the lung field {got:.4} over {} images",
+            s.len()
+        );
+        assert!((got - mean).abs() < 1e-12);
+    }
+    assert_eq!(m["explain"]["overlays"], 30);
+    // The batched maps are prep explain's maps (which tests/explain.rs holds to PyTorch).
+    let first = &cams[0];
+    let stem = first["overlay"].trim_end_matches(".cam.png");
+    let ours = json(&out.join(format!("explain/{stem}.cam.json")));
+    let single = d.join("single");
+    prep()
+        .arg("explain")
+        .arg("--model")
+        .arg(fixture_weights())
+        .args(args)
+        .args(["--device", "cpu", "--out"])
+        .arg(&single)
+        .arg(bag.join(&first["path"]))
+        .assert()
+        .success();
+    let name = Path::new(&first["path"])
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let theirs = json(&single.join(format!("{name}.cam.json")));
+    let flat = |v: &Value| -> Vec<f64> {
+        v["cam"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let (a, b) = (flat(&ours), flat(&theirs));
+    assert_eq!(a.len(), 9, "3 x 3 at 96 px");
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    println!("batched vs single-image Grad-CAM: max abs difference {worst:e}");
+    assert!(worst <= 1e-5, "{a:?} vs {b:?}");
+    let share_diff = (ours["lung_field_share"].as_f64().unwrap()
+        - theirs["lung_field_share"].as_f64().unwrap())
+    .abs();
+    assert!(share_diff <= 1e-5, "{share_diff}");
+
+    // The report: per-source shares and at most 24 overlays, worst first.
+    let html = d.join("report.html");
+    prep()
+        .arg("report")
+        .arg(&out)
+        .arg("--out")
+        .arg(&html)
+        .assert()
+        .success();
+    let text = fs::read_to_string(&html).unwrap();
+    assert!(text.contains("Grad-CAM: where the model looked"));
+    assert!(text.contains("mean share inside the lung field"));
+    assert_eq!(
+        text.matches("alt=\"Grad-CAM ").count(),
+        24,
+        "bounded gallery"
+    );
+    assert!(text.contains("24 of 40 images shown"));
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle} missing"))
+    };
+    assert!(
+        at(&format!("#1 <code>{}</code>", first["id"]))
+            < at(&format!("#2 <code>{}</code>", cams[1]["id"]))
+    );
+    assert!(!text.contains("#25 <code>"));
+    assert!(text.find("Grad-CAM: where").unwrap() < text.find("Lineage").unwrap());
 }

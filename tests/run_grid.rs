@@ -199,3 +199,101 @@ fn changing_an_inpaint_parameter_reruns_inpaint_split_and_train_only() {
         );
     }
 }
+
+#[test]
+fn leave_one_source_out_grid_writes_internal_vs_external_auc_per_held_out_source() {
+    let t = tempdir().unwrap();
+    let d = t.path();
+    let mut text = format!(
+        "[vars]\ndata = \"{}\"\nout = \"{}\"\n",
+        d.join("data").display(),
+        d.join("out").display()
+    );
+    // Three sites, each with COVID and healthy films of its own.
+    for (k, site) in ["a", "b", "c"].into_iter().enumerate() {
+        for (class, disease) in [("covid", 0.9), ("healthy", 0.0)] {
+            let name = format!("{site}_{class}");
+            prep::synth::image_folder(
+                &d.join("data").join(&name),
+                10 + k as u64,
+                &name,
+                12,
+                48,
+                disease,
+            )
+            .unwrap();
+            text.push_str(&format!(
+                "\n[[stage]]\nname = \"{name}\"\ncommand = \"filter\"\nout = \"${{out}}/{name}\"\n[stage.args]\nsource = \"folder\"\ndataset = \"${{data}}/{name}\"\nlabel = \"{class}\"\n"
+            ));
+        }
+    }
+    text.push_str(
+        "\n[[stage]]\nname = \"split\"\ncommand = \"split\"\nout = \"${out}/split\"\n[stage.args]\ncovid = [\"${a_covid}\", \"${b_covid}\", \"${c_covid}\"]\nhealthy = [\"${a_healthy}\", \"${b_healthy}\", \"${c_healthy}\"]\ntrain = 0.5\nval = 0.25\ntest = 0.25\nno_near_duplicates = true\nseed = 1\n[stage.grid]\nhold_out = [[\"${a_covid}\", \"${a_healthy}\"], [\"${b_covid}\", \"${b_healthy}\"]]\n",
+    );
+    text.push_str("\n[[stage]]\nname = \"loso\"\ncommand = \"train\"\nout = \"${out}/runs\"\neach = \"split\"\n[stage.args]\ndata = \"${split}\"\narch = \"densenet:4,1-1-1-1,8,2\"\nimage_size = 32\nbatch_size = 4\nunfreeze = \"all\"\nthreads = 1\nseed = 1\nepochs = 2\nrepeats = 1\n");
+    let p = d.join("loso.toml");
+    fs::write(&p, text).unwrap();
+    prep()
+        .arg("run")
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("internal vs external table: "));
+    let table = read_csv(&d.join("out/runs/external-summary.csv"));
+    assert_eq!(table.len(), 2, "one row per held-out site");
+    let held: Vec<&str> = table.iter().map(|r| r["hold_out"].as_str()).collect();
+    assert_eq!(held, ["a_covid+a_healthy", "b_covid+b_healthy"]);
+    for (r, site) in table.iter().zip(["a", "b"]) {
+        let run = Path::new(&r["run"]);
+        assert!(run.ends_with(format!("hold_out-{site}_covid_{site}_healthy")));
+        let m: serde_json::Value =
+            serde_json::from_slice(&fs::read(run.join("test-metrics.json")).unwrap()).unwrap();
+        assert_eq!(
+            r["external_n"], "24",
+            "the held-out site's 24 films, all in test"
+        );
+        assert_eq!(m["external"]["n"], 24);
+        for (col, v) in [
+            ("internal_auc", &m["internal"]["auc"]),
+            ("external_auc", &m["external"]["auc"]),
+            ("internal_ci_lo", &m["internal"]["auc_ci"][0]),
+            ("external_ci_hi", &m["external"]["auc_ci"][1]),
+            ("auc_gap", &m["auc_gap_internal_minus_external"]),
+        ] {
+            let ours: f64 = r[col].parse().unwrap();
+            assert!(
+                (ours - v.as_f64().unwrap()).abs() < 1e-6,
+                "{col}: {ours} vs {v}"
+            );
+        }
+        let gap: f64 = r["auc_gap"].parse().unwrap();
+        let (i, e): (f64, f64) = (
+            r["internal_auc"].parse().unwrap(),
+            r["external_auc"].parse().unwrap(),
+        );
+        assert!((gap - (i - e)).abs() < 2e-6);
+        println!("held out {site}: internal {i:.3}, external {e:.3}, gap {gap:.3}");
+        // The held-out site's films are nowhere in train or val.
+        let recs = read_csv(&d.join(format!(
+            "out/split/hold_out-{site}_covid_{site}_healthy/data/records.csv"
+        )));
+        assert!(recs
+            .iter()
+            .filter(|x| x["source_bag"].contains(&format!("/{site}_")))
+            .all(|x| x["split"] == "test" && x["group"].starts_with("external:")));
+    }
+    let md = fs::read_to_string(d.join("out/runs/external-summary.md")).unwrap();
+    assert_eq!(md.lines().count(), 2 + 2);
+    // The report reads it.
+    let html = d.join("loso.html");
+    prep()
+        .arg("report")
+        .arg(d.join("out/runs"))
+        .arg("--out")
+        .arg(&html)
+        .assert()
+        .success();
+    let text = fs::read_to_string(&html).unwrap();
+    assert!(text.contains("Leave one source out: internal vs external"));
+    assert!(text.contains("Leaving each of 2 source(s) out in turn"));
+}

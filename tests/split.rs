@@ -1043,3 +1043,115 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0], results[2]);
 }
+
+/// A Cohen-format dataset of COVID-19 films, one per (patient id, picture number).
+fn cohen_dataset(dir: &Path, films: &[(&str, u32)]) {
+    fs::create_dir_all(dir.join("images")).unwrap();
+    let mut rows =
+        vec!["patientid,finding,RT_PCR_positive,view,modality,folder,filename".to_string()];
+    for (pid, k) in films {
+        let name = format!("p{pid}-{k}.png");
+        picture(*k, 256, 240)
+            .save(dir.join("images").join(&name))
+            .unwrap();
+        rows.push(format!(
+            "{pid},Pneumonia/Viral/COVID-19,Y,PA,X-ray,images,{name}"
+        ));
+    }
+    fs::write(dir.join("metadata.csv"), rows.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn external_images_linked_to_internal_ones_by_alias_or_cross_reference_are_left_out() {
+    let f = fixture();
+    let ex_reason = |bag: &Path| -> Vec<(String, String)> {
+        read_csv(&bag.join("data/excluded.csv"))
+            .into_iter()
+            .filter(|r| r["reason"].starts_with("external"))
+            .map(|r| (r["id"].clone(), format!("{} {}", r["reason"], r["detail"])))
+            .collect()
+    };
+    // Cross-reference: Hannover's abcdef01 is a Cohen film re-published (Cohen patient 5).
+    let o1 = f.root.join("split-xref");
+    prep()
+        .args(["split", "--covid", s(&f.covid), "--healthy", s(&f.extra)])
+        .args(["--external", s(&f.hannover), "--no-near-duplicates"])
+        .args(["--out", s(&o1)])
+        .assert()
+        .success();
+    let ex = ex_reason(&o1);
+    println!("{ex:?}");
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert!(ex[0].0.contains("abcdef01"), "{ex:?}");
+    assert!(
+        ex[0].1.starts_with("external-linked-patient") && ex[0].1.contains("cross-reference"),
+        "{ex:?}"
+    );
+    let ext: Vec<_> = read_csv(&o1.join("data/records.csv"))
+        .into_iter()
+        .filter(|r| r["group"].starts_with("external:"))
+        .collect();
+    assert_eq!(ext.len(), 1, "the other Hannover film stays");
+
+    // --hold-out moves an input bag to the external ones: the same split as --external.
+    let o2 = f.root.join("split-holdout");
+    prep()
+        .args(["split", "--covid", s(&f.covid), "--covid", s(&f.hannover)])
+        .args(["--healthy", s(&f.extra), "--hold-out", s(&f.hannover)])
+        .args(["--no-near-duplicates", "--out", s(&o2)])
+        .assert()
+        .success();
+    for file in ["data/records.csv", "data/excluded.csv"] {
+        assert_eq!(
+            fs::read(o1.join(file)).unwrap(),
+            fs::read(o2.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    prep()
+        .args(["split", "--covid", s(&f.covid), "--healthy", s(&f.extra)])
+        .args(["--hold-out", s(&f.hannover), "--out", s(&f.root.join("x"))])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--hold-out"));
+
+    // Alias: Cohen's patient 462 is patient 87 (metadata/cohen.toml), in two bags.
+    cohen_dataset(
+        &f.root.join("cohen-a"),
+        &[("87", 700), ("50", 701), ("51", 702)],
+    );
+    cohen_dataset(&f.root.join("cohen-b"), &[("462", 703), ("300", 704)]);
+    for n in ["a", "b"] {
+        prep()
+            .args(["filter", "--source", "cohen", "--dataset"])
+            .arg(f.root.join(format!("cohen-{n}")))
+            .arg("--out")
+            .arg(f.root.join(format!("bags/cohen-{n}")))
+            .assert()
+            .success();
+    }
+    let o3 = f.root.join("split-alias");
+    prep()
+        .args(["split", "--covid"])
+        .arg(f.root.join("bags/cohen-a"))
+        .args(["--healthy", s(&f.extra), "--external"])
+        .arg(f.root.join("bags/cohen-b"))
+        .args(["--no-near-duplicates", "--out", s(&o3)])
+        .assert()
+        .success();
+    let ex = ex_reason(&o3);
+    println!("{ex:?}");
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert!(
+        ex[0].0.contains("462") || ex[0].1.contains("patient 87"),
+        "{ex:?}"
+    );
+    assert!(ex[0].1.contains("alias"), "{ex:?}");
+    let ext: Vec<_> = read_csv(&o3.join("data/records.csv"))
+        .into_iter()
+        .filter(|r| r["group"].starts_with("external:"))
+        .collect();
+    assert_eq!(ext.len(), 1);
+    assert_eq!(ext[0]["patient_id"], "300");
+    prep().args(["split", "--check", s(&o3)]).assert().success();
+}

@@ -36,7 +36,8 @@ pub struct Cam {
     pub width: usize,
     /// The map, row by row: ReLU'd, normalised to maximum 1 (unless all zero).
     pub cam: Vec<Vec<f64>>,
-    /// Share of the map (bilinearly upsampled to the input) inside the lung-field box.
+    /// Share of the map (bilinearly upsampled to the input) inside the lung-field box (the
+    /// film's box carried through Resize + CenterCrop, `occlude::lung_box_in_input`).
     pub lung_field_share: Option<f64>,
 }
 
@@ -47,12 +48,28 @@ pub fn grad_cam(
     x: &Tensor,
     positive: i64,
 ) -> Result<(Vec<f32>, usize, usize, f64)> {
+    let (mut maps, h, w, probs) = grad_cam_batch(net, x, positive)?;
+    Ok((maps.swap_remove(0), h, w, probs[0]))
+}
+
+/// Grad-CAM of every image of a batch at once: the positive logits are summed before the
+/// backward pass, and since the head (ReLU, pool, linear; BatchNorm in eval mode) mixes no two
+/// images, each image's gradient is its own. Per image: the normalised h x w map (row-major)
+/// and the positive-class probability.
+pub fn grad_cam_batch(
+    net: &crate::train::DenseNet,
+    x: &Tensor,
+    positive: i64,
+) -> Result<(Vec<Vec<f32>>, usize, usize, Vec<f64>)> {
     let feats = tch::no_grad(|| net.forward_trunk(x, false));
     let a = feats.detach().set_requires_grad(true);
     let logits = net.head(&a);
-    let prob = logits
-        .f_softmax(-1, Kind::Float)?
-        .f_double_value(&[0, positive])?;
+    let probs = Vec::<f64>::try_from(
+        logits
+            .f_softmax(-1, Kind::Double)?
+            .f_select(1, positive)?
+            .f_to_device(tch::Device::Cpu)?,
+    )?;
     let score = logits.f_select(1, positive)?.f_sum(Kind::Float)?;
     let grads = Tensor::f_run_backward(&[&score], &[&a], false, false)?;
     let g = grads
@@ -62,21 +79,35 @@ pub fn grad_cam(
     let weights = g.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
     let cam = (weights * a.detach())
         .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
-        .f_relu()?
-        .f_squeeze_dim(0)?;
-    let (h, w) = (cam.size()[0] as usize, cam.size()[1] as usize);
-    let mut v = Vec::<f32>::try_from(
+        .f_relu()?;
+    let (b, h, w) = (
+        cam.size()[0] as usize,
+        cam.size()[1] as usize,
+        cam.size()[2] as usize,
+    );
+    let flat = Vec::<f32>::try_from(
         cam.f_to_device(tch::Device::Cpu)?
             .f_contiguous()?
             .view([-1]),
     )?;
-    let max = v.iter().copied().fold(0f32, f32::max);
-    if max > 0.0 {
-        for x in &mut v {
-            *x /= max;
-        }
-    }
-    Ok((v, h, w, prob))
+    let maps = flat
+        .chunks(h * w)
+        .take(b)
+        .map(|m| {
+            let max = m.iter().copied().fold(0f32, f32::max);
+            m.iter()
+                .map(|v| if max > 0.0 { v / max } else { *v })
+                .collect()
+        })
+        .collect();
+    Ok((maps, h, w, probs))
+}
+
+/// The h x w map bilinearly upsampled to the `size` x `size` input, row-major.
+pub fn upsample(cam: &[f32], h: usize, w: usize, size: u32) -> Vec<f32> {
+    let map: ImageBuffer<Luma<f32>, Vec<f32>> =
+        ImageBuffer::from_raw(w as u32, h as u32, cam.to_vec()).expect("h*w values");
+    imageops::resize(&map, size, size, FilterType::Triangle).into_raw()
 }
 
 /// A jet-like colour for t in [0, 1].
@@ -89,31 +120,19 @@ fn jet(t: f32) -> [f32; 3] {
     ]
 }
 
-/// The network's input (undone normalisation) with the upsampled map blended over it, and the
-/// upsampled map's share inside the lung-field box.
-fn overlay(input: &[f32], size: u32, cam: &[f32], h: usize, w: usize) -> (RgbImage, Option<f64>) {
+/// The network's input (undone normalisation) with the upsampled map blended over it.
+pub fn overlay(input: &[f32], size: u32, up: &[f32]) -> RgbImage {
     let n = (size * size) as usize;
-    let map: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(w as u32, h as u32, cam.to_vec()).expect("h*w values");
-    let up = imageops::resize(&map, size, size, FilterType::Triangle);
-    let (x0, x1, y0, y1) = occlude::lung_box(size, size);
-    let (mut inside, mut total) = (0f64, 0f64);
-    let img = RgbImage::from_fn(size, size, |x, y| {
+    RgbImage::from_fn(size, size, |x, y| {
         let i = (y * size + x) as usize;
-        let t = up.get_pixel(x, y)[0].clamp(0.0, 1.0);
-        total += t as f64;
-        if x >= x0 && x < x1 && y >= y0 && y < y1 {
-            inside += t as f64;
-        }
-        let col = jet(t);
+        let col = jet(up[i].clamp(0.0, 1.0));
         let mut px = [0u8; 3];
         for c in 0..3 {
             let v = (input[c * n + i] * IMAGENET_STD[c] + IMAGENET_MEAN[c]).clamp(0.0, 1.0);
             px[c] = ((0.55 * v + 0.45 * col[c]) * 255.0).round() as u8;
         }
         image::Rgb(px)
-    });
-    (img, (total > 0.0).then(|| inside / total))
+    })
 }
 
 /// File stem of an image path; two images with one stem would overwrite each other.
@@ -150,7 +169,13 @@ pub fn run(loaded: &Loaded, images: &[PathBuf], out: &Path, force: bool) -> Resu
                 .view([1, 3, size as i64, size as i64])
                 .to_device(sc.net.device());
             let (cam, h, w, prob) = grad_cam(sc.net, &x, sc.positive as i64)?;
-            let (ov, share) = overlay(&v, size, &cam, h, w);
+            let up = upsample(&cam, h, w, size);
+            let ov = overlay(&v, size, &up);
+            let share = occlude::share_inside(
+                &up,
+                size,
+                occlude::lung_box_in_input(img.width(), img.height(), size),
+            );
             let png = staging.join(format!("{stem}.cam.png"));
             ov.save(&png)
                 .map_err(|e| Error::write(&png, std::io::Error::other(e.to_string())))?;

@@ -10,11 +10,14 @@
 //! Output of `prep evaluate --out DIR`:
 //! ```text
 //! DIR/predictions.csv  metrics.json  metrics.md  reliability.png  [counterfactual.csv]
+//!     [explain/cams.csv explain/NNN-<stem>.cam.{png,json}]
 //! ```
 
 pub mod occlude;
 pub mod stats;
 
+#[cfg(feature = "train")]
+pub mod cams;
 #[cfg(feature = "train")]
 pub mod explain;
 #[cfg(feature = "train")]
@@ -389,14 +392,34 @@ pub fn markdown(m: &Value) -> String {
     }
     if let Some(c) = m.get("counterfactual").filter(|c| !c.is_null()) {
         s.push_str(&format!(
-            "\nAnnotation counterfactual (the same films before inpainting, {}): {} image(s) matched, {} changed by inpainting; flip rate {} , mean |Δp| {} (over all matched), max |Δp| {}.\n",
+            "\nAnnotation counterfactual (the same films before inpainting, {}): {} image(s) matched, {} changed by inpainting; flip rate {} at the val-chosen threshold {} ({} at 0.5), mean |Δp| {} (over all matched), max |Δp| {}.\n",
             c["original_bag"].as_str().unwrap_or("?"),
             c["matched"],
             c["changed"],
             f4(&c["flip_rate"]),
+            f4(&c["threshold"]),
+            f4(&c["flip_rate_at_0.5"]),
             f4(&c["mean_abs_delta_p"]),
             f4(&c["max_abs_delta_p"]),
         ));
+    }
+    if let Some(x) = m.get("explain").filter(|x| !x.is_null()) {
+        s.push_str(&format!(
+            "\nGrad-CAM (features.norm5) of every evaluated image; share of attribution inside the lung field (explain/cams.csv ranks the images worst error first, {} overlays):\n\n| source | n | mean share inside | images mostly inside |\n|---|---|---|---|\n| all | {} | {} | {} |\n",
+            x["overlays"],
+            x["all"]["n"],
+            f4(&x["all"]["mean_lung_field_share"]),
+            f4(&x["all"]["share_of_images_mostly_inside"]),
+        ));
+        for (k, v) in x["by_source"].as_object().into_iter().flatten() {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                if k.is_empty() { "(none)" } else { k },
+                v["n"],
+                f4(&v["mean_lung_field_share"]),
+                f4(&v["share_of_images_mostly_inside"]),
+            ));
+        }
     }
     s
 }
@@ -434,11 +457,14 @@ pub fn predictions_csv(rows: &[Prediction]) -> Result<Vec<u8>> {
 pub type Counterfactual = (String, f64, f64);
 
 /// Annotation counterfactual: the same images' predictions before (original) and after
-/// (inpainted) inpainting, matched by source and id.
+/// (inpainted) inpainting, matched by source and id. A flip is counted at the operating
+/// threshold chosen on val (Youden; `val_threshold`, None without a val split) and, named
+/// apart, at 0.5 (the argmax of two classes).
 pub fn counterfactual(
     after: &[Prediction],
     before: &BTreeMap<(String, String), f64>,
     original_bag: &str,
+    val_threshold: Option<f64>,
 ) -> (Value, Vec<Counterfactual>) {
     let mut rows = Vec::new();
     for a in after {
@@ -447,11 +473,14 @@ pub fn counterfactual(
         }
     }
     let n = rows.len();
-    // A flip: the positive-class probability crosses 0.5 (the argmax of two classes).
-    let flips = rows
-        .iter()
-        .filter(|(_, b, a)| (*b >= 0.5) != (*a >= 0.5))
-        .count();
+    let flips_at = |t: f64| {
+        rows.iter()
+            .filter(|(_, b, a)| (*b >= t) != (*a >= t))
+            .count()
+    };
+    let rate = |k: usize| (n > 0).then(|| k as f64 / n as f64);
+    let at_val = val_threshold.map(flips_at);
+    let at_half = flips_at(0.5);
     let changed = rows.iter().filter(|(_, b, a)| b != a).count();
     let deltas: Vec<f64> = rows.iter().map(|(_, b, a)| (a - b).abs()).collect();
     let v = json!({
@@ -459,11 +488,15 @@ pub fn counterfactual(
         "evaluated": after.len(),
         "matched": n,
         "changed": changed,
-        "flips": flips,
-        "flip_rate": (n > 0).then(|| flips as f64 / n as f64),
+        "threshold": val_threshold,
+        "threshold_rule": "youden, chosen on the val split (the operating point metrics.json reports)",
+        "flips": at_val,
+        "flip_rate": at_val.and_then(rate),
+        "flips_at_0.5": at_half,
+        "flip_rate_at_0.5": rate(at_half),
         "mean_abs_delta_p": (n > 0).then(|| deltas.iter().sum::<f64>() / n as f64),
         "max_abs_delta_p": deltas.iter().copied().fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d)))),
-        "flip_rule": "the positive-class probability is on different sides of 0.5 before and after",
+        "flip_rule": "the positive-class probability is on different sides of the threshold before and after (positive when p >= threshold); flips/flip_rate at the val-chosen Youden threshold (null without a val split), flips_at_0.5/flip_rate_at_0.5 at 0.5",
         "matched_by": "source and id of the image in the original bag's records.csv; films with unchanged bytes keep their probability, changed ones are scored again",
     });
     (v, rows)
@@ -540,10 +573,17 @@ mod tests {
             (("int".to_string(), "a".to_string()), 0.9),
             (("int".to_string(), "b".to_string()), 0.65),
         ]);
-        let (v, rows) = counterfactual(&after, &before, "orig");
+        let (v, rows) = counterfactual(&after, &before, "orig", Some(0.7));
         assert_eq!(rows.len(), 2);
         assert_eq!(v["matched"], 2);
+        // 0.65 -> 0.45 crosses 0.5 but not the val threshold 0.7.
+        assert_eq!(v["flips"], 0);
+        assert_eq!(v["flips_at_0.5"], 1);
+        let (v, _) = counterfactual(&after, &before, "orig", Some(0.6));
         assert_eq!(v["flips"], 1);
+        assert_eq!(v["flip_rate"], 0.5);
+        let (v, _) = counterfactual(&after, &before, "orig", None);
+        assert!(v["flips"].is_null() && v["flip_rate"].is_null());
         assert_eq!(v["changed"], 1);
         assert!((v["mean_abs_delta_p"].as_f64().unwrap() - 0.1).abs() < 1e-12);
     }

@@ -82,6 +82,47 @@ pub fn lung_box(w: u32, h: u32) -> (u32, u32, u32, u32) {
     )
 }
 
+/// The lung-field box of a `w` x `h` film carried through the validation transform (Resize of
+/// the shorter side to `size`, as torchvision rounds it, then CenterCrop(size)): [x0, x1, y0, y1]
+/// in the `size` x `size` network input, clipped to it. What `--occlude` blacks out, where the
+/// network sees it: Grad-CAM's lung-field share is measured inside this box.
+pub fn lung_box_in_input(w: u32, h: u32, size: u32) -> [f64; 4] {
+    let (x0, x1, y0, y1) = lung_box(w, h);
+    let (nw, nh) = if w <= h {
+        (size as u64, size as u64 * h as u64 / w.max(1) as u64)
+    } else {
+        (size as u64 * w as u64 / h.max(1) as u64, size as u64)
+    };
+    let (sx, sy) = (nw as f64 / w.max(1) as f64, nh as f64 / h.max(1) as f64);
+    let left = (nw.saturating_sub(size as u64) as f64 / 2.0).round();
+    let top = (nh.saturating_sub(size as u64) as f64 / 2.0).round();
+    let clip = |v: f64| v.clamp(0.0, size as f64);
+    [
+        clip(x0 as f64 * sx - left),
+        clip(x1 as f64 * sx - left),
+        clip(y0 as f64 * sy - top),
+        clip(y1 as f64 * sy - top),
+    ]
+}
+
+/// Share of a non-negative `size` x `size` map (row-major) whose pixel centres lie inside `bx`
+/// (from [`lung_box_in_input`]); None when the map is all zero.
+pub fn share_inside(map: &[f32], size: u32, bx: [f64; 4]) -> Option<f64> {
+    let (mut inside, mut total) = (0f64, 0f64);
+    for (i, v) in map.iter().enumerate() {
+        let (x, y) = (
+            (i as u32 % size) as f64 + 0.5,
+            (i as u32 / size) as f64 + 0.5,
+        );
+        let v = v.max(0.0) as f64;
+        total += v;
+        if x >= bx[0] && x < bx[1] && y >= bx[2] && y < bx[3] {
+            inside += v;
+        }
+    }
+    (total > 0.0).then(|| inside / total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +146,22 @@ mod tests {
         assert_eq!(Occlusion::parse("none"), Some(None));
         assert_eq!(Occlusion::parse("lungs"), Some(Some(Occlusion::Lungs)));
         assert_eq!(Occlusion::parse("x"), None);
+    }
+
+    #[test]
+    fn lung_box_follows_resize_and_centre_crop() {
+        // Square film: the box scales with the film.
+        assert_eq!(lung_box_in_input(200, 200, 100), [12.0, 88.0, 8.0, 92.0]);
+        // A wide film 400 x 200 at 100 px: resized to 200 x 100, cropped 50 px from the left;
+        // the box (48..352 of 400) lands at -26..126, clipped to the input.
+        assert_eq!(lung_box_in_input(400, 200, 100), [0.0, 100.0, 8.0, 92.0]);
+        // A tall film 100 x 300 at 100 px: no resize, cropped 100 px from the top.
+        assert_eq!(lung_box_in_input(100, 300, 100), [12.0, 88.0, 0.0, 100.0]);
+        let bx = [0.0, 2.0, 0.0, 4.0];
+        let map = [
+            1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+        ];
+        assert_eq!(share_inside(&map, 4, bx), Some(6.0 / 12.0));
+        assert_eq!(share_inside(&[0.0; 16], 4, bx), None);
     }
 }

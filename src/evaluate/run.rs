@@ -1,6 +1,7 @@
 //! `prep evaluate`: predict a split bag's images with a trained model, then write
 //! predictions.csv, metrics.json, metrics.md and reliability.png (and, with
-//! `--counterfactual`, counterfactual.csv), built in a folder beside DIR and renamed into place.
+//! `--counterfactual`, counterfactual.csv; with `--explain N`, explain/), built in a folder
+//! beside DIR and renamed into place.
 //!
 //! Steps: load the model → read and verify the bag → choose the images (the evaluated split and
 //! val, whose predictions alone choose the thresholds) → predict → metrics → write.
@@ -58,6 +59,8 @@ pub struct EvaluateConfig {
     /// None: as the model was trained (its card's `occlude`); Some(None): no occlusion.
     pub occlude: Option<Option<Occlusion>>,
     pub counterfactual: Option<PathBuf>,
+    /// Grad-CAM of every evaluated image, overlays of this many worst errors (`--explain N`).
+    pub explain: Option<usize>,
     pub device: DeviceChoice,
     pub batch_size: usize,
     pub seed: u64,
@@ -312,14 +315,27 @@ pub fn run(cfg: &EvaluateConfig) -> Result<EvaluateOutcome> {
             &images,
             &rows,
             cfg.batch_size,
+            youden(&metrics),
         )?),
         None => None,
     };
     if let Some((v, _)) = &cf {
         metrics["counterfactual"] = v.clone();
     }
+    let sc = loaded.scorer();
+    let explained = match cfg.explain {
+        Some(n) => {
+            let ranked = super::cams::explain_rows(&sc, &cfg.data, &rows, cfg.batch_size)?;
+            metrics["explain"] = super::cams::summary(&ranked, n);
+            Some((ranked, n))
+        }
+        None => None,
+    };
     build_into(&cfg.out, cfg.force, |dir| {
         write_outputs(dir, "", &rows, &metrics)?;
+        if let Some((ranked, n)) = &explained {
+            super::cams::write(dir, &sc, &cfg.data, ranked, *n)?;
+        }
         if let Some((_, cf_rows)) = &cf {
             let mut s = String::from("id,p_before,p_after,abs_delta_p\n");
             for (id, b, a) in cf_rows {
@@ -378,6 +394,7 @@ fn counterfactual(
     images: &[BagImage],
     rows: &[Prediction],
     batch_size: usize,
+    val_threshold: Option<f64>,
 ) -> Result<(Value, Vec<super::Counterfactual>)> {
     verify_bag(original)?.into_result(original)?;
     let orig = super::read_bag_images(original)?;
@@ -407,7 +424,17 @@ fn counterfactual(
         rows,
         &before,
         &original.display().to_string(),
+        val_threshold,
     ))
+}
+
+/// The Youden threshold a metrics document chose on val (None without a val split).
+fn youden(m: &Value) -> Option<f64> {
+    m["thresholds"]
+        .as_array()?
+        .iter()
+        .find(|t| t["rule"] == "youden")?["threshold"]
+        .as_f64()
 }
 
 /// The metrics `prep train` writes for its test split (test-predictions.csv, test-metrics.json,

@@ -18,6 +18,13 @@
 //! [stage.grid]                      # optional: one run per combination, out/<key>-<value>_...
 //! lr = [0.01, 0.001]
 //! ```
+//!
+//! A stage with `each = "NAME"` runs once per grid point of the earlier stage NAME, with
+//! `${NAME}` meaning that point's output and the point carried into its own folder name (a
+//! leave-one-source-out grid: `split` over `hold_out`, then `train` with `each = "split"`). A
+//! grid value written `${name}` names its folder by `name`, not by the path it stands for.
+
+pub mod loso;
 
 use crate::error::{Error, Result};
 use crate::manifest::{hash_bytes, hash_file, manifest_sha256, verify_bag};
@@ -49,6 +56,9 @@ pub struct StageSpec {
     pub positional: Vec<String>,
     #[serde(default)]
     pub grid: BTreeMap<String, Vec<toml::Value>>,
+    /// Run once per grid point of this earlier stage (see the module documentation).
+    #[serde(default)]
+    pub each: Option<String>,
 }
 
 /// One concrete process to run.
@@ -134,6 +144,9 @@ impl PipelineFile {
         }
         let mut planned = Vec::new();
         let mut outs: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // Each stage's grid points (names, output), for later stages' `each`.
+        let mut grid_outs: BTreeMap<String, Vec<(Vec<(String, String)>, PathBuf)>> =
+            BTreeMap::new();
         for (i, st) in self.stages.iter().enumerate() {
             let ctx = format!("stage {} ({})", i + 1, st.name);
             if vars.contains_key(&st.name) || outs.contains_key(&st.name) {
@@ -143,6 +156,23 @@ impl PipelineFile {
                 )));
             }
             let out = PathBuf::from(substitute(&st.out, &vars, &ctx)?);
+            // `each`: one copy of this stage per grid point of an earlier stage.
+            let upstream: Vec<(Vec<(String, String)>, Option<PathBuf>)> = match &st.each {
+                None => vec![(vec![], None)],
+                Some(e) => {
+                    let pts = grid_outs
+                        .get(e)
+                        .filter(|p| p.iter().any(|(g, _)| !g.is_empty()))
+                        .ok_or_else(|| {
+                            Error::Usage(format!(
+                                "{ctx}: each = {e:?} names no earlier stage with a grid"
+                            ))
+                        })?;
+                    pts.iter()
+                        .map(|(g, o)| (g.clone(), Some(o.clone())))
+                        .collect()
+                }
+            };
             // Grid: the cartesian product, in key order then value order.
             let mut points: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
             for (k, values) in &st.grid {
@@ -160,14 +190,27 @@ impl PipelineFile {
                     })
                     .collect();
             }
-            for point in points {
+            let mut my_points = Vec::new();
+            for ((up_point, up_out), point) in upstream
+                .iter()
+                .flat_map(|u| points.iter().map(move |p| (u, p)))
+            {
                 let mut args = st.args.clone();
-                for (k, v) in &point {
+                for (k, v) in point {
                     args.insert(k.clone(), v.clone());
                 }
-                let suffix: Vec<String> = point
+                let grid_point: Vec<(String, String)> = up_point
                     .iter()
-                    .map(|(k, v)| format!("{k}-{}", safe(&value_str(v))))
+                    .cloned()
+                    .chain(point.iter().map(|(k, v)| (k.clone(), grid_name(v))))
+                    .collect();
+                let mut scope = vars_with(&vars, &outs);
+                if let (Some(e), Some(o)) = (&st.each, up_out) {
+                    scope.insert(e.clone(), o.to_string_lossy().into_owned());
+                }
+                let suffix: Vec<String> = grid_point
+                    .iter()
+                    .map(|(k, v)| format!("{k}-{}", safe(v)))
                     .collect();
                 let this_out = if suffix.is_empty() {
                     out.clone()
@@ -177,7 +220,7 @@ impl PipelineFile {
                 let mut argv = vec![st.command.clone()];
                 let mut inputs = Vec::new();
                 for p in &st.positional {
-                    let v = substitute(p, &vars_with(&vars, &outs), &ctx)?;
+                    let v = substitute(p, &scope, &ctx)?;
                     note_input(&v, &mut inputs);
                     argv.push(v);
                 }
@@ -193,7 +236,7 @@ impl PipelineFile {
                         other => vec![value_str(other)],
                     };
                     for raw in values {
-                        let v = substitute(&raw, &vars_with(&vars, &outs), &ctx)?;
+                        let v = substitute(&raw, &scope, &ctx)?;
                         note_input(&v, &mut inputs);
                         argv.push(flag.clone());
                         argv.push(v);
@@ -201,10 +244,7 @@ impl PipelineFile {
                 }
                 argv.push("--out".into());
                 argv.push(this_out.to_string_lossy().into_owned());
-                let grid_point = point
-                    .iter()
-                    .map(|(k, v)| (k.clone(), value_str(v)))
-                    .collect::<Vec<_>>();
+                my_points.push((grid_point.clone(), this_out.clone()));
                 let name = if grid_point.is_empty() {
                     st.name.clone()
                 } else {
@@ -229,6 +269,7 @@ impl PipelineFile {
                 });
             }
             outs.insert(st.name.clone(), out);
+            grid_outs.insert(st.name.clone(), my_points);
         }
         Ok(planned)
     }
@@ -252,7 +293,21 @@ fn note_input(v: &str, inputs: &mut Vec<PathBuf>) {
     }
 }
 
-fn safe(v: &str) -> String {
+/// A grid value as it names a folder and a table row: `${name}` is named `name`, a list by its
+/// items joined with `+`.
+fn grid_name(v: &toml::Value) -> String {
+    if let toml::Value::Array(a) = v {
+        return a.iter().map(grid_name).collect::<Vec<_>>().join("+");
+    }
+    let s = value_str(v);
+    match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        Some(name) if !name.contains(['$', '{', '}']) => name.to_string(),
+        _ => s,
+    }
+}
+
+/// A value as a file-name part: ASCII letters, digits, `.` and `-` kept, all else `_`.
+pub(crate) fn safe(v: &str) -> String {
     v.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -433,20 +488,27 @@ pub fn run(
     Ok(done)
 }
 
-/// For every stage with a grid whose runs left a `summary.json` (prep train), write one table
-/// in the paper's format: a row per grid point with the mean and std over its repeats of max val
-/// accuracy and min val loss, and the epochs run. Written as `OUT/grid-summary.{csv,md}` of the
-/// stage. Returns the tables written.
-pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
+/// Every stage with a grid (or `each`), in plan order, with its points.
+pub(crate) fn grid_stages(plan: &[PlannedStage]) -> Vec<(&str, Vec<&PlannedStage>)> {
     let mut stages: Vec<&str> = plan
         .iter()
         .filter(|p| !p.grid_point.is_empty())
         .map(|p| p.stage.as_str())
         .collect();
     stages.dedup();
-    for stage in stages {
-        let points: Vec<&PlannedStage> = plan.iter().filter(|p| p.stage == stage).collect();
+    stages
+        .into_iter()
+        .map(|s| (s, plan.iter().filter(|p| p.stage == s).collect()))
+        .collect()
+}
+
+/// For every stage with a grid whose runs left a `summary.json` (prep train), write one table
+/// in the paper's format: a row per grid point with the mean and std over its repeats of max val
+/// accuracy and min val loss, and the epochs run. Written as `OUT/grid-summary.{csv,md}` of the
+/// stage. Returns the tables written.
+pub fn write_grid_tables(plan: &[PlannedStage]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (_, points) in grid_stages(plan) {
         let keys: Vec<String> = points[0]
             .grid_point
             .iter()
@@ -615,6 +677,60 @@ epochs = [5, 10, 20]
         assert!(p
             .plan(&BTreeMap::from([("nope".into(), "1".into())]))
             .is_err());
+    }
+
+    #[test]
+    fn each_runs_a_stage_once_per_grid_point_of_an_earlier_one() {
+        let p: PipelineFile = toml::from_str(
+            r#"
+[vars]
+a = "bags/a"
+b = "bags/b"
+[[stage]]
+name = "split"
+command = "split"
+out = "o/split"
+[stage.args]
+covid = ["${a}", "${b}"]
+[stage.grid]
+hold_out = ["${a}", "${b}"]
+[[stage]]
+name = "train"
+command = "train"
+out = "o/runs"
+each = "split"
+[stage.args]
+data = "${split}"
+[stage.grid]
+lr = [0.1]
+"#,
+        )
+        .unwrap();
+        let plan = p.plan(&BTreeMap::new()).unwrap();
+        assert_eq!(plan.len(), 4);
+        assert_eq!(plan[0].out, PathBuf::from("o/split/hold_out-a"));
+        assert!(plan[0]
+            .argv
+            .windows(2)
+            .any(|w| w == ["--hold-out", "bags/a"]));
+        assert_eq!(
+            plan[0].grid_point,
+            [("hold_out".to_string(), "a".to_string())]
+        );
+        assert_eq!(plan[3].out, PathBuf::from("o/runs/hold_out-b_lr-0.1"));
+        assert!(plan[3]
+            .argv
+            .windows(2)
+            .any(|w| w == ["--data", "o/split/hold_out-b"]));
+        assert!(plan[3]
+            .inputs
+            .contains(&PathBuf::from("o/split/hold_out-b")));
+        assert_eq!(plan[3].name, "train[hold_out=b,lr=0.1]");
+        let bad: PipelineFile = toml::from_str(
+            "[[stage]]\nname='s'\ncommand='split'\nout='o'\n[[stage]]\nname='t'\ncommand='train'\nout='r'\neach='s'\n",
+        )
+        .unwrap();
+        assert!(matches!(bad.plan(&BTreeMap::new()), Err(Error::Usage(m)) if m.contains("each")));
     }
 
     #[test]

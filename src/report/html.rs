@@ -83,8 +83,17 @@ h2{border-bottom:2px solid #444;margin-top:32px}svg{background:#fafafa;border:1p
 
 /// A PNG thumbnail (at most `side` px) as a data: URL, or None when the file is not an image.
 fn thumb(path: &Path, side: u32) -> Option<String> {
-    let img = image::open(path).ok()?;
-    let t = img.thumbnail(side, side).to_luma8();
+    thumb_as(path, side, false)
+}
+
+/// [`thumb`], in colour when `colour` (Grad-CAM overlays), else grey.
+pub(super) fn thumb_as(path: &Path, side: u32, colour: bool) -> Option<String> {
+    let img = image::open(path).ok()?.thumbnail(side, side);
+    let t = if colour {
+        image::DynamicImage::ImageRgb8(img.to_rgb8())
+    } else {
+        image::DynamicImage::ImageLuma8(img.to_luma8())
+    };
     let mut bytes = Vec::new();
     t.write_to(
         &mut std::io::Cursor::new(&mut bytes),

@@ -5,6 +5,7 @@
 //! Written by hand as plain HTML + inline SVG/PNG so it opens anywhere, offline.
 
 pub(crate) mod audit;
+mod cams;
 mod html;
 mod validity;
 

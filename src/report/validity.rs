@@ -66,7 +66,7 @@ pub(super) fn data_bag(target: &Path) -> Option<PathBuf> {
             return Some(b);
         }
     }
-    let (_, rows) = shortcut_table(target)?;
+    let (_, rows) = shortcut_table(target).or_else(|| super::cams::external_table(&[target]))?;
     rows.iter()
         .filter_map(|r| r.get("run"))
         .find_map(|run| super::run_data_bag(Path::new(run)))
@@ -251,8 +251,25 @@ pub(super) fn section(
             ));
         }
     }
+    // Grad-CAM of the evaluated images (prep evaluate --explain).
+    let eval_dir = eval.as_ref().map(|e| e.0.clone());
+    let mut dirs: Vec<&Path> = vec![target];
+    dirs.extend(eval_dir.as_deref());
+    if let Some(c) = super::cams::find(&dirs) {
+        super::cams::section(page, &c);
+    }
+    // The model's run folder, where an evaluation leads (for the grid tables beside it).
+    let model_dir = eval
+        .as_ref()
+        .and_then(|e| e.1["model"].as_str().map(PathBuf::from))
+        .filter(|m| m.is_dir());
+    dirs.extend(model_dir.as_deref());
+    // Leave one source out.
+    if let Some((p, rows)) = super::cams::external_table(&dirs) {
+        super::cams::external_section(page, &p, &rows);
+    }
     // Shortcut controls.
-    match shortcut_table(target) {
+    match dirs.iter().find_map(|d| shortcut_table(d)) {
         Some((p, rows)) => {
             let sr = shortcut_rows(&rows);
             page.h3("Shortcut controls");

@@ -4,7 +4,9 @@
 //!
 //! External images are never balanced or split: every record of the bag goes to `test`. An
 //! external image whose bytes equal a kept internal image's, or whose (source, patient id) is
-//! an internal patient's, would leak: it is left out with the reason in excluded.csv.
+//! an internal patient's, would leak: it is left out with the reason in excluded.csv; so is one
+//! linked to an internal image by a patient alias, a cross-reference rule or a chain of such
+//! links (`external-linked-patient`, the same closure `prep split` groups internal images by).
 
 use super::phash::Fingerprint;
 use super::steps::Summary;
@@ -59,9 +61,14 @@ pub(super) fn place(
         .map(|r| (r.source.as_str(), r.patient_id.as_str()))
         .collect();
     let sources: BTreeSet<&str> = internal.iter().map(|r| r.source.as_str()).collect();
-    let mut names = Vec::new();
+    let mut read = Vec::new();
     for bag in bags {
         verify_bag(bag)?.into_result(bag)?;
+        read.push(read_records(bag)?);
+    }
+    let linked = linked_to_internal(cfg, &internal, &read);
+    let mut names = Vec::new();
+    for (bag, (records, linked)) in bags.iter().zip(read.into_iter().zip(linked)) {
         let name = bag.to_string_lossy().into_owned();
         prov.inputs.push(InputRef {
             kind: "bag".into(),
@@ -69,7 +76,7 @@ pub(super) fn place(
             sha256: manifest_sha256(bag)?,
         });
         let mut seen_sources = BTreeSet::new();
-        for (i, rec) in read_records(bag)?.into_iter().enumerate() {
+        for (i, (rec, link)) in records.into_iter().zip(linked).enumerate() {
             let row = i + 2;
             let exclude = |reason: &str, detail: String| SplitExcluded {
                 id: rec.id.clone(),
@@ -103,6 +110,11 @@ pub(super) fn place(
                         rec.patient_id, rec.source
                     ),
                 ));
+                continue;
+            }
+            if let Some(detail) = link {
+                out.excluded
+                    .push(exclude("external-linked-patient", detail));
                 continue;
             }
             if sources.contains(rec.source.as_str()) && seen_sources.insert(rec.source.clone()) {
@@ -148,6 +160,77 @@ pub(super) fn place(
     out.rows.sort_by(|a, b| a.1.path.cmp(&b.1.path));
     prov.param("external_bags", &names);
     Ok(out)
+}
+
+/// For each external record (bag by bag, row by row): why it is the same patient or image as a
+/// kept internal one by a link the exact checks above miss (a patient alias from the source
+/// description, a cross-reference rule, or a chain of links through other images), or None.
+/// The same union-find closure `prep split` groups internal images with.
+fn linked_to_internal(
+    cfg: &SplitConfig,
+    internal: &[&SplitRecord],
+    external: &[Vec<crate::manifest::Record>],
+) -> Vec<Vec<Option<String>>> {
+    use super::group::{self, Member};
+    let mut members: Vec<Member> = internal
+        .iter()
+        .map(|r| Member {
+            source: r.source.clone(),
+            patient_id: r.patient_id.clone(),
+            sha256: r.sha256.clone(),
+            stem: super::file_stem(&r.source_file),
+            declared: String::new(),
+        })
+        .collect();
+    let n = members.len();
+    for rec in external.iter().flatten() {
+        members.push(Member {
+            source: rec.source.clone(),
+            patient_id: rec.patient_id.clone(),
+            sha256: rec.sha256.clone(),
+            stem: super::file_stem(&rec.source_file),
+            declared: String::new(),
+        });
+    }
+    let sources: BTreeSet<String> = members.iter().map(|m| m.source.clone()).collect();
+    // Sources without a description have no aliases; the split already warned about them.
+    let aliases = super::aliases_for(&sources, &mut Vec::new());
+    let mut links = group::record_links(&members, &aliases);
+    links.extend(super::cross_reference_links(&members, &cfg.rules));
+    let g = group::group(&members, links.clone());
+    // Per group: one internal image in it, and the reasons of the links inside it.
+    let mut internal_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..n {
+        internal_of.entry(g.group_of[i].as_str()).or_insert(i);
+    }
+    let mut reasons: BTreeMap<&str, BTreeSet<&'static str>> = BTreeMap::new();
+    for l in &links {
+        reasons
+            .entry(g.group_of[l.a].as_str())
+            .or_default()
+            .insert(l.reason.as_str());
+    }
+    let mut k = n;
+    external
+        .iter()
+        .map(|recs| {
+            recs.iter()
+                .map(|_| {
+                    let gid = g.group_of[k].as_str();
+                    k += 1;
+                    let i = *internal_of.get(gid)?;
+                    let why: Vec<&str> = reasons.get(gid).into_iter().flatten().copied().collect();
+                    Some(format!(
+                        "linked to internal image {} ({} patient {}) by {}",
+                        internal[i].id,
+                        internal[i].source,
+                        internal[i].patient_id,
+                        why.join(", ")
+                    ))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `test/<folder>/<id><ext>`, with `-2`, `-3`, ... until unused (case-insensitively).
