@@ -1038,8 +1038,48 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
         let bag_s = bag.to_string_lossy().into_owned();
         let norm = |f: &str| fs::read_to_string(out.join("data").join(f)).unwrap().replace(&bag_s, "BAG");
         results.push((norm("records.csv"), norm("duplicates.csv")));
+        // The split bag carries its images' fingerprints (from the cache or as computed), and
+        // `--check` reads them instead of decoding the films.
+        let kept = norm("records.csv").lines().count() - 1;
+        assert!(out.join("data/fingerprints.bin").is_file());
+        let a = prep().args(["split", "--check"]).arg(&out).assert().success();
+        let so = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+        let want = format!("fingerprints: {kept} read from the bag, 0 computed");
+        assert!(so.contains(&want), "{}: {so}", out.display());
     }
     assert!(results[0].1.contains("near-duplicate"), "{}", results[0].1);
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0], results[2]);
+    // A split bag without the cache (as older prep wrote them): --check computes them all.
+    let old = t.path().join("split-old");
+    let w = BagWriter::create(&old, false).unwrap();
+    let made = t.path().join("split-cached");
+    for e in walkdir::WalkDir::new(made.join("data")).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(made.join("data")).unwrap();
+        let rel = rel.to_string_lossy();
+        if e.file_type().is_file() && rel != "fingerprints.bin" {
+            w.write_payload(&rel, &fs::read(e.path()).unwrap()).unwrap();
+        }
+    }
+    w.finish(StageInfo {
+        name: "old split".into(),
+        description: "test".into(),
+        croissant: CroissantSpec {
+            license: "test".into(),
+            url: String::new(),
+            cite_as: String::new(),
+            table: "data/records.csv".into(),
+            columns: Vec::new(),
+            image_globs: Vec::new(),
+        },
+    })
+    .unwrap();
+    let a = prep()
+        .args(["split", "--check"])
+        .arg(&old)
+        .assert()
+        .success();
+    let so = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(so.contains("0 read from the bag,"), "{so}");
 }

@@ -162,6 +162,38 @@ fn ranges(total_windows: u64) -> u32 {
 fn range_hits(
     hashes: &[Option<&Hashes>],
     k: u32,
+    range: (u32, u32),
+    masks: &[u32],
+    max: u32,
+    windows: &Windows,
+) -> Vec<Hit> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has POPCNT, checked just above.
+        return unsafe { range_hits_popcnt(hashes, k, range, masks, max, windows) };
+    }
+    range_hits_with(hashes, k, range, masks, max, windows)
+}
+
+/// [`range_hits_with`] compiled with the POPCNT instruction: x86-64's baseline lacks it, and
+/// the software bit count is most of the join's time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+fn range_hits_popcnt(
+    hashes: &[Option<&Hashes>],
+    k: u32,
+    range: (u32, u32),
+    masks: &[u32],
+    max: u32,
+    windows: &Windows,
+) -> Vec<Hit> {
+    range_hits_with(hashes, k, range, masks, max, windows)
+}
+
+#[inline(always)]
+fn range_hits_with(
+    hashes: &[Option<&Hashes>],
+    k: u32,
     (lo, hi): (u32, u32),
     masks: &[u32],
     max: u32,
