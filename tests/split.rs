@@ -2,6 +2,8 @@
 //! samples in ../shared when present, determinism across runs and thread counts, `--check`,
 //! and a property test that no group ever crosses splits.
 
+mod common;
+
 use assert_cmd::Command;
 use image::{GrayImage, Luma};
 use proptest::prelude::*;
@@ -937,11 +939,33 @@ proptest! {
     }
 }
 
+/// `src`'s payload in a new bag at `out`, without its fingerprint cache (with `fp` instead).
+fn rebag_without_cache(src: &Path, out: &Path, fp: Option<&Path>) {
+    let data = src.join("data");
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(&data)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(&data).unwrap();
+            (
+                rel.to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .filter(|(rel, _)| rel != "fingerprints.bin")
+        .collect();
+    if let Some(fp) = fp {
+        files.push(("fingerprints.bin".into(), fs::read(fp).unwrap()));
+    }
+    common::bag_of(out, &files);
+}
+
 /// Fingerprints cached by `prep filter` are used; a bag without them, or with a stale cache
 /// (entries for other images), gets them recomputed, and said so; the split is the same.
 #[test]
 fn cached_missing_and_stale_fingerprints_give_the_same_split() {
-    use prep::manifest::{BagWriter, CroissantSpec, StageInfo};
     let t = TempDir::new().unwrap();
     let ds = t.path().join("ds");
     fs::create_dir_all(&ds).unwrap();
@@ -977,32 +1001,7 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
     // The same payload re-bagged without the cache, and with another bag's cache.
     let rebag = |name: &str, fp: Option<&Path>| {
         let out = t.path().join(name);
-        let w = BagWriter::create(&out, false).unwrap();
-        for e in walkdir::WalkDir::new(cached.join("data")).sort_by_file_name() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(cached.join("data")).unwrap();
-            let rel = rel.to_string_lossy();
-            if e.file_type().is_file() && rel != "fingerprints.bin" {
-                w.write_payload(&rel, &fs::read(e.path()).unwrap()).unwrap();
-            }
-        }
-        if let Some(fp) = fp {
-            w.write_payload("fingerprints.bin", &fs::read(fp).unwrap())
-                .unwrap();
-        }
-        w.finish(StageInfo {
-            name: "rebagged".into(),
-            description: "test".into(),
-            croissant: CroissantSpec {
-                license: "test".into(),
-                url: String::new(),
-                cite_as: String::new(),
-                table: "data/records.csv".into(),
-                columns: Vec::new(),
-                image_globs: Vec::new(),
-            },
-        })
-        .unwrap();
+        rebag_without_cache(&cached, &out, fp);
         out
     };
     let missing = rebag("missing", None);
@@ -1052,29 +1051,7 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
     assert_eq!(results[0], results[2]);
     // A split bag without the cache (as older prep wrote them): --check computes them all.
     let old = t.path().join("split-old");
-    let w = BagWriter::create(&old, false).unwrap();
-    let made = t.path().join("split-cached");
-    for e in walkdir::WalkDir::new(made.join("data")).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(made.join("data")).unwrap();
-        let rel = rel.to_string_lossy();
-        if e.file_type().is_file() && rel != "fingerprints.bin" {
-            w.write_payload(&rel, &fs::read(e.path()).unwrap()).unwrap();
-        }
-    }
-    w.finish(StageInfo {
-        name: "old split".into(),
-        description: "test".into(),
-        croissant: CroissantSpec {
-            license: "test".into(),
-            url: String::new(),
-            cite_as: String::new(),
-            table: "data/records.csv".into(),
-            columns: Vec::new(),
-            image_globs: Vec::new(),
-        },
-    })
-    .unwrap();
+    rebag_without_cache(&t.path().join("split-cached"), &old, None);
     let a = prep()
         .args(["split", "--check"])
         .arg(&old)

@@ -156,49 +156,46 @@ fn ranges(total_windows: u64) -> u32 {
     (total_windows.div_ceil(4 << 20) as u32).clamp(1, 32)
 }
 
+/// What one range's join needs: block `k`'s keys `range.0..range.1`.
+struct Job<'a> {
+    hashes: &'a [Option<&'a Hashes>],
+    k: u32,
+    range: (u32, u32),
+    masks: &'a [u32],
+    max: u32,
+    windows: &'a Windows,
+}
+
 /// Probe hits found through block `k` for the keys in `lo..hi`: the probes' keys within the
 /// masks of `lo..hi`, bucketed like the windows, then each key's probes checked against each
 /// key's windows on all 63 bits (both sides read in key order).
-fn range_hits(
-    hashes: &[Option<&Hashes>],
-    k: u32,
-    range: (u32, u32),
-    masks: &[u32],
-    max: u32,
-    windows: &Windows,
-) -> Vec<Hit> {
+fn range_hits(job: &Job) -> Vec<Hit> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has POPCNT, checked just above.
-        return unsafe { range_hits_popcnt(hashes, k, range, masks, max, windows) };
+        return unsafe { range_hits_popcnt(job) };
     }
-    range_hits_with(hashes, k, range, masks, max, windows)
+    range_hits_with(job)
 }
 
 /// [`range_hits_with`] compiled with the POPCNT instruction: x86-64's baseline lacks it, and
 /// the software bit count is most of the join's time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-fn range_hits_popcnt(
-    hashes: &[Option<&Hashes>],
-    k: u32,
-    range: (u32, u32),
-    masks: &[u32],
-    max: u32,
-    windows: &Windows,
-) -> Vec<Hit> {
-    range_hits_with(hashes, k, range, masks, max, windows)
+fn range_hits_popcnt(job: &Job) -> Vec<Hit> {
+    range_hits_with(job)
 }
 
 #[inline(always)]
-fn range_hits_with(
-    hashes: &[Option<&Hashes>],
-    k: u32,
-    (lo, hi): (u32, u32),
-    masks: &[u32],
-    max: u32,
-    windows: &Windows,
-) -> Vec<Hit> {
+fn range_hits_with(job: &Job) -> Vec<Hit> {
+    let &Job {
+        hashes,
+        k,
+        range: (lo, hi),
+        masks,
+        max,
+        windows,
+    } = job;
     let table = Table::build(hashes, k, lo, hi);
     let mut keys: Vec<(u32, u32)> = Vec::new();
     for (a, h) in hashes.iter().enumerate() {
@@ -255,7 +252,16 @@ fn hits(hashes: &[Option<&Hashes>], max: u32) -> Vec<Hit> {
             .flat_map(|k| (0..n).map(move |j| (k, (j * span, ((j + 1) * span).min(buckets)))))
             .collect();
         jobs.into_par_iter()
-            .flat_map_iter(|(k, range)| range_hits(hashes, k, range, &masks, max, &windows))
+            .flat_map_iter(|(k, range)| {
+                range_hits(&Job {
+                    hashes,
+                    k,
+                    range,
+                    masks: &masks,
+                    max,
+                    windows: &windows,
+                })
+            })
             .collect()
     };
     all.par_sort_unstable();
