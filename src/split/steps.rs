@@ -269,16 +269,16 @@ pub(crate) fn write_fingerprints(
     let caches = open_caches(&inputs.paths, &inputs.names, &mut scratch)?;
     // Sorted by sha256 (lower-case hex sorts as the bytes do), each image once.
     let wanted: BTreeMap<&str, usize> = rows.iter().map(|(i, r)| (r.sha256.as_str(), *i)).collect();
-    let found: Vec<(&str, Option<&Fingerprint>, Option<(&CacheFile, &Cached)>)> = wanted
+    let found: Vec<(&str, Source)> = wanted
         .into_iter()
         .filter_map(|(sha, i)| {
             if let Some(f) = computed.get(sha) {
-                return Some((sha, Some(f), None));
+                return Some((sha, Source::Fresh(f)));
             }
             let it = &inputs.items[i];
             let c = caches.get(it.bag)?.as_ref()?;
             let e = c.get(sha, it.rec.width, it.rec.height)?;
-            Some((sha, None, Some((c, e))))
+            Some((sha, Source::Cached(c, e)))
         })
         .collect();
     if found.is_empty() {
@@ -288,17 +288,16 @@ pub(crate) fn write_fingerprints(
         &writer.staged_path(fingerprints::FILE),
         found.len() as u64,
     )?;
-    for (sha, fresh, cached) in &found {
-        let bytes = match (fresh, cached) {
-            (Some(f), _) => fingerprints::entry_bytes(sha, f),
-            (None, Some((file, e))) => fingerprints::entry_bytes(
+    for (sha, held) in &found {
+        let bytes = match held {
+            Source::Fresh(f) => fingerprints::entry_bytes(sha, f),
+            Source::Cached(file, e) => fingerprints::entry_bytes(
                 sha,
                 &Fingerprint {
                     hashes: e.hashes.clone(),
                     thumb: file.thumb(e)?,
                 },
             ),
-            (None, None) => unreachable!("filtered above"),
         };
         w.raw(&bytes)?;
     }
@@ -348,6 +347,12 @@ fn open_caches(
 enum Held<'a> {
     Cached(&'a CacheFile, &'a Cached),
     Computed(Fingerprint),
+}
+
+/// Where an output fingerprint comes from: computed by this split, or an input bag's cache.
+enum Source<'a> {
+    Fresh(&'a Fingerprint),
+    Cached(&'a CacheFile, &'a Cached),
 }
 
 /// Every image's hashes, from a cache or freshly computed, and where its thumbnail is.
