@@ -1,11 +1,14 @@
 //! Near-duplicate search at scale, for scripts/bench-split.sh (which builds and runs this).
 //!
-//!   bench-split search --images N [--work DIR] [--bases DIR]
+//!   bench-split search --images N [--work DIR] [--bases DIR] [--gate G]
 //!       N synthetic fingerprints written to a cache file, then timed: reading the cache,
-//!       the multi-index candidate search, pixel verification of the candidates.
+//!       the multi-index candidate search, pixel verification of the candidates (`--gate -1`:
+//!       every candidate verified fully, as before the gate).
 //!   bench-split real DIR
 //!       fingerprints of every image under DIR (real films), the index's candidates checked
-//!       against brute force, the matches found.
+//!       against brute force, full verification against gated, the matches found; then every
+//!       film beside an altered copy (re-crop, rescale, gamma, marker, JPEG): the gate must stop
+//!       none that full verification matches. Exits 1 on any difference.
 //!   bench-split bag --images N --table NIH.csv --out BAG [--bases DIR]
 //!       a prep bag shaped like ChestX-ray14 (N records with the real table's patient ids and
 //!       follow-ups, 256-px PNG stand-ins, a fingerprint cache) for timing a whole `prep split`.
@@ -208,7 +211,10 @@ fn search(args: &[String]) {
         .collect();
     let t_read = t0.elapsed().as_secs_f64();
     let hashes: Vec<Option<&Hashes>> = entries.iter().map(|e| Some(&e.hashes)).collect();
-    let p = NearDupParams::default();
+    let mut p = NearDupParams::default();
+    if let Some(g) = arg(args, "--gate") {
+        p.gate_correlation = g.parse().expect("--gate G");
+    }
     let t1 = Instant::now();
     let pairs = index::candidate_pairs(&hashes, p.max_hamming);
     let t_cand = t1.elapsed().as_secs_f64();
@@ -239,13 +245,147 @@ fn search(args: &[String]) {
     std::fs::remove_dir_all(&bag).ok();
 }
 
+/// A re-crop, rescale, gamma change, burned-in marker and JPEG re-encode of `img`, seeded by
+/// `k`: what journals and collections do to a film they republish.
+fn altered(img: &image::DynamicImage, k: u64) -> image::DynamicImage {
+    let mut rng = ChaCha8Rng::seed_from_u64(k ^ 0xa17e);
+    let g = img.to_luma8();
+    let (w, h) = g.dimensions();
+    let cut = |rng: &mut ChaCha8Rng, n: u32| (n as f32 * rng.gen_range(0.0..0.12)) as u32;
+    let (l, t, r, b) = (
+        cut(&mut rng, w),
+        cut(&mut rng, h),
+        cut(&mut rng, w),
+        cut(&mut rng, h),
+    );
+    let crop = image::imageops::crop_imm(&g, l, t, w - l - r, h - t - b).to_image();
+    let s = rng.gen_range(0.5..1.2f32);
+    let (cw, ch) = crop.dimensions();
+    let mut out = image::imageops::resize(
+        &crop,
+        ((cw as f32 * s) as u32).max(64),
+        ((ch as f32 * s) as u32).max(64),
+        image::imageops::FilterType::Triangle,
+    );
+    let gamma = rng.gen_range(0.7..1.4f32);
+    for px in out.pixels_mut() {
+        px[0] = (255.0 * (px[0] as f32 / 255.0).powf(gamma)) as u8;
+    }
+    // A burned-in marker: a white bar in a corner, as annotation arrows and letters are.
+    let (ow, oh) = out.dimensions();
+    for y in oh / 12..oh / 12 + oh / 40 + 1 {
+        for x in ow / 14..ow / 14 + ow / 6 {
+            out.put_pixel(x.min(ow - 1), y.min(oh - 1), image::Luma([255]));
+        }
+    }
+    let mut jpg = Vec::new();
+    let q = rng.gen_range(60..90u8);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, q)
+        .encode_image(&out)
+        .unwrap();
+    image::load_from_memory(&jpg).unwrap()
+}
+
+/// Scores of every hit of the candidate pairs, fully verified (no gate): (pair, hamming, scores).
+fn full_scores(
+    hashes: &[Option<&Hashes>],
+    fps: &[Option<Fingerprint>],
+    pairs: &[index::Candidate],
+) -> Vec<(usize, u32, phash::Scores)> {
+    pairs
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(k, c)| {
+            let (a, b) = (fps[c.a].as_ref().unwrap(), fps[c.b].as_ref().unwrap());
+            phash::hit_scores(
+                (hashes[c.a].unwrap(), &a.thumb),
+                (hashes[c.b].unwrap(), &b.thumb),
+                c.ab.clone(),
+                c.ba.clone(),
+                -2.0,
+            )
+            .into_iter()
+            .map(move |(d, s)| (k, d, s))
+        })
+        .collect()
+}
+
+/// Pairs (a, b) whose best full score reaches the threshold.
+fn matched_pairs(
+    pairs: &[index::Candidate],
+    scores: &[(usize, u32, phash::Scores)],
+    min: f32,
+) -> Vec<(usize, usize)> {
+    let mut best = vec![f32::MIN; pairs.len()];
+    for &(k, _, s) in scores {
+        best[k] = best[k].max(s.fin);
+    }
+    (0..pairs.len())
+        .filter(|&k| best[k] >= min)
+        .map(|k| (pairs[k].a, pairs[k].b))
+        .collect()
+}
+
+/// Gate statistics over fully verified hits: the smallest coarse correlation of a hit whose
+/// final score reaches `min`, and how many hits the gate would stop.
+fn gate_report(name: &str, scores: &[(usize, u32, phash::Scores)], p: NearDupParams) {
+    let same: Vec<f32> = scores
+        .iter()
+        .filter(|x| x.2.fin >= p.min_correlation)
+        .map(|x| x.2.coarse)
+        .collect();
+    let stopped = scores
+        .iter()
+        .filter(|x| x.2.coarse < p.gate_correlation)
+        .count();
+    let mut other: Vec<f32> = scores
+        .iter()
+        .filter(|x| x.2.fin < p.min_correlation)
+        .map(|x| x.2.coarse)
+        .collect();
+    other.sort_by(f32::total_cmp);
+    let q = |f: f64| {
+        other
+            .get(((other.len() as f64 - 1.0) * f) as usize)
+            .copied()
+            .unwrap_or(f32::NAN)
+    };
+    println!(
+        "gate ({name}):  coarse correlation of the {} hits below {}: quartiles {:.3} {:.3} {:.3}, 90 % {:.3}, max {:.3}",
+        other.len(),
+        p.min_correlation,
+        q(0.25),
+        q(0.5),
+        q(0.75),
+        q(0.9),
+        q(1.0)
+    );
+    let lift = scores
+        .iter()
+        .map(|x| x.2.fin - x.2.coarse)
+        .fold(f32::MIN, f32::max);
+    println!(
+        "gate ({name}):  {} hits; {} reach {} finally, their coarse correlation >= {:.3}; the gate at {} stops {} hits ({:.1} %); largest lift coarse -> final {:.3}",
+        scores.len(),
+        same.len(),
+        p.min_correlation,
+        same.iter().copied().fold(f32::MAX, f32::min),
+        p.gate_correlation,
+        stopped,
+        100.0 * stopped as f64 / scores.len().max(1) as f64,
+        lift
+    );
+}
+
 fn real(args: &[String]) {
     let dir = args.get(1).expect("real DIR");
     let files = images_under(Path::new(dir));
     let t = Instant::now();
-    let fps: Vec<Option<Fingerprint>> = files
+    let imgs: Vec<Option<image::DynamicImage>> =
+        files.par_iter().map(|f| image::open(f).ok()).collect();
+    let fps: Vec<Option<Fingerprint>> = imgs
         .par_iter()
-        .map(|f| image::open(f).ok().map(|i| Fingerprint::new(&i)))
+        .map(|i| i.as_ref().map(Fingerprint::new))
         .collect();
     let t_fp = t.elapsed().as_secs_f64();
     let hashes: Vec<Option<&Hashes>> = fps.iter().map(|f| f.as_ref().map(|f| &f.hashes)).collect();
@@ -259,16 +399,33 @@ fn real(args: &[String]) {
     let key = |c: &index::Candidate| (c.a, c.b);
     let same = fast.iter().map(key).eq(slow.iter().map(key));
     let t = Instant::now();
+    let full = full_scores(&hashes, &fps, &fast);
+    let t_full = t.elapsed().as_secs_f64();
+    let want = matched_pairs(&fast, &full, p.min_correlation);
+    let t = Instant::now();
     let matches = phash::find_matches(&fps, p);
     let t_all = t.elapsed().as_secs_f64();
+    let got: Vec<(usize, usize)> = matches.iter().map(|m| (m.a, m.b)).collect();
+    let n_pairs = files.len() * files.len().saturating_sub(1) / 2;
     println!("real films:     {} files under {dir}", files.len());
     println!("fingerprints:   {t_fp:8.2} s (decode + hash)");
     println!(
-        "candidates:     {t_idx:8.3} s index, {t_brute:8.3} s brute force: {} pairs, {}",
+        "candidates:     {t_idx:8.3} s index, {t_brute:8.3} s brute force: {} pairs of {n_pairs} ({:.2} %), {}",
         fast.len(),
+        100.0 * fast.len() as f64 / n_pairs.max(1) as f64,
         if same { "identical" } else { "DIFFERENT" }
     );
-    println!("search+verify:  {t_all:8.2} s, {} matches:", matches.len());
+    println!(
+        "verify, full:   {t_full:8.3} s, {} hits verified, {} matches",
+        full.len(),
+        want.len()
+    );
+    println!(
+        "search+verify:  {t_all:8.3} s (index + gated verification), {} matches: {} full verification's",
+        matches.len(),
+        if got == want { "the same as" } else { "DIFFERENT FROM" }
+    );
+    gate_report("real pairs", &full, p);
     for m in &matches {
         let n = |k: usize| {
             files[k]
@@ -285,7 +442,50 @@ fn real(args: &[String]) {
             m.correlation
         );
     }
-    if !same {
+    // Every film beside an altered copy of itself: pairs the gate must not stop.
+    let copies: Vec<Option<Fingerprint>> = imgs
+        .par_iter()
+        .enumerate()
+        .map(|(k, i)| i.as_ref().map(|i| Fingerprint::new(&altered(i, k as u64))))
+        .collect();
+    let mut both: Vec<Option<Fingerprint>> = Vec::new();
+    let mut cands = Vec::new();
+    for (f, c) in fps.iter().zip(&copies) {
+        let (Some(f), Some(c)) = (f, c) else { continue };
+        let (ab, ba) = (
+            phash::probe_hits(&f.hashes, &c.hashes, p.max_hamming),
+            phash::probe_hits(&c.hashes, &f.hashes, p.max_hamming),
+        );
+        let n = both.len();
+        both.push(Some(f.clone()));
+        both.push(Some(c.clone()));
+        if !ab.is_empty() || !ba.is_empty() {
+            cands.push(index::Candidate {
+                a: n,
+                b: n + 1,
+                ab,
+                ba,
+            });
+        }
+    }
+    let hb: Vec<Option<&Hashes>> = both.iter().map(|f| f.as_ref().map(|f| &f.hashes)).collect();
+    let full_c = full_scores(&hb, &both, &cands);
+    let want_c = matched_pairs(&cands, &full_c, p.min_correlation);
+    let got_c: Vec<(usize, usize)> = phash::verify_candidates(&hb, &both[..], cands.clone(), p)
+        .unwrap()
+        .iter()
+        .map(|m| (m.a, m.b))
+        .collect();
+    println!(
+        "altered copies: {} films re-cropped, rescaled, gamma-changed, marked, JPEG re-encoded: {} candidates, {} matched fully verified, {} gated ({})",
+        both.len() / 2,
+        cands.len(),
+        want_c.len(),
+        got_c.len(),
+        if got_c == want_c { "the same" } else { "DIFFERENT" }
+    );
+    gate_report("altered copies", &full_c, p);
+    if !same || got != want || got_c != want_c {
         std::process::exit(1);
     }
 }

@@ -277,6 +277,15 @@ fn run_split(mode: config::SplitMode) -> Result<ExitCode, Error> {
             near_duplicates,
         } => {
             let r = prep::split::check(&target, &rules, near_duplicates)?;
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Some(f) = r.fingerprints {
+                println!(
+                    "fingerprints: {} read from the bag, {} computed",
+                    f.cached, f.computed
+                );
+            }
             println!(
                 "{}: no group crosses splits ({} images in {} groups)",
                 target.display(),

@@ -2,6 +2,8 @@
 //! samples in ../shared when present, determinism across runs and thread counts, `--check`,
 //! and a property test that no group ever crosses splits.
 
+mod common;
+
 use assert_cmd::Command;
 use image::{GrayImage, Luma};
 use proptest::prelude::*;
@@ -937,11 +939,33 @@ proptest! {
     }
 }
 
+/// `src`'s payload in a new bag at `out`, without its fingerprint cache (with `fp` instead).
+fn rebag_without_cache(src: &Path, out: &Path, fp: Option<&Path>) {
+    let data = src.join("data");
+    let mut files: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(&data)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(&data).unwrap();
+            (
+                rel.to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .filter(|(rel, _)| rel != "fingerprints.bin")
+        .collect();
+    if let Some(fp) = fp {
+        files.push(("fingerprints.bin".into(), fs::read(fp).unwrap()));
+    }
+    common::bag_of(out, &files);
+}
+
 /// Fingerprints cached by `prep filter` are used; a bag without them, or with a stale cache
 /// (entries for other images), gets them recomputed, and said so; the split is the same.
 #[test]
 fn cached_missing_and_stale_fingerprints_give_the_same_split() {
-    use prep::manifest::{BagWriter, CroissantSpec, StageInfo};
     let t = TempDir::new().unwrap();
     let ds = t.path().join("ds");
     fs::create_dir_all(&ds).unwrap();
@@ -977,32 +1001,7 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
     // The same payload re-bagged without the cache, and with another bag's cache.
     let rebag = |name: &str, fp: Option<&Path>| {
         let out = t.path().join(name);
-        let w = BagWriter::create(&out, false).unwrap();
-        for e in walkdir::WalkDir::new(cached.join("data")).sort_by_file_name() {
-            let e = e.unwrap();
-            let rel = e.path().strip_prefix(cached.join("data")).unwrap();
-            let rel = rel.to_string_lossy();
-            if e.file_type().is_file() && rel != "fingerprints.bin" {
-                w.write_payload(&rel, &fs::read(e.path()).unwrap()).unwrap();
-            }
-        }
-        if let Some(fp) = fp {
-            w.write_payload("fingerprints.bin", &fs::read(fp).unwrap())
-                .unwrap();
-        }
-        w.finish(StageInfo {
-            name: "rebagged".into(),
-            description: "test".into(),
-            croissant: CroissantSpec {
-                license: "test".into(),
-                url: String::new(),
-                cite_as: String::new(),
-                table: "data/records.csv".into(),
-                columns: Vec::new(),
-                image_globs: Vec::new(),
-            },
-        })
-        .unwrap();
+        rebag_without_cache(&cached, &out, fp);
         out
     };
     let missing = rebag("missing", None);
@@ -1038,10 +1037,28 @@ fn cached_missing_and_stale_fingerprints_give_the_same_split() {
         let bag_s = bag.to_string_lossy().into_owned();
         let norm = |f: &str| fs::read_to_string(out.join("data").join(f)).unwrap().replace(&bag_s, "BAG");
         results.push((norm("records.csv"), norm("duplicates.csv")));
+        // The split bag carries its images' fingerprints (from the cache or as computed), and
+        // `--check` reads them instead of decoding the films.
+        let kept = norm("records.csv").lines().count() - 1;
+        assert!(out.join("data/fingerprints.bin").is_file());
+        let a = prep().args(["split", "--check"]).arg(&out).assert().success();
+        let so = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+        let want = format!("fingerprints: {kept} read from the bag, 0 computed");
+        assert!(so.contains(&want), "{}: {so}", out.display());
     }
     assert!(results[0].1.contains("near-duplicate"), "{}", results[0].1);
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0], results[2]);
+    // A split bag without the cache (as older prep wrote them): --check computes them all.
+    let old = t.path().join("split-old");
+    rebag_without_cache(&t.path().join("split-cached"), &old, None);
+    let a = prep()
+        .args(["split", "--check"])
+        .arg(&old)
+        .assert()
+        .success();
+    let so = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(so.contains("0 read from the bag,"), "{so}");
 }
 
 /// A Cohen-format dataset of COVID-19 films, one per (patient id, picture number).

@@ -289,7 +289,7 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     prov.seed = Some(cfg.seed);
     let inputs = steps::read_inputs(cfg, &mut prov, &mut warnings)?;
     clock.lap("read inputs");
-    let (links, fp_stats) = steps::link(cfg, &inputs, &mut warnings, &mut clock)?;
+    let (links, fp_stats, computed) = steps::link(cfg, &inputs, &mut warnings, &mut clock)?;
     let grouping = group::group(&inputs.members(), links);
     let dup_rows = steps::duplicate_rows(&inputs, &grouping, &mut warnings);
     clock.lap("group");
@@ -304,6 +304,9 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     steps::copy_files(cfg, &inputs, &writer, &rows)?;
     external::copy(cfg, &writer, &mut ext, &rows)?;
     clock.lap("copy");
+    steps::write_fingerprints(&inputs, &rows, &computed, &writer)?;
+    drop(computed);
+    clock.lap("write fingerprints");
     let mut records = steps::sort_records(cfg, rows);
     excluded.append(&mut ext.excluded);
     excluded.sort_by(|a, b| {
@@ -362,6 +365,9 @@ pub struct CheckReport {
     pub groups: usize,
     pub merges: BTreeMap<String, usize>,
     pub splits: BTreeMap<String, usize>,
+    /// Where the near-duplicate fingerprints came from (None: no near-duplicate search).
+    pub fingerprints: Option<FingerprintStats>,
+    pub warnings: Vec<String>,
 }
 
 /// Re-derive the groups of a split bag (or of a records CSV with a `split` column) and fail
@@ -409,6 +415,7 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
         "image index",
     ]);
     let path_c = col(&["path"]);
+    let (width_c, height_c) = (col(&["width"]), col(&["height"]));
     let id_c = col(&["id", "image_id", "filename", "path"]);
     if patient_c.is_none() && sha_c.is_none() && group_c.is_none() {
         return Err(Error::MissingColumn {
@@ -421,6 +428,8 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
     let mut splits: Vec<String> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut paths: Vec<Option<String>> = Vec::new();
+    // What a cached fingerprint must agree with: sha256, width, height.
+    let mut shapes: Vec<(String, u32, u32)> = Vec::new();
     for (n, row) in rdr.records().enumerate() {
         let row = row.map_err(|source| Error::Csv {
             path: table.clone(),
@@ -450,8 +459,11 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
             id
         });
         paths.push(path_c.map(|_| get(path_c)));
+        let dim = |c: Option<usize>| get(c).trim().parse::<u32>().unwrap_or(0);
+        shapes.push((get(sha_c).to_ascii_lowercase(), dim(width_c), dim(height_c)));
     }
     let mut warnings = Vec::new();
+    let mut fingerprints = None;
     let sources: BTreeSet<String> = members.iter().map(|m| m.source.clone()).collect();
     let aliases = aliases_for(&sources, &mut warnings);
     let mut links = group::record_links(&members, &aliases);
@@ -463,15 +475,18 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
             .collect::<Result<_>>()?;
         let images: Vec<steps::Image> = files
             .into_iter()
-            .map(|file| steps::Image {
-                bag: None,
+            .zip(shapes)
+            .map(|(file, (sha256, width, height))| steps::Image {
+                bag: Some(0),
                 file,
-                sha256: String::new(),
-                width: 0,
-                height: 0,
+                sha256,
+                width,
+                height,
             })
             .collect();
-        let (near, _) = steps::near_duplicate_links(&images, rules.near_duplicates, &mut warnings)?;
+        let (near, stats) =
+            steps::near_duplicate_links(&images, Some(bag), rules.near_duplicates, &mut warnings)?;
+        fingerprints = Some(stats);
         links.extend(near);
     }
     let g = group::group(&members, links);
@@ -514,5 +529,7 @@ pub fn check(target: &Path, rules: &Rules, near_duplicates: bool) -> Result<Chec
         groups: where_.len(),
         merges,
         splits: per_split,
+        fingerprints,
+        warnings,
     })
 }

@@ -4,7 +4,7 @@
 //! Each is a function of what the steps before it produced, so each can be tested alone, and a
 //! new step (e.g. whole external bags as a test split of their own) slots in between.
 
-use super::fingerprints::{CacheFile, Cached};
+use super::fingerprints::{self, CacheFile, Cached};
 use super::group::{self, Grouping, Link, Member, Reason};
 use super::phash::{self, Fingerprint, Hashes, NearDupParams, Thumbs};
 use super::{
@@ -21,7 +21,7 @@ use assign::{Fine, Unit};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Wall time per step.
@@ -219,7 +219,7 @@ pub(crate) fn link(
     inputs: &Inputs,
     warnings: &mut Vec<String>,
     clock: &mut Clock,
-) -> Result<(Vec<Link>, FingerprintStats)> {
+) -> Result<(Vec<Link>, FingerprintStats, Computed)> {
     let members = inputs.members();
     let sources: BTreeSet<String> = members.iter().map(|m| m.source.clone()).collect();
     let aliases = aliases_for(&sources, warnings);
@@ -227,6 +227,7 @@ pub(crate) fn link(
     links.extend(cross_reference_links(&members, &cfg.rules));
     clock.lap("record links");
     let mut stats = FingerprintStats::default();
+    let mut computed = Computed::new();
     if cfg.near_duplicates {
         let images: Vec<Image> = inputs
             .items
@@ -247,8 +248,61 @@ pub(crate) fn link(
         clock.lap("fingerprints");
         links.extend(near_links(&store, cfg.rules.near_duplicates)?);
         clock.lap("near-duplicate search");
+        computed = store.into_computed(&images);
     }
-    Ok((links, stats))
+    Ok((links, stats, computed))
+}
+
+/// Fingerprints made from the images because no cache had them, by sha256.
+pub(crate) type Computed = BTreeMap<String, Fingerprint>;
+
+/// `data/fingerprints.bin` of the split bag: the kept images' fingerprints, from the input
+/// bags' caches or as computed, so that `prep split --check` (and a later split of this bag)
+/// decodes no film again. Images with neither are left out (the cache is optional).
+pub(crate) fn write_fingerprints(
+    inputs: &Inputs,
+    rows: &[(usize, SplitRecord)],
+    computed: &Computed,
+    writer: &BagWriter,
+) -> Result<usize> {
+    let mut scratch = Vec::new();
+    let caches = open_caches(&inputs.paths, &inputs.names, &mut scratch)?;
+    // Sorted by sha256 (lower-case hex sorts as the bytes do), each image once.
+    let wanted: BTreeMap<&str, usize> = rows.iter().map(|(i, r)| (r.sha256.as_str(), *i)).collect();
+    let found: Vec<(&str, Source)> = wanted
+        .into_iter()
+        .filter_map(|(sha, i)| {
+            if let Some(f) = computed.get(sha) {
+                return Some((sha, Source::Fresh(f)));
+            }
+            let it = &inputs.items[i];
+            let c = caches.get(it.bag)?.as_ref()?;
+            let e = c.get(sha, it.rec.width, it.rec.height)?;
+            Some((sha, Source::Cached(c, e)))
+        })
+        .collect();
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let mut w = fingerprints::FileWriter::create(
+        &writer.staged_path(fingerprints::FILE),
+        found.len() as u64,
+    )?;
+    for (sha, held) in &found {
+        let bytes = match held {
+            Source::Fresh(f) => fingerprints::entry_bytes(sha, f),
+            Source::Cached(file, e) => fingerprints::entry_bytes(
+                sha,
+                &Fingerprint {
+                    hashes: e.hashes.clone(),
+                    thumb: file.thumb(e)?,
+                },
+            ),
+        };
+        w.raw(&bytes)?;
+    }
+    w.finish()?;
+    Ok(found.len())
 }
 
 /// An image to fingerprint: its file, and what a cached fingerprint must agree with.
@@ -293,6 +347,12 @@ fn open_caches(
 enum Held<'a> {
     Cached(&'a CacheFile, &'a Cached),
     Computed(Fingerprint),
+}
+
+/// Where an output fingerprint comes from: computed by this split, or an input bag's cache.
+enum Source<'a> {
+    Fresh(&'a Fingerprint),
+    Cached(&'a CacheFile, &'a Cached),
 }
 
 /// Every image's hashes, from a cache or freshly computed, and where its thumbnail is.
@@ -358,6 +418,18 @@ impl<'a> FingerprintStore<'a> {
         Ok(FingerprintStore { held, stats })
     }
 
+    /// The fingerprints computed from images (not read from a cache), by sha256.
+    fn into_computed(self, images: &[Image]) -> Computed {
+        self.held
+            .into_iter()
+            .zip(images)
+            .filter_map(|(h, im)| match h {
+                Held::Computed(f) if !im.sha256.is_empty() => Some((im.sha256.clone(), f)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn hashes(&self) -> Vec<Option<&Hashes>> {
         self.held
             .iter()
@@ -395,13 +467,20 @@ fn near_links(store: &FingerprintStore, p: NearDupParams) -> Result<Vec<Link>> {
         .collect())
 }
 
-/// Near-duplicate links among `images` (fingerprints computed, no cache): for `--check`.
+/// Near-duplicate links among `images`: for `--check`. Fingerprints come from `bag`'s cache
+/// (images with `bag: Some(0)` and their sha256 and size) where it has them.
 pub(crate) fn near_duplicate_links(
     images: &[Image],
+    bag: Option<&Path>,
     p: NearDupParams,
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Link>, FingerprintStats)> {
-    let store = FingerprintStore::load(images, &[], &[], warnings)?;
+    let (paths, names): (Vec<PathBuf>, Vec<String>) = bag
+        .map(|b| (b.to_path_buf(), b.display().to_string()))
+        .into_iter()
+        .unzip();
+    let caches = open_caches(&paths, &names, warnings)?;
+    let store = FingerprintStore::load(images, &caches, &names, warnings)?;
     Ok((near_links(&store, p)?, store.stats))
 }
 
