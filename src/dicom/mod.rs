@@ -1,12 +1,12 @@
 //! DICOM films: read an object's header, judge it, decode its pixel data (dicom-rs), and render
 //! the grey image prep writes into a bag as PNG.
 //!
-//! Transfer syntaxes decoded (dicom-pixeldata 0.10, pure-Rust codecs only): Implicit and Explicit
-//! VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless,
-//! JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended 8-bit (.51), JPEG Lossless (.57, .70)
-//! with jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG. Not decoded, and
-//! excluded as `unsupported-transfer-syntax`: JPEG-LS (.80, .81; CharLS is a C++ library built
-//! with cmake) and 12-bit JPEG Extended (jpeg-decoder has no 12-bit DCT). See docs/dicom.md.
+//! Transfer syntaxes decoded (dicom-pixeldata 0.10): Implicit and Explicit VR Little Endian,
+//! Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless, JPEG Baseline
+//! (1.2.840.10008.1.2.4.50), JPEG Extended 8-bit (.51), JPEG Lossless (.57, .70) with
+//! jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG, JPEG-LS (.80, .81) with
+//! CharLS (C++, built with cmake). Not decoded, and excluded as `unsupported-transfer-syntax`:
+//! 12-bit JPEG Extended (jpeg-decoder has no 12-bit DCT). See docs/dicom.md.
 //!
 //! Nothing a header holds about the patient leaves this module except the PatientID, and that
 //! only to be hashed with the user's salt (see [`Salt`]).

@@ -25,6 +25,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     generate_uid,
 )
@@ -122,6 +124,29 @@ def parity(out):
     rle.compress(RLELossless, encoding_plugin="pydicom")
     keep("cr_rle_mono1", rle)
     keep("dx_jpeg_baseline", jpeg_baseline(ramp(48, 64, 0, 255, 12)))
+    # JPEG-LS, encoded by CharLS (pyjpegls); the reference decode is libjpeg's (pylibjpeg).
+    jls = film(40, 48, ramp(40, 48, 0, 4095, 13), modality="CR", photometric="MONOCHROME1",
+               WindowCenter=2048, WindowWidth=3000)
+    jls.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    keep("cr_jpegls_lossless_mono1", jls)
+    jls = film(36, 44, ramp(36, 44, 0, 4095, 14), RescaleSlope=2, RescaleIntercept=-1000,
+               WindowCenter=3000, WindowWidth=5000)
+    jls.compress(JPEGLSNearLossless, encoding_plugin="pyjpegls", jls_error=3)
+    keep("dx_jpegls_near_lossless", jls)
+    jls = film(30, 34, ramp(30, 34, -2048, 2047, 15), signed=True, WindowCenter=0, WindowWidth=3000)
+    jls.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    keep("dx_jpegls_signed", jls)
+    # JPEG Lossless (process 14), encoded by GDCM (python-gdcm); the reference decode is libjpeg's.
+    keep("dx_jpeg_lossless_sv1_12bit", jpeg_lossless(
+        film(40, 48, ramp(40, 48, 0, 4095, 16), WindowCenter=2048, WindowWidth=3000), sv1=True))
+    keep("cr_jpeg_lossless_16bit_mono1", jpeg_lossless(
+        film(32, 40, ramp(32, 40, 0, 65535, 17), modality="CR", photometric="MONOCHROME1",
+             bits=(16, 16), WindowCenter=30000, WindowWidth=50000), sv1=True))
+    keep("dx_jpeg_lossless_p14_signed", jpeg_lossless(
+        film(30, 34, ramp(30, 34, -2048, 2047, 18), signed=True, WindowCenter=0, WindowWidth=3000),
+        sv1=False))
+    keep("dx_jpeg_lossless_8bit", jpeg_lossless(film(24, 32, ramp(24, 32, 0, 255, 19), bits=(8, 8)),
+                                                sv1=True))
 
     # pydicom's own compressed and big-endian test files (all in the wheel).
     shipped = {
@@ -134,8 +159,10 @@ def parity(out):
         "693_J2KI.dcm": "kept",
         "J2K_pixelrep_mismatch.dcm": "kept",
         "CT_small.dcm": "kept",
-        "MR_small_jpeg_ls_lossless.dcm": "unsupported-transfer-syntax",
-        "JPEGLSNearLossless_16.dcm": "unsupported-transfer-syntax",
+        "MR_small_jpeg_ls_lossless.dcm": "kept",
+        "JPEGLSNearLossless_08.dcm": "kept",
+        "JPEGLSNearLossless_16.dcm": "kept",
+        "SC_rgb_jls_lossy_line.dcm": "not-greyscale",
         "SC_rgb_jpeg_gdcm.dcm": "not-greyscale",
         "SC_rgb_rle.dcm": "not-greyscale",
         "examples_ybr_color.dcm": "multi-frame",
@@ -163,6 +190,36 @@ def jpeg_baseline(arr):
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.LossyImageCompression = "01"
     return ds
+
+
+def jpeg_lossless(ds, sv1):
+    """ds transcoded by GDCM to JPEG Lossless: first-order prediction (.70) or process 14 (.57).
+
+    The round trip through pydicom's decode must give back the stored values: the film is then a
+    valid stream whatever prep makes of it."""
+    import tempfile
+    import gdcm
+    want = ds.pixel_array
+    ts = gdcm.TransferSyntax.JPEGLosslessProcess14_1 if sv1 else gdcm.TransferSyntax.JPEGLosslessProcess14
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        ds.save_as(src, enforce_file_format=True)
+        r = gdcm.ImageReader()
+        r.SetFileName(src)
+        assert r.Read(), "gdcm cannot read the film"
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(ts))
+        change.SetInput(r.GetImage())
+        assert change.Change(), "gdcm cannot transcode"
+        w = gdcm.ImageWriter()
+        w.SetFileName(dst)
+        w.SetFile(r.GetFile())
+        w.SetImage(change.GetOutput())
+        assert w.Write(), "gdcm cannot write"
+        out = pydicom.dcmread(dst)
+    out.pixel_array_options(decoding_plugin="pylibjpeg")
+    assert (out.pixel_array == want).all(), "JPEG Lossless round trip is not lossless"
+    return out
 
 
 def hostile(out):
@@ -288,8 +345,21 @@ def rsna(out, n):
         json.dump(want, f, indent=1, sort_keys=True)
 
 
+REFERENCE_LIBJPEG = (
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+)
+
+
 def expected(ds, mode):
     """pydicom's pixel_array -> apply_modality_lut -> apply_voi_lut, in prep's output form."""
+    if ds.file_meta.TransferSyntaxUID in REFERENCE_LIBJPEG:
+        # libjpeg (pylibjpeg-libjpeg), not CharLS or GDCM: not the films' encoders, not prep's
+        # JPEG-LS decoder (CharLS).
+        ds.pixel_array_options(decoding_plugin="pylibjpeg")
     arr = ds.pixel_array.astype(np.int64)
     bs = int(ds.BitsStored)
     signed = int(ds.PixelRepresentation) == 1
