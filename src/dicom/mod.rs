@@ -14,7 +14,7 @@
 pub mod pixels;
 mod stage;
 
-pub use stage::{run, DicomRecord, DICOM_COLUMNS};
+pub use stage::{column, run, DicomRecord, DICOM_COLUMNS};
 
 use crate::error::{Error, Result};
 use crate::filter::{MAX_ALLOC, MAX_SIDE};

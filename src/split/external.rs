@@ -10,7 +10,10 @@ use super::phash::Fingerprint;
 use super::steps::Summary;
 use super::{safe_bag_path, ClassMode, SplitConfig, SplitExcluded, SplitRecord};
 use crate::error::{Error, Result};
-use crate::manifest::{manifest_sha256, read_records, verify_bag, BagWriter, InputRef, Provenance};
+use crate::manifest::{
+    manifest_sha256, read_records_with_source, verify_bag, BagWriter, InputRef, Provenance,
+    SourceValues,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -21,6 +24,8 @@ pub(super) struct External {
     pub rows: Vec<(PathBuf, SplitRecord)>,
     pub excluded: Vec<SplitExcluded>,
     pub warnings: Vec<String>,
+    /// Source columns by (source_bag, bag_row), carried into records.csv.
+    pub sources: BTreeMap<(String, usize), SourceValues>,
 }
 
 fn folder_of(classes: ClassMode, label: &str) -> Option<&'static str> {
@@ -69,8 +74,9 @@ pub(super) fn place(
             sha256: manifest_sha256(bag)?,
         });
         let mut seen_sources = BTreeSet::new();
-        for (i, rec) in read_records(bag)?.into_iter().enumerate() {
+        for (i, (rec, values)) in read_records_with_source(bag)?.into_iter().enumerate() {
             let row = i + 2;
+            out.sources.insert((name.clone(), row), values);
             let exclude = |reason: &str, detail: String| SplitExcluded {
                 id: rec.id.clone(),
                 source_bag: name.clone(),

@@ -3,6 +3,8 @@
   films.py parity OUT       synthetic DX/CR films + pydicom's own test files (shipped in the wheel)
   films.py hostile OUT      radiographs with broken, oversized, non-image and CT objects among them
   films.py rsna OUT N       an RSNA-shaped dataset of N patients (class table, one row per box)
+  films.py pipeline OUT N   OUT/healthy and OUT/diseased: N 128x128 films each, 2 per patient, in
+                            every decoded compressed syntax, for the later stages
   films.py check BAG FILMS [C,W]  decode each film with pydicom, compare with the bag's PNGs
 
 Every film is written with Modality, ViewPosition and planted PHI (patient name, id, birth date,
@@ -354,6 +356,66 @@ REFERENCE_LIBJPEG = (
 )
 
 
+def blobs(rows, cols, seed):
+    """A field of a few large random bright and dark blobs with noise: films that differ in
+    their low frequencies, so prep split does not take them for near-duplicates."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
+    v = np.full((rows, cols), 2000.0)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+        v += rng.choice([-1, 1]) * rng.uniform(600, 1200) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / r**2)
+    v += rng.normal(0, 40, size=v.shape)
+    return np.clip(np.round(v), 200, 3800).astype(np.int64)
+
+
+GLYPHS = {
+    "R": ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
+    "L": ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
+}
+
+
+def burn(arr, text, y, x):
+    """White 5x7 letters, as a side marker is burned into a film."""
+    for c in text:
+        for dy, row in enumerate(GLYPHS[c]):
+            for dx, bit in enumerate(row):
+                if bit == "1":
+                    arr[y + dy, x + dx] = 4095
+        x += 7
+
+
+def pipeline(out, n):
+    """Films for filter -> inpaint -> split -> train -> audit: 12-bit CR/DX, MONOCHROME1 and 2,
+    uncompressed, RLE, JPEG-LS and JPEG Lossless, two films per patient, a burned-in label in
+    some, the BurnedInAnnotation flag on one; patient-named folders. Diseased films have a
+    brighter patch so there is something to learn."""
+    for label, base in (("healthy", 0), ("diseased", 1000)):
+        for i in range(n):
+            k = base + i // 2
+            arr = blobs(128, 128, 100 + base + i)
+            if label == "diseased":
+                arr[40:88, 24:60] = np.minimum(arr[40:88, 24:60] + 900, 4095)
+            if i % 3 == 0:
+                burn(arr, "RL", 8, 8)  # a burned-in marker for prep inpaint
+            mono1 = i % 4 == 1
+            if mono1:
+                arr = 4095 - arr
+            extra = {"BurnedInAnnotation": "YES"} if i == 0 else {}
+            ds = film(128, 128, arr, modality="CR" if mono1 else "DX",
+                      photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
+                      view="PA" if i % 2 else "AP", patient=f"MRN-99887766-{k:04d}",
+                      WindowCenter=2048, WindowWidth=4096, **extra)
+            syntax = i % 4
+            if syntax == 1:
+                ds.compress(RLELossless, encoding_plugin="pydicom")
+            elif syntax == 2:
+                ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+            elif syntax == 3:
+                ds = jpeg_lossless(ds, sv1=True)
+            save(ds, os.path.join(out, label, "Zyxwort_Quillamina", f"{k:04d}", f"IM{i:04d}.dcm"))
+
+
 def expected(ds, mode):
     """pydicom's pixel_array -> apply_modality_lut -> apply_voi_lut, in prep's output form."""
     if ds.file_meta.TransferSyntaxUID in REFERENCE_LIBJPEG:
@@ -425,6 +487,8 @@ if __name__ == "__main__":
         hostile(sys.argv[2])
     elif cmd == "rsna":
         rsna(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "pipeline":
+        pipeline(sys.argv[2], int(sys.argv[3]))
     elif cmd == "check":
         sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
     else:
