@@ -215,3 +215,58 @@ fn csv_err(path: impl AsRef<Path>, source: csv::Error) -> Error {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> SourceValues {
+        SourceValues(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn source_columns_are_appended_in_order_and_empty_where_a_row_has_none() {
+        let csv = b"id,path\na,data/a.png\nb,data/b.png\n".to_vec();
+        let none = SourceValues::default();
+        assert_eq!(
+            append_source_columns(csv.clone(), &[], &[&none, &none]).unwrap(),
+            csv,
+            "no source columns: the same bytes"
+        );
+        let a = values(&[
+            ("burned_in_annotation", "YES"),
+            ("dicom_modality", "CR, \"x\""),
+        ]);
+        let header = source_header([&a, &none]);
+        assert_eq!(header, vec!["dicom_modality", "burned_in_annotation"]);
+        let out = append_source_columns(csv, &header, &[&a, &none]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "id,path,dicom_modality,burned_in_annotation\na,data/a.png,\"CR, \"\"x\"\"\",YES\nb,data/b.png,,\n"
+        );
+    }
+
+    #[test]
+    fn records_are_read_with_their_source_columns() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("data")).unwrap();
+        let mut head = RECORD_COLUMNS.join(",");
+        head.push_str(",mask_path,dicom_output");
+        let row = "i,data/i.png,s,1,2,3,src,p,PA,healthy,,f,,m.png,raw16";
+        std::fs::write(
+            t.path().join("data/records.csv"),
+            format!("{head}\n{row}\n"),
+        )
+        .unwrap();
+        let got = read_records_with_source(t.path()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.id, "i");
+        // A stage's own column (mask_path) is not a source column.
+        assert_eq!(got[0].1, values(&[("dicom_output", "raw16")]));
+    }
+}
