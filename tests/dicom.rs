@@ -308,24 +308,9 @@ fn dicom_bags_flow_through_inpaint_and_split_and_are_deterministic() {
 
 /// The DICOM columns of `rows`, by image id.
 fn dicom_columns(rows: &Rows) -> BTreeMap<String, Vec<(String, String)>> {
-    const COLS: &[&str] = &[
-        "dicom_sha256",
-        "dicom_bytes",
-        "dicom_transfer_syntax",
-        "dicom_modality",
-        "dicom_body_part",
-        "dicom_photometric",
-        "dicom_bits_stored",
-        "dicom_rescale_slope",
-        "dicom_rescale_intercept",
-        "dicom_output",
-        "dicom_voi",
-        "dicom_png_shift",
-        "burned_in_annotation",
-    ];
     rows.iter()
         .map(|r| {
-            let cols = COLS
+            let cols = prep::dicom::DICOM_COLUMNS
                 .iter()
                 .map(|c| {
                     let v = r.get(*c).unwrap_or_else(|| panic!("no {c} column"));
