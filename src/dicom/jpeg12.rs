@@ -2,7 +2,7 @@
 //! jpeg-decoder refuses: decoded with libjpeg-turbo 3 (`tj3Decompress12`), vendored and built by
 //! `turbojpeg-sys`. Hand-written FFI because the safe `turbojpeg` crate decodes 8-bit only.
 
-use super::{chain_frame, reject, Header, Reject};
+use super::{frame_bytes, reject, Header, Reject};
 use dicom_object::DefaultDicomObject;
 use std::ffi::CStr;
 use turbojpeg_sys as tj;
@@ -28,7 +28,7 @@ impl Handle {
 
 /// The 12-bit samples of the film's one frame, in row order.
 pub fn decode(file: &DefaultDicomObject, h: &Header) -> Result<Vec<u16>, Reject> {
-    let jpeg = chain_frame(file)?;
+    let jpeg = frame_bytes(file)?;
     let bad = |d: String| {
         reject(
             "unreadable-dicom",

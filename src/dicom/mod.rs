@@ -637,7 +637,7 @@ pub fn decode(file: &DefaultDicomObject, h: &Header) -> std::result::Result<Samp
 }
 
 /// The encapsulated bytes of a single-frame film (its fragments, in order).
-fn chain_frame(file: &DefaultDicomObject) -> std::result::Result<Vec<u8>, Reject> {
+fn frame_bytes(file: &DefaultDicomObject) -> std::result::Result<Vec<u8>, Reject> {
     match file.get(tags::PIXEL_DATA).map(|e| e.value()) {
         Some(dicom_core::DicomValue::PixelSequence(seq)) => Ok(seq.fragments().concat()),
         _ => Err(reject(
