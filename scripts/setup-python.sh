@@ -12,8 +12,10 @@ REQS="bagit==1.9.0 mlcroissant==1.1.1 scikit-learn==1.9.1 scipy==1.17.1"
 # prep export read back (tests/export.rs) and scripts/train_ddp.py's data pipeline.
 REQS="$REQS webdataset==1.0.2 wids==0.1.11 datasets==5.2.0 pyarrow==26.0.1"
 # tests/dicom.rs: pydicom makes and decodes the DICOM test films (pylibjpeg-libjpeg decodes the
-# 12-bit JPEG and JPEG-LS test files, Pillow the JPEG and JPEG 2000 ones).
+# 12-bit JPEG and JPEG-LS test files, Pillow the JPEG and JPEG 2000 ones); pyjpegls (CharLS) and
+# python-gdcm encode the JPEG-LS and JPEG Lossless test films.
 REQS="$REQS pydicom==3.0.1 numpy==2.4.6 pillow==13.0.0 pylibjpeg==2.0.1 pylibjpeg-libjpeg==2.3.0"
+REQS="$REQS pyjpegls==1.5.1 python-gdcm==3.2.6"
 if [ -z "${PREP_NO_TORCH:-}" ]; then
   REQS="$REQS torch==2.11.0 torchvision==0.26.0 safetensors numpy pillow"
 fi

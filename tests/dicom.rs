@@ -186,12 +186,22 @@ fn hostile_films_are_excluded_with_reasons_and_no_phi_reaches_any_output() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("BurnedInAnnotation"), "report shows the flag");
     // No planted PHI in any byte of the bag or the report.
-    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&out)
-        .into_iter()
-        .map(|e| e.unwrap().into_path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.push(html);
+    assert_no_phi(&[out, html]);
+}
+
+/// No planted PHI in any byte of any file under `paths` (files or folders, compared without
+/// case); returns the number of files read, so a caller can see the scan saw something.
+fn assert_no_phi(paths: &[PathBuf]) -> usize {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        assert!(p.exists(), "{} was not written", p.display());
+        files.extend(
+            walkdir::WalkDir::new(p)
+                .into_iter()
+                .map(|e| e.unwrap().into_path())
+                .filter(|p| p.is_file()),
+        );
+    }
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
         for phi in PHI {
@@ -201,6 +211,7 @@ fn hostile_films_are_excluded_with_reasons_and_no_phi_reaches_any_output() {
             assert!(!hit, "{phi:?} found in {}", f.display());
         }
     }
+    files.len()
 }
 
 #[test]
@@ -293,6 +304,149 @@ fn dicom_bags_flow_through_inpaint_and_split_and_are_deterministic() {
         recs.len(),
         read_csv(&a.join("data/records.csv")).len() + read_csv(&d.join("data/records.csv")).len()
     );
+}
+
+/// The DICOM columns of `rows`, by image id.
+fn dicom_columns(rows: &Rows) -> BTreeMap<String, Vec<(String, String)>> {
+    rows.iter()
+        .map(|r| {
+            let cols = prep::dicom::DICOM_COLUMNS
+                .iter()
+                .map(|c| {
+                    let v = r.get(*c).unwrap_or_else(|| panic!("no {c} column"));
+                    (c.to_string(), v.clone())
+                })
+                .collect();
+            (r["id"].clone(), cols)
+        })
+        .collect()
+}
+
+#[test]
+fn dicom_bags_go_through_every_later_stage_with_their_columns_and_no_phi() {
+    let t = tempfile::tempdir().unwrap();
+    let films = t.path().join("films");
+    if make(&["pipeline", s(&films), "24"]).is_none() {
+        return;
+    }
+    let bags = t.path().join("bags");
+    std::fs::create_dir_all(&bags).unwrap();
+    let bag = |n: &str| bags.join(n);
+    let mut filtered: Rows = Vec::new();
+    for label in ["healthy", "diseased"] {
+        let (records, excluded) = filter_films(
+            "dicom-folder",
+            &films.join(label),
+            &bag(label),
+            &["--label", label, "--dicom-output", "raw16"],
+        );
+        assert_eq!((records.len(), excluded.len()), (24, 0), "{excluded:?}");
+        filtered.extend(records);
+        prep()
+            .args([
+                "inpaint",
+                s(&bag(label)),
+                "--out",
+                s(&bag(&format!("{label}-clean"))),
+            ])
+            .assert()
+            .success();
+    }
+    let want = dicom_columns(&filtered);
+    let syntaxes: std::collections::BTreeSet<&str> = filtered
+        .iter()
+        .map(|r| r["dicom_transfer_syntax"].as_str())
+        .collect();
+    assert_eq!(syntaxes.len(), 4, "{syntaxes:?}");
+    // inpaint carries every DICOM column of every film.
+    let mut inpainted: Rows = Vec::new();
+    for label in ["healthy", "diseased"] {
+        inpainted.extend(read_csv(
+            &bag(&format!("{label}-clean")).join("data/records.csv"),
+        ));
+    }
+    assert_eq!(dicom_columns(&inpainted), want, "inpaint");
+    assert!(
+        inpainted.iter().any(|r| r["mask_pixels"] != "0"),
+        "the burned-in labels were inpainted"
+    );
+    // split carries them too (ids are unique across the two bags here).
+    let split = bag("split");
+    prep()
+        .args(["split", "--classes", "three", "--seed", "3"])
+        .args(["--healthy", s(&bag("healthy-clean"))])
+        .args(["--diseased", s(&bag("diseased-clean"))])
+        .args(["--out", s(&split)])
+        .assert()
+        .success();
+    prep().args(["verify", s(&split)]).assert().success();
+    let split_rows = read_csv(&split.join("data/records.csv"));
+    assert_eq!(split_rows.len(), 48);
+    assert_eq!(dicom_columns(&split_rows), want, "split");
+    for r in &split_rows {
+        assert!(r["patient_id"].starts_with('p') && r["patient_id"].len() == 17);
+    }
+    // Two films per patient: a patient's films are in one split.
+    let mut split_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in &split_rows {
+        let prev = split_of.insert(&r["patient_id"], &r["split"]);
+        assert!(
+            prev.is_none_or(|p| p == r["split"]),
+            "patient across splits"
+        );
+    }
+    assert_eq!(split_of.len(), 24);
+    // Croissant describes the carried columns.
+    let croissant = std::fs::read_to_string(split.join("croissant.json")).unwrap();
+    assert!(croissant.contains("BurnedInAnnotation (0028,0301)"));
+    // train (tiny network, 1 epoch, 32 px) on the 16-bit PNGs, then audit and the report.
+    let run = t.path().join("run");
+    prep()
+        .args(["train", "--data", s(&split), "--out", s(&run)])
+        .args(["--arch", "densenet:8,2-2-2-2,16,2", "--image-size", "32"])
+        .args(["--epochs", "1", "--batch-size", "8", "--threads", "2"])
+        .args(["--device", "cpu", "--seed", "7", "--positive", "diseased"])
+        .assert()
+        .success();
+    let audit = t.path().join("audit");
+    prep()
+        .args([
+            "audit",
+            s(&split),
+            "--out",
+            s(&audit),
+            "--positive",
+            "diseased",
+        ])
+        .assert()
+        .success();
+    assert!(audit.join("audit.json").is_file());
+    let html = t.path().join("report.html");
+    prep()
+        .args(["report", s(&run), "--out", s(&html)])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("BurnedInAnnotation"),
+        "report follows the lineage"
+    );
+    // No planted PHI in any output of any stage: the 7 bags (images, masks, records, provenance,
+    // Croissant, fingerprints), the train run, the audit and the report.
+    for f in [
+        "model.json",
+        "metrics.json",
+        "metrics.csv",
+        "summary.md",
+        "best.safetensors",
+    ] {
+        assert!(run.join(f).is_file(), "run/{f}");
+    }
+    for f in ["audit.md", "features.csv", "probe-roc.png"] {
+        assert!(audit.join(f).is_file(), "audit/{f}");
+    }
+    let n = assert_no_phi(&[bags, run, audit, html]);
+    assert!(n > 200, "{n} files scanned");
 }
 
 #[test]

@@ -1,20 +1,21 @@
 //! DICOM films: read an object's header, judge it, decode its pixel data (dicom-rs), and render
 //! the grey image prep writes into a bag as PNG.
 //!
-//! Transfer syntaxes decoded (dicom-pixeldata 0.10, pure-Rust codecs only): Implicit and Explicit
-//! VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless,
-//! JPEG Baseline (1.2.840.10008.1.2.4.50), JPEG Extended 8-bit (.51), JPEG Lossless (.57, .70)
-//! with jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG. Not decoded, and
-//! excluded as `unsupported-transfer-syntax`: JPEG-LS (.80, .81; CharLS is a C++ library built
-//! with cmake) and 12-bit JPEG Extended (jpeg-decoder has no 12-bit DCT). See docs/dicom.md.
+//! Transfer syntaxes decoded (dicom-pixeldata 0.10): Implicit and Explicit VR Little Endian,
+//! Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless, JPEG Baseline
+//! (1.2.840.10008.1.2.4.50), JPEG Extended 8-bit (.51), JPEG Lossless (.57, .70) with
+//! jpeg-decoder, JPEG 2000 (.90, .91) with the openjp2 port of OpenJPEG, JPEG-LS (.80, .81) with
+//! CharLS (C++, built with cmake); 12-bit JPEG Extended, which jpeg-decoder refuses, with
+//! libjpeg-turbo 3 ([`jpeg12`]). See docs/dicom.md.
 //!
 //! Nothing a header holds about the patient leaves this module except the PatientID, and that
 //! only to be hashed with the user's salt (see [`Salt`]).
 
+mod jpeg12;
 pub mod pixels;
 mod stage;
 
-pub use stage::{run, DicomRecord, DICOM_COLUMNS};
+pub use stage::{column, run, DicomRecord, DICOM_COLUMNS};
 
 use crate::error::{Error, Result};
 use crate::filter::{MAX_ALLOC, MAX_SIDE};
@@ -519,12 +520,12 @@ pub fn check_image(h: &Header) -> std::result::Result<(), Reject> {
             ),
         ));
     }
-    // jpeg-decoder has no 12-bit DCT (SamplePrecision 12): JPEG Extended is 8-bit only here.
-    if h.transfer_syntax == JPEG_EXTENDED && h.bits_stored > 8 {
+    // JPEG Extended samples are 8 or 12 bits (ISO 10918-1 B.2.2).
+    if h.transfer_syntax == JPEG_EXTENDED && h.bits_stored > 12 {
         return Err(reject(
-            "unsupported-transfer-syntax",
+            "unsupported-bits",
             format!(
-                "JPEG Extended with {} bits stored ({JPEG_EXTENDED}): the 12-bit DCT is not decoded by this build",
+                "JPEG Extended with {} bits stored ({JPEG_EXTENDED}): at most 12",
                 h.bits_stored
             ),
         ));
@@ -570,13 +571,23 @@ pub fn decode(file: &DefaultDicomObject, h: &Header) -> std::result::Result<Samp
         file.get(tags::PIXEL_DATA).map(|e| e.value()),
         Some(dicom_core::DicomValue::PixelSequence(_))
     );
-    let decoded = file.decode_pixel_data().map_err(|e| {
-        reject(
-            "unreadable-dicom",
-            format!("cannot decode pixel data: {}", chain(&e)),
-        )
-    })?;
-    let data = decoded.data();
+    // jpeg-decoder has no 12-bit DCT: those frames go to libjpeg-turbo.
+    let (decoded, twelve);
+    let data: &[u8] = if h.transfer_syntax == JPEG_EXTENDED && h.bits_stored > 8 {
+        twelve = jpeg12::decode(file, h)?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>();
+        &twelve
+    } else {
+        decoded = file.decode_pixel_data().map_err(|e| {
+            reject(
+                "unreadable-dicom",
+                format!("cannot decode pixel data: {}", chain(&e)),
+            )
+        })?;
+        decoded.data()
+    };
     if data.len() < n * bytes_per {
         return Err(reject(
             "truncated-pixel-data",
@@ -623,6 +634,17 @@ pub fn decode(file: &DefaultDicomObject, h: &Header) -> std::result::Result<Samp
         signed: h.signed,
         values,
     })
+}
+
+/// The encapsulated bytes of a single-frame film (its fragments, in order).
+fn frame_bytes(file: &DefaultDicomObject) -> std::result::Result<Vec<u8>, Reject> {
+    match file.get(tags::PIXEL_DATA).map(|e| e.value()) {
+        Some(dicom_core::DicomValue::PixelSequence(seq)) => Ok(seq.fragments().concat()),
+        _ => Err(reject(
+            "unreadable-dicom",
+            "compressed transfer syntax without encapsulated pixel data",
+        )),
+    }
 }
 
 /// How a film was rendered, for its record.

@@ -452,6 +452,15 @@ fn columns(header: &[&str]) -> Vec<(String, ColumnType, String)> {
                 "Path of the film in the dataset, or its salted hash (f + 16 hex digits) for sources whose paths identify patients.",
             ),
             "view" => (Text, "ViewPosition (0018,5101) of the film."),
+            _ => return column(c),
+        })
+    })
+}
+
+/// Type and description of a DICOM column of records.csv (any bag that carries them).
+pub fn column(c: &str) -> Option<(ColumnType, &'static str)> {
+    use ColumnType::*;
+    Some(match c {
             "dicom_sha256" => (Text, "SHA-256 of the original DICOM file."),
             "dicom_bytes" => (Integer, "Size of the original DICOM file in bytes."),
             "dicom_transfer_syntax" => (Text, "Transfer syntax of the original."),
@@ -481,6 +490,5 @@ fn columns(header: &[&str]) -> Vec<(String, ColumnType, String)> {
                 "BurnedInAnnotation (0028,0301): YES means text (possibly identifying) is in the pixels.",
             ),
             _ => return None,
-        })
     })
 }

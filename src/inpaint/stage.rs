@@ -4,8 +4,9 @@ use super::io::{self, SamplesMut};
 use super::{detect, inpaint, watermark, Filled, Options};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    hash_bytes, manifest_sha256, read_records, verify_bag, write_csv, BagWriter, ColumnType,
-    CroissantSpec, Excluded, FinishedBag, InputRef, Provenance, Record, StageInfo,
+    append_source_columns, hash_bytes, manifest_sha256, read_records_with_source, source_header,
+    verify_bag, write_csv, BagWriter, ColumnType, CroissantSpec, Excluded, FinishedBag, InputRef,
+    Provenance, Record, SourceValues, StageInfo,
 };
 use crate::progress;
 use crate::split::{fingerprints, phash::Fingerprint};
@@ -259,7 +260,8 @@ fn image_seed(seed: u64, id: &str) -> u64 {
 
 pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
     verify_bag(&cfg.input)?.into_result(&cfg.input)?;
-    let records = read_records(&cfg.input)?;
+    let (records, sources): (Vec<Record>, Vec<SourceValues>) =
+        read_records_with_source(&cfg.input)?.into_iter().unzip();
     let mut warnings = Vec::new();
     let mut prov = Provenance::new("inpaint", cfg.argv.clone(), &cfg.out);
     prov.inputs.push(InputRef {
@@ -349,7 +351,16 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
             );
     }
     prov.seed = Some(cfg.opts.seed);
-    writer.write_payload("records.csv", &write_csv(&rows, INPAINT_COLUMNS)?)?;
+    // The source columns (a DICOM film's) follow each image, by id (unique in a bag).
+    let by_id: BTreeMap<&str, &SourceValues> = records
+        .iter()
+        .map(|r| r.id.as_str())
+        .zip(&sources)
+        .collect();
+    let carried: Vec<&SourceValues> = rows.iter().map(|r| by_id[r.id.as_str()]).collect();
+    let source_cols = source_header(carried.iter().copied());
+    let table = append_source_columns(write_csv(&rows, INPAINT_COLUMNS)?, &source_cols, &carried)?;
+    writer.write_payload("records.csv", &table)?;
     writer.write_payload(
         "excluded.csv",
         &write_csv(&excluded, crate::manifest::EXCLUDED_COLUMNS)?,
@@ -377,7 +388,7 @@ pub fn run_bag(cfg: &BagConfig) -> Result<BagOutcome> {
             url: String::new(),
             cite_as: String::new(),
             table: "data/records.csv".into(),
-            columns: columns(),
+            columns: columns(&source_cols),
             image_globs: globs,
         },
     };
@@ -570,9 +581,10 @@ fn safe_path(p: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
-fn columns() -> Vec<(String, ColumnType, String)> {
+fn columns(source_cols: &[&str]) -> Vec<(String, ColumnType, String)> {
     use ColumnType::*;
-    crate::manifest::describe_columns(INPAINT_COLUMNS, |c| {
+    let header: Vec<&str> = INPAINT_COLUMNS.iter().chain(source_cols).copied().collect();
+    crate::manifest::describe_columns(&header, |c| {
         Some(match c {
             "path" => (
                 Text,

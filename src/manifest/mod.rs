@@ -20,8 +20,9 @@ pub use bag::{hash_bytes, hash_file, BagWriter, FinishedBag, StageInfo};
 pub use croissant::{image_globs, ColumnType, CroissantSpec};
 pub use provenance::{InputRef, Provenance};
 pub use records::{
-    describe_columns, read_records, record_column, write_csv, Excluded, Record, EXCLUDED_COLUMNS,
-    RECORD_COLUMNS,
+    append_source_columns, describe_columns, read_records, read_records_with_source, record_column,
+    source_header, write_csv, Excluded, Record, SourceValues, EXCLUDED_COLUMNS, RECORD_COLUMNS,
+    SOURCE_COLUMNS,
 };
 pub use verify::{manifest_sha256, verify_bag, VerifyReport};
 

@@ -12,7 +12,10 @@ use super::phash::Fingerprint;
 use super::steps::Summary;
 use super::{safe_bag_path, ClassMode, SplitConfig, SplitExcluded, SplitRecord};
 use crate::error::{Error, Result};
-use crate::manifest::{manifest_sha256, read_records, verify_bag, BagWriter, InputRef, Provenance};
+use crate::manifest::{
+    manifest_sha256, read_records_with_source, verify_bag, BagWriter, InputRef, Provenance, Record,
+    SourceValues,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -23,6 +26,8 @@ pub(super) struct External {
     pub rows: Vec<(PathBuf, SplitRecord)>,
     pub excluded: Vec<SplitExcluded>,
     pub warnings: Vec<String>,
+    /// Source columns by (source_bag, bag_row), carried into records.csv.
+    pub sources: BTreeMap<(String, usize), SourceValues>,
 }
 
 fn folder_of(classes: ClassMode, label: &str) -> Option<&'static str> {
@@ -62,13 +67,19 @@ pub(super) fn place(
         .collect();
     let sources: BTreeSet<&str> = internal.iter().map(|r| r.source.as_str()).collect();
     let mut read = Vec::new();
+    let mut values = Vec::new();
     for bag in bags {
         verify_bag(bag)?.into_result(bag)?;
-        read.push(read_records(bag)?);
+        let (records, v): (Vec<Record>, Vec<SourceValues>) =
+            read_records_with_source(bag)?.into_iter().unzip();
+        read.push(records);
+        values.push(v);
     }
     let linked = linked_to_internal(cfg, &internal, &read);
     let mut names = Vec::new();
-    for (bag, (records, linked)) in bags.iter().zip(read.into_iter().zip(linked)) {
+    for ((bag, values), (records, linked)) in
+        bags.iter().zip(values).zip(read.into_iter().zip(linked))
+    {
         let name = bag.to_string_lossy().into_owned();
         prov.inputs.push(InputRef {
             kind: "bag".into(),
@@ -76,8 +87,9 @@ pub(super) fn place(
             sha256: manifest_sha256(bag)?,
         });
         let mut seen_sources = BTreeSet::new();
-        for (i, (rec, link)) in records.into_iter().zip(linked).enumerate() {
+        for (i, ((rec, link), values)) in records.into_iter().zip(linked).zip(values).enumerate() {
             let row = i + 2;
+            out.sources.insert((name.clone(), row), values);
             let exclude = |reason: &str, detail: String| SplitExcluded {
                 id: rec.id.clone(),
                 source_bag: name.clone(),

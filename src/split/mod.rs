@@ -315,8 +315,10 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     // Fractions stay those of the internal images; external ones only add to the counts.
     let mut summary = steps::summarize(cfg, &records, &excluded, &grouping);
     external::add_to(&mut summary, &mut records, ext.rows);
+    let mut sources = inputs.sources.clone();
+    sources.append(&mut ext.sources);
     let bag = steps::write_bag(
-        cfg, writer, prov, &balanced, &summary, &records, &excluded, &dup_rows,
+        cfg, writer, prov, &balanced, &summary, &records, &excluded, &dup_rows, &sources,
     )?;
     clock.lap("write bag");
     Ok(SplitOutcome {
@@ -332,10 +334,11 @@ pub fn run(cfg: &SplitConfig) -> Result<SplitOutcome> {
     })
 }
 
-fn split_columns() -> Vec<(String, ColumnType, String)> {
+fn split_columns(source_cols: &[&str]) -> Vec<(String, ColumnType, String)> {
     use ColumnType::*;
     SPLIT_COLUMNS
         .iter()
+        .chain(source_cols)
         .map(|c| {
             let (t, d) = match *c {
                 "split" => (Text, "train, val or test."),
@@ -351,7 +354,7 @@ fn split_columns() -> Vec<(String, ColumnType, String)> {
                 "bytes" | "width" | "height" => (Integer, "Size of the image (bytes, pixels)."),
                 "bag_row" => (Integer, "Line of the input bag's data/records.csv."),
                 "source_bag" => (Text, "Input bag the image came from."),
-                _ => (Text, "As in the input bag's records."),
+                _ => crate::dicom::column(c).unwrap_or((Text, "As in the input bag's records.")),
             };
             (c.to_string(), t, d.to_string())
         })

@@ -13,8 +13,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::manifest::{
-    manifest_sha256, read_records, verify_bag, write_csv, BagWriter, CroissantSpec, FinishedBag,
-    InputRef, Provenance, Record, StageInfo,
+    append_source_columns, manifest_sha256, read_records_with_source, source_header, verify_bag,
+    write_csv, BagWriter, CroissantSpec, FinishedBag, InputRef, Provenance, Record, SourceValues,
+    StageInfo,
 };
 use crate::progress;
 use assign::{Fine, Unit};
@@ -62,6 +63,8 @@ pub(crate) struct Inputs {
     /// Each bag's path as given (for records and messages).
     pub names: Vec<String>,
     pub items: Vec<Item>,
+    /// Source columns by (source_bag, bag_row), carried into records.csv.
+    pub sources: BTreeMap<(String, usize), SourceValues>,
 }
 
 impl Inputs {
@@ -104,6 +107,7 @@ pub(crate) fn read_inputs(
     let mut names: Vec<String> = Vec::new();
     let mut bag_records: Vec<Vec<Record>> = Vec::new();
     let mut items: Vec<Item> = Vec::new();
+    let mut sources = BTreeMap::new();
     let mut seen_flag: BTreeSet<(PathBuf, Fine)> = BTreeSet::new();
     let mut taken_rows: BTreeMap<(usize, usize), Fine> = BTreeMap::new();
     for (class, path) in &cfg.inputs {
@@ -119,14 +123,19 @@ pub(crate) fn read_inputs(
             Some(b) => b,
             None => {
                 verify_bag(path)?.into_result(path)?;
-                let recs = read_records(path)?;
+                let name = path.to_string_lossy().into_owned();
+                let (recs, values): (Vec<Record>, Vec<SourceValues>) =
+                    read_records_with_source(path)?.into_iter().unzip();
+                for (i, v) in values.into_iter().enumerate() {
+                    sources.insert((name.clone(), i + 2), v);
+                }
                 prov.inputs.push(InputRef {
                     kind: "bag".into(),
                     path: path.to_string_lossy().into_owned(),
                     sha256: manifest_sha256(path)?,
                 });
                 paths.push(canon);
-                names.push(path.to_string_lossy().into_owned());
+                names.push(name);
                 bag_records.push(recs);
                 paths.len() - 1
             }
@@ -209,6 +218,7 @@ pub(crate) fn read_inputs(
         paths,
         names,
         items,
+        sources,
     })
 }
 
@@ -795,6 +805,7 @@ pub(crate) fn write_bag(
     records: &[SplitRecord],
     excluded: &[SplitExcluded],
     dup_rows: &[DuplicateRow],
+    sources: &BTreeMap<(String, usize), SourceValues>,
 ) -> Result<FinishedBag> {
     prov.param(
         "inputs",
@@ -838,7 +849,18 @@ pub(crate) fn write_bag(
             sha256: crate::manifest::hash_bytes(&raw),
         });
     }
-    writer.write_payload("records.csv", &write_csv(records, SPLIT_COLUMNS)?)?;
+    let none = SourceValues::default();
+    let carried: Vec<&SourceValues> = records
+        .iter()
+        .map(|r| {
+            sources
+                .get(&(r.source_bag.clone(), r.bag_row))
+                .unwrap_or(&none)
+        })
+        .collect();
+    let source_cols = source_header(carried.iter().copied());
+    let table = append_source_columns(write_csv(records, SPLIT_COLUMNS)?, &source_cols, &carried)?;
+    writer.write_payload("records.csv", &table)?;
     writer.write_payload(
         "excluded.csv",
         &write_csv(
@@ -890,7 +912,7 @@ pub(crate) fn write_bag(
             url: String::new(),
             cite_as: String::new(),
             table: "data/records.csv".into(),
-            columns: split_columns(),
+            columns: split_columns(&source_cols),
             image_globs: globs,
         },
     };

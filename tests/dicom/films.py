@@ -3,6 +3,8 @@
   films.py parity OUT       synthetic DX/CR films + pydicom's own test files (shipped in the wheel)
   films.py hostile OUT      radiographs with broken, oversized, non-image and CT objects among them
   films.py rsna OUT N       an RSNA-shaped dataset of N patients (class table, one row per box)
+  films.py pipeline OUT N   OUT/healthy and OUT/diseased: N 128x128 films each, 2 per patient, in
+                            every decoded compressed syntax, for the later stages
   films.py check BAG FILMS [C,W]  decode each film with pydicom, compare with the bag's PNGs
 
 Every film is written with Modality, ViewPosition and planted PHI (patient name, id, birth date,
@@ -25,6 +27,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
     generate_uid,
 )
@@ -122,20 +126,48 @@ def parity(out):
     rle.compress(RLELossless, encoding_plugin="pydicom")
     keep("cr_rle_mono1", rle)
     keep("dx_jpeg_baseline", jpeg_baseline(ramp(48, 64, 0, 255, 12)))
+    # JPEG-LS, encoded by CharLS (pyjpegls); the reference decode is libjpeg's (pylibjpeg).
+    jls = film(40, 48, ramp(40, 48, 0, 4095, 13), modality="CR", photometric="MONOCHROME1",
+               WindowCenter=2048, WindowWidth=3000)
+    jls.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    keep("cr_jpegls_lossless_mono1", jls)
+    jls = film(36, 44, ramp(36, 44, 0, 4095, 14), RescaleSlope=2, RescaleIntercept=-1000,
+               WindowCenter=3000, WindowWidth=5000)
+    jls.compress(JPEGLSNearLossless, encoding_plugin="pyjpegls", jls_error=3)
+    keep("dx_jpegls_near_lossless", jls)
+    jls = film(30, 34, ramp(30, 34, -2048, 2047, 15), signed=True, WindowCenter=0, WindowWidth=3000)
+    jls.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    keep("dx_jpegls_signed", jls)
+    # JPEG Lossless (process 14), encoded by GDCM (python-gdcm); the reference decode is libjpeg's.
+    keep("dx_jpeg_lossless_sv1_12bit", jpeg_lossless(
+        film(40, 48, ramp(40, 48, 0, 4095, 16), WindowCenter=2048, WindowWidth=3000), sv1=True))
+    keep("cr_jpeg_lossless_16bit_mono1", jpeg_lossless(
+        film(32, 40, ramp(32, 40, 0, 65535, 17), modality="CR", photometric="MONOCHROME1",
+             bits=(16, 16), WindowCenter=30000, WindowWidth=50000), sv1=True))
+    keep("dx_jpeg_lossless_p14_signed", jpeg_lossless(
+        film(30, 34, ramp(30, 34, -2048, 2047, 18), signed=True, WindowCenter=0, WindowWidth=3000),
+        sv1=False))
+    keep("dx_jpeg_lossless_8bit", jpeg_lossless(film(24, 32, ramp(24, 32, 0, 255, 19), bits=(8, 8)),
+                                                sv1=True))
 
     # pydicom's own compressed and big-endian test files (all in the wheel).
     shipped = {
         "MR_small_bigendian.dcm": "kept",
         "MR_small_expb.dcm": "kept",
         "MR_small_RLE.dcm": "kept",
-        "JPGExtended.dcm": "unsupported-transfer-syntax",  # 12-bit DCT: not in jpeg-decoder
+        "JPGExtended.dcm": "kept",  # 12-bit DCT: libjpeg-turbo
+        # A broken stream (SOS Ss=0, Se=0 in a DCT frame): pydicom's libjpeg cannot decode it
+        # either ("a misplaced marker"), libjpeg-turbo says "invalid SOS parameters".
+        "JPEG-lossy.dcm": "unreadable-dicom",
         "MR_small_jp2klossless.dcm": "kept",
         "JPEG2000.dcm": "kept",
         "693_J2KI.dcm": "kept",
         "J2K_pixelrep_mismatch.dcm": "kept",
         "CT_small.dcm": "kept",
-        "MR_small_jpeg_ls_lossless.dcm": "unsupported-transfer-syntax",
-        "JPEGLSNearLossless_16.dcm": "unsupported-transfer-syntax",
+        "MR_small_jpeg_ls_lossless.dcm": "kept",
+        "JPEGLSNearLossless_08.dcm": "kept",
+        "JPEGLSNearLossless_16.dcm": "kept",
+        "SC_rgb_jls_lossy_line.dcm": "not-greyscale",
         "SC_rgb_jpeg_gdcm.dcm": "not-greyscale",
         "SC_rgb_rle.dcm": "not-greyscale",
         "examples_ybr_color.dcm": "multi-frame",
@@ -163,6 +195,36 @@ def jpeg_baseline(arr):
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.LossyImageCompression = "01"
     return ds
+
+
+def jpeg_lossless(ds, sv1):
+    """ds transcoded by GDCM to JPEG Lossless: first-order prediction (.70) or process 14 (.57).
+
+    The round trip through pydicom's decode must give back the stored values: the film is then a
+    valid stream whatever prep makes of it."""
+    import tempfile
+    import gdcm
+    want = ds.pixel_array
+    ts = gdcm.TransferSyntax.JPEGLosslessProcess14_1 if sv1 else gdcm.TransferSyntax.JPEGLosslessProcess14
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        ds.save_as(src, enforce_file_format=True)
+        r = gdcm.ImageReader()
+        r.SetFileName(src)
+        assert r.Read(), "gdcm cannot read the film"
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(ts))
+        change.SetInput(r.GetImage())
+        assert change.Change(), "gdcm cannot transcode"
+        w = gdcm.ImageWriter()
+        w.SetFileName(dst)
+        w.SetFile(r.GetFile())
+        w.SetImage(change.GetOutput())
+        assert w.Write(), "gdcm cannot write"
+        out = pydicom.dcmread(dst)
+    out.pixel_array_options(decoding_plugin="pylibjpeg")
+    assert (out.pixel_array == want).all(), "JPEG Lossless round trip is not lossless"
+    return out
 
 
 def hostile(out):
@@ -288,8 +350,83 @@ def rsna(out, n):
         json.dump(want, f, indent=1, sort_keys=True)
 
 
+REFERENCE_LIBJPEG = (
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+)
+
+
+def blobs(rows, cols, seed):
+    """A field of a few large random bright and dark blobs with noise: films that differ in
+    their low frequencies, so prep split does not take them for near-duplicates."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols] / max(rows, cols)
+    v = np.full((rows, cols), 2000.0)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+        v += rng.choice([-1, 1]) * rng.uniform(600, 1200) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / r**2)
+    v += rng.normal(0, 40, size=v.shape)
+    return np.clip(np.round(v), 200, 3800).astype(np.int64)
+
+
+GLYPHS = {
+    "R": ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
+    "L": ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
+}
+
+
+def burn(arr, text, y, x):
+    """White 5x7 letters, as a side marker is burned into a film."""
+    for c in text:
+        for dy, row in enumerate(GLYPHS[c]):
+            for dx, bit in enumerate(row):
+                if bit == "1":
+                    arr[y + dy, x + dx] = 4095
+        x += 7
+
+
+def pipeline(out, n):
+    """Films for filter -> inpaint -> split -> train -> audit: 12-bit CR/DX, MONOCHROME1 and 2,
+    uncompressed, RLE, JPEG-LS and JPEG Lossless, two films per patient, a burned-in label in
+    some, the BurnedInAnnotation flag on one; patient-named folders. Diseased films have a
+    brighter patch so there is something to learn."""
+    for label, base in (("healthy", 0), ("diseased", 1000)):
+        for i in range(n):
+            k = base + i // 2
+            arr = blobs(128, 128, 100 + base + i)
+            if label == "diseased":
+                arr[40:88, 24:60] = np.minimum(arr[40:88, 24:60] + 900, 4095)
+            if i % 3 == 0:
+                burn(arr, "RL", 8, 8)  # a burned-in marker for prep inpaint
+            mono1 = i % 4 == 1
+            if mono1:
+                arr = 4095 - arr
+            extra = {"BurnedInAnnotation": "YES"} if i == 0 else {}
+            ds = film(128, 128, arr, modality="CR" if mono1 else "DX",
+                      photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
+                      view="PA" if i % 2 else "AP", patient=f"MRN-99887766-{k:04d}",
+                      WindowCenter=2048, WindowWidth=4096, **extra)
+            syntax = i % 4
+            if syntax == 1:
+                ds.compress(RLELossless, encoding_plugin="pydicom")
+            elif syntax == 2:
+                ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+            elif syntax == 3:
+                ds = jpeg_lossless(ds, sv1=True)
+            save(ds, os.path.join(out, label, "Zyxwort_Quillamina", f"{k:04d}", f"IM{i:04d}.dcm"))
+
+
 def expected(ds, mode):
     """pydicom's pixel_array -> apply_modality_lut -> apply_voi_lut, in prep's output form."""
+    if ds.file_meta.TransferSyntaxUID in REFERENCE_LIBJPEG:
+        # libjpeg (pylibjpeg-libjpeg), not CharLS or GDCM: not the films' encoders, not prep's
+        # JPEG-LS decoder (CharLS).
+        ds.pixel_array_options(decoding_plugin="pylibjpeg")
+    elif ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.50":
+        ds.pixel_array_options(decoding_plugin="pillow")  # libjpeg-turbo, whatever else is there
     arr = ds.pixel_array.astype(np.int64)
     bs = int(ds.BitsStored)
     signed = int(ds.PixelRepresentation) == 1
@@ -355,6 +492,8 @@ if __name__ == "__main__":
         hostile(sys.argv[2])
     elif cmd == "rsna":
         rsna(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "pipeline":
+        pipeline(sys.argv[2], int(sys.argv[3]))
     elif cmd == "check":
         sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
     else:
