@@ -508,6 +508,10 @@ fn run_inpaint(cfg: config::InpaintConfig) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        config::InpaintConfig::Measure(c) => {
+            print!("{}", prep::inpaint::annotations::run(&c)?);
+            Ok(ExitCode::SUCCESS)
+        }
         config::InpaintConfig::Bag(c) => {
             let out = prep::inpaint::stage::run_bag(&c)?;
             for w in &out.warnings {

@@ -15,6 +15,7 @@
 //! Cost: two whole-image passes at work size (histogram + 2×2 min-pool, then the seed test with
 //! the top-hat computed on the fly); everything after the seeds visits only the marks.
 
+use super::shapes;
 use std::borrow::Cow;
 
 /// Largest side the detector works at.
@@ -69,6 +70,14 @@ fn to_work_scale(grey: &[u8], width: usize, height: usize) -> (Cow<'_, [u8]>, us
     (g, w, h, f)
 }
 
+/// Which marks a pass looks for: bright ones on the film, or dark ones (found as bright marks
+/// of the inverted film).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polarity {
+    Bright,
+    Dark,
+}
+
 /// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
 /// the per-pixel channel spread (max - min over R, G, B).
 pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
@@ -80,41 +89,47 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
             Cow::Owned(shrink_max(s, width, height, f))
         }
     });
+    let (mut list, mut kept) = marks(&g, sp.as_deref(), w, h, Polarity::Bright);
+    // Dark marks (black asterisks, dark arrows, dark text) are bright marks of the inverted film.
+    let inv: Vec<u8> = g.iter().map(|&v| 255 - v).collect();
+    let (dark, n) = marks(&inv, None, w, h, Polarity::Dark);
+    kept += n;
+    let mut on = vec![false; w * h];
+    for &p in &list {
+        on[p as usize] = true;
+    }
+    list.extend(dark.into_iter().filter(|&p| !on[p as usize]));
+    // Safety rim of one work pixel (f full-size pixels), then back to full size. The fill keeps
+    // rim pixels that turn out to be plain film, and measures the film's grain robustly, so
+    // JPEG ringing around white text does not leave a dark ghost.
+    let mask = dilate_to_full(&list, w, h, f, width, height);
+    Detection {
+        mask,
+        components: kept,
+    }
+}
+
+/// One pass of the detector at work size: the work pixels of the marks kept (with their plates
+/// and rims) and how many marks.
+fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) -> (Vec<u32>, usize) {
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
     // Pass 1: histogram (for p99) fused with the 2×2 min-pool the opening starts from.
-    let (hist, opening) = hist_and_opening(&g, w, h, r);
+    let (hist, opening) = hist_and_opening(g, w, h, r);
     let p99 = percentile(&hist, 0.99);
     let hi = p99.max(200);
-    // Pass 2: seeds, with the top-hat (g - opening) computed on the fly.
-    let mut seed = vec![0u8; w * h];
-    let mut up = vec![0u8; w];
-    for y in 0..h {
-        opening.row_into(y, &mut up);
-        let gr = &g[y * w..(y + 1) * w];
-        let sr = &mut seed[y * w..(y + 1) * w];
-        // Branch-free byte logic so the loop vectorises.
-        match &sp {
-            Some(s) => {
-                let s = &s[y * w..(y + 1) * w];
-                for x in 0..w {
-                    let v = gr[x];
-                    let th = v.saturating_sub(up[x]);
-                    sr[x] = ((v >= hi) as u8 & (th >= 40) as u8)
-                        | (v >= 250) as u8
-                        | (s[x] >= 60) as u8;
-                }
-            }
-            None => {
-                for x in 0..w {
-                    let v = gr[x];
-                    let th = v.saturating_sub(up[x]);
-                    sr[x] = ((v >= hi) as u8 & (th >= 40) as u8) | (v >= 250) as u8;
-                }
-            }
-        }
-    }
+    // A wider opening (3× the window) sees plates and disk markers too wide for the first.
+    let wide = (polarity == Polarity::Bright).then(|| hist_and_opening(g, w, h, 3 * r).1);
+    let seed = seeds(
+        g,
+        sp,
+        w,
+        h,
+        [&opening, wide.as_ref().unwrap_or(&opening)],
+        hi,
+        polarity,
+    );
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
     let comps = components(&seed, w, h);
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
@@ -122,13 +137,9 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     let big = w * h / 500;
     // Widest stroke the top-hat can see (its window); wider bright shapes are anatomy or boxes.
     let window = (2 * r + 1) as f32;
-    // Marks kept (work-size flags) and the list of their pixels, which is all that is visited
-    // from here on.
-    let mut keep = vec![0u8; w * h];
-    let mut list: Vec<u32> = Vec::new();
-    let mut kept = 0usize;
-    // Film level around each kept component, carried into its rim while growing.
-    let mut bg = vec![0u8; w * h];
+    // Candidates that pass the shape and contrast tests, with their film level and whether
+    // they are a solid box; devices are told apart afterwards (a ring electrode is alone).
+    let mut cands: Vec<(&super::Hole, u8, bool)> = Vec::new();
     for c in &comps {
         let area = c.pixels.len();
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
@@ -138,30 +149,32 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         if bw.max(bh) as f32 > 0.35 * w.max(h) as f32 {
             continue; // long bright structures: collimator edges, bones
         }
+        if shapes::is_border(c, w, h, scale) {
+            continue;
+        }
         let fill = area as f32 / (bw * bh) as f32;
         let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.75;
-        if area > big && !boxy {
-            // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) with the crisp
-            // edges of a burned-in mark; colour in a grey radiograph is evidence enough.
-            if !stroke_like(&seed, w, h, c, window) {
-                continue;
-            }
-            let coloured = sp.as_ref().is_some_and(|s| {
-                2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area
-            });
-            if !coloured && sharp_fraction(&g, &seed, w, h, c) < 0.5 {
-                continue;
-            }
-        }
-        // A component that is only near-white along the image edge is film border, not a mark.
-        let on_edge = c.x0 == 0 || c.y0 == 0 || c.x1 + 1 == w || c.y1 + 1 == h;
-        if on_edge && (bw <= 2 || bh <= 2) {
+        let coloured = sp
+            .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
+        // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
+        // dark mark must have the crisp edges of a burned-in mark.
+        let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);
+        // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
+        // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
+        let anatomy_sized = area > big && !boxy && !coloured;
+        if anatomy_sized && !stroke_like(&seed, w, h, c, window) {
             continue;
+        }
+        if (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5 {
+            continue;
+        }
+        if !coloured && shapes::is_wire(&seed, w, h, c, scale) {
+            continue; // ECG lead, tube, line: the patient's, not an annotation
         }
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        let ring = ring(&g, w, h, c, 2);
+        let ring = ring(g, w, h, c, 2);
         let around = match ring.mean {
             Some(m) if mean_in - m >= 30.0 => m,
             _ => continue,
@@ -180,8 +193,24 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         if 2 * clear < present {
             continue;
         }
+        cands.push((c, around.round() as u8, boxy));
+    }
+    let boxes: Vec<(usize, usize, usize, usize)> = cands
+        .iter()
+        .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
+        .collect();
+    // Marks kept (work-size flags) and the list of their pixels, which is all that is visited
+    // from here on.
+    let mut keep = vec![0u8; w * h];
+    let mut list: Vec<u32> = Vec::new();
+    let mut kept = 0usize;
+    // Film level around each kept component, carried into its rim while growing.
+    let mut bg = vec![0u8; w * h];
+    for (i, &(c, b, boxy)) in cands.iter().enumerate() {
+        if shapes::is_ring_electrode(w, c, scale, &boxes, i) {
+            continue;
+        }
         kept += 1;
-        let b = around.round() as u8;
         for &p in &c.pixels {
             keep[p as usize] = 1;
             bg[p as usize] = b;
@@ -224,14 +253,67 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
         from = to;
     }
-    // Safety rim of one work pixel (f full-size pixels), then back to full size. The fill keeps
-    // rim pixels that turn out to be plain film, and measures the film's grain robustly, so
-    // JPEG ringing around white text does not leave a dark ghost.
-    let mask = dilate_to_full(&list, w, h, f, width, height);
-    Detection {
-        mask,
-        components: kept,
+    // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
+    // region closed around the marks, when it differs from the film outside it.
+    shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
+    (list, kept)
+}
+
+/// Seed pixels: 2 = bright (near-saturated, or above the film's 99th percentile with a clear
+/// top-hat) or coloured; 1 = contrast only: a top-hat of at least 56 levels at either window
+/// (mid-grey NIH markers, white glyphs on bright film, disk markers); 0 = film. The dark pass (inverted film) takes only
+/// strong top-hats of pixels that were near black, on film that was not dark.
+fn seeds(
+    g: &[u8],
+    sp: Option<&[u8]>,
+    w: usize,
+    h: usize,
+    [opening, wide]: [&Opening; 2],
+    hi: u8,
+    polarity: Polarity,
+) -> Vec<u8> {
+    let mut seed = vec![0u8; w * h];
+    let mut up = vec![0u8; w];
+    let mut upw = vec![0u8; w];
+    for y in 0..h {
+        opening.row_into(y, &mut up);
+        wide.row_into(y, &mut upw);
+        let gr = &g[y * w..(y + 1) * w];
+        let sr = &mut seed[y * w..(y + 1) * w];
+        // Branch-free byte logic so the loop vectorises.
+        match (polarity, sp) {
+            (Polarity::Bright, Some(s)) => {
+                let s = &s[y * w..(y + 1) * w];
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    let strong = ((v >= hi) as u8 & (th >= 40) as u8)
+                        | (v >= 250) as u8
+                        | (s[x] >= 60) as u8;
+                    let weak = (th >= 56) as u8 | (v.saturating_sub(upw[x]) >= 56) as u8;
+                    sr[x] = (strong << 1) | (weak & (strong ^ 1));
+                }
+            }
+            (Polarity::Bright, None) => {
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    let strong = ((v >= hi) as u8 & (th >= 40) as u8) | (v >= 250) as u8;
+                    let weak = (th >= 56) as u8 | (v.saturating_sub(upw[x]) >= 56) as u8;
+                    sr[x] = (strong << 1) | (weak & (strong ^ 1));
+                }
+            }
+            (Polarity::Dark, _) => {
+                // Inverted: v >= 205 was at most 50; up <= 165 means film of at least 90.
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    sr[x] = (v >= 205) as u8 & (th >= 60) as u8 & (up[x] <= 165) as u8;
+                }
+            }
+        }
     }
+    seed
 }
 
 /// White top-hat of an 8-bit grey image at detection scale (shrunk by an integer factor to at
