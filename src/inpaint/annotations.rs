@@ -5,8 +5,10 @@
 //! x1,y1 exclusive (original pixel coordinates), class `text|marker|arrow|device|border|other`.
 //!
 //! The rule for a found mark (text, marker, arrow, other), stated in docs/inpaint.md: the film
-//! level F is the median grey of a band 3 px wide that starts 2 px outside the box (clipped to
-//! the image); each box pixel's contrast is |grey − F|; the mark's pixels are those with
+//! level under each box pixel is interpolated (inverse-distance weights) from the four sides of
+//! a band 3 px wide that starts 2 px outside the box (per row for the left and right sides, per
+//! column for top and bottom, the median across the band; sides outside the image are left
+//! out); each box pixel's contrast is |grey − film level|; the mark's pixels are those with
 //! contrast ≥ max(12, 0.4 × the box's 99th-percentile contrast), i.e. its bright or dark
 //! strokes AND a backing plate that differs from the film (a black disk, a white label); the
 //! box is found when the mask covers at least 90 % of them. A box with no contrast above 12 is
@@ -184,51 +186,92 @@ fn median(v: &mut [u8]) -> u8 {
     *v.select_nth_unstable(k).1
 }
 
+/// Median of the band from 2 to 4 px outside the box on one side, for each row (left, right)
+/// or column (top, bottom) of the box; None where that side is outside the image.
+fn side_levels(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    b: (usize, usize, usize, usize),
+) -> [Vec<Option<u8>>; 4] {
+    let (x0, y0, x1, y1) = b;
+    let med = |mut v: Vec<u8>| (!v.is_empty()).then(|| median(&mut v));
+    let col = |x: isize, y: usize| (x >= 0 && (x as usize) < w).then(|| g[y * w + x as usize]);
+    let row = |x: usize, y: isize| (y >= 0 && (y as usize) < h).then(|| g[y as usize * w + x]);
+    let left = (y0..y1)
+        .map(|y| med((2..5).filter_map(|d| col(x0 as isize - d, y)).collect()))
+        .collect();
+    let right = (y0..y1)
+        .map(|y| med((1..4).filter_map(|d| col((x1 + d) as isize, y)).collect()))
+        .collect();
+    let top = (x0..x1)
+        .map(|x| med((2..5).filter_map(|d| row(x, y0 as isize - d)).collect()))
+        .collect();
+    let bottom = (x0..x1)
+        .map(|x| med((1..4).filter_map(|d| row(x, (y1 + d) as isize)).collect()))
+        .collect();
+    [left, right, top, bottom]
+}
+
 /// Whether the mask covers a mark (the rule in the module comment).
 pub fn mark_found(grey: &[u8], mask: &[u8], w: usize, h: usize, b: &AnnotBox) -> bool {
     let Some((x0, y0, x1, y1)) = clip(b, w, h) else {
         return true; // nothing of it is in the image
     };
-    // Film level: a band from 2 to 4 px outside the box.
-    let (ox0, oy0) = (x0.saturating_sub(5), y0.saturating_sub(5));
-    let (ox1, oy1) = ((x1 + 5).min(w), (y1 + 5).min(h));
-    let (ix0, iy0) = (x0.saturating_sub(2), y0.saturating_sub(2));
-    let (ix1, iy1) = ((x1 + 2).min(w), (y1 + 2).min(h));
-    let mut ring = Vec::new();
-    for y in oy0..oy1 {
-        for x in ox0..ox1 {
-            if !(ix0..ix1).contains(&x) || !(iy0..iy1).contains(&y) {
-                ring.push(grey[y * w + x]);
+    let [left, right, top, bottom] = side_levels(grey, w, h, (x0, y0, x1, y1));
+    // The film level under each box pixel, interpolated from the four sides (inverse-distance
+    // weights), so a box across a film gradient does not count the gradient as the mark.
+    let (bw, bh) = (x1 - x0, y1 - y0);
+    let mut contrast = Vec::with_capacity(bw * bh);
+    let mut whole: Vec<u8> = Vec::new();
+    for y in 0..bh {
+        for x in 0..bw {
+            let sides = [
+                (left[y], x as f32 + 3.0),
+                (right[y], (bw - x) as f32 + 2.0),
+                (top[x], y as f32 + 3.0),
+                (bottom[x], (bh - y) as f32 + 2.0),
+            ];
+            let (mut s, mut n) = (0f32, 0f32);
+            for (v, d) in sides {
+                if let Some(v) = v {
+                    s += v as f32 / d;
+                    n += 1.0 / d;
+                }
             }
+            let v = grey[(y0 + y) * w + x0 + x];
+            if n == 0.0 {
+                whole.push(v);
+            }
+            contrast.push(if n > 0.0 {
+                (v as f32 - s / n).abs()
+            } else {
+                f32::NAN
+            });
         }
     }
-    let mut inside: Vec<u8> = (y0..y1)
-        .flat_map(|y| (x0..x1).map(move |x| grey[y * w + x]))
-        .collect();
-    let film = if ring.is_empty() {
-        median(&mut inside.clone())
-    } else {
-        median(&mut ring)
-    };
-    let contrast: Vec<u8> = inside.iter().map(|&v| v.abs_diff(film)).collect();
-    let mut sorted = contrast.clone();
-    sorted.sort_unstable();
-    let p99 = sorted[((sorted.len() - 1) as f32 * 0.99) as usize];
-    let covered = |p: usize| mask[p] != 0;
-    let bw = x1 - x0;
-    let at = |i: usize| (y0 + i / bw) * w + x0 + i % bw;
-    inside.clear();
-    if p99 < MIN_CONTRAST {
-        let n = contrast.len();
-        let on = (0..n).filter(|&i| covered(at(i))).count();
-        return 2 * on >= n;
+    if !whole.is_empty() {
+        // The box covers the whole image: its median is the film.
+        let m = median(&mut whole.clone()) as f32;
+        for (c, v) in contrast.iter_mut().zip(&whole) {
+            *c = (*v as f32 - m).abs();
+        }
     }
-    let t = (MIN_CONTRAST as f32).max(REL_CONTRAST * p99 as f32);
+    let mut sorted = contrast.clone();
+    sorted.sort_by(f32::total_cmp);
+    let p99 = sorted[((sorted.len() - 1) as f32 * 0.99) as usize];
+    let at = |i: usize| (y0 + i / bw) * w + x0 + i % bw;
+    let covered = |i: usize| mask[at(i)] != 0;
+    if p99 < MIN_CONTRAST as f32 {
+        let on = (0..contrast.len()).filter(|&i| covered(i)).count();
+        return 2 * on >= contrast.len();
+    }
+    let t = (MIN_CONTRAST as f32).max(REL_CONTRAST * p99);
     let (mut n, mut on) = (0usize, 0usize);
     for (i, &c) in contrast.iter().enumerate() {
-        if c as f32 >= t {
+        if c >= t {
             n += 1;
-            on += covered(at(i)) as usize;
+            on += covered(i) as usize;
         }
     }
     on as f64 >= COVER * n as f64

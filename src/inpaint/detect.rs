@@ -153,11 +153,19 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
             continue;
         }
         let fill = area as f32 / (bw * bh) as f32;
-        let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.75;
+        // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels):
+        // a pacemaker is a large rounded bright shape.
+        let boxy = bw as f32 > 8.0 * scale
+            && bh as f32 > 8.0 * scale
+            && fill > 0.75
+            && (bw.max(bh) as f32 <= 80.0 * scale || fill > 0.9);
         let coloured = sp
             .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
         // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
         // dark mark must have the crisp edges of a burned-in mark.
+        if polarity == Polarity::Dark && area > big / 4 {
+            continue;
+        }
         let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);
         // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
         // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
@@ -167,6 +175,25 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
         }
         if (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5 {
             continue;
+        }
+        // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
+        // end-on and bone edges only just clear the seed threshold.
+        if weak && polarity == Polarity::Bright && !coloured {
+            let wide = wide.as_ref().unwrap_or(&opening);
+            let mean_th = c
+                .pixels
+                .iter()
+                .map(|&p| {
+                    let (x, y) = (p as usize % w, p as usize / w);
+                    let v = g[p as usize];
+                    v.saturating_sub(opening.at(x, y))
+                        .max(v.saturating_sub(wide.at(x, y))) as u32
+                })
+                .sum::<u32>()
+                / area as u32;
+            if mean_th < 72 {
+                continue;
+            }
         }
         if !coloured && shapes::is_wire(&seed, w, h, c, scale) {
             continue; // ECG lead, tube, line: the patient's, not an annotation
@@ -262,7 +289,9 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
 /// Seed pixels: 2 = bright (near-saturated, or above the film's 99th percentile with a clear
 /// top-hat) or coloured; 1 = contrast only: a top-hat of at least 56 levels at either window
 /// (mid-grey NIH markers, white glyphs on bright film, disk markers); 0 = film. The dark pass (inverted film) takes only
-/// strong top-hats of pixels that were near black, on film that was not dark.
+/// strong top-hats (80 levels) of pixels that were near black (at most 30), on film of at
+/// least 105 (the closing), and its marks must be small (at most a quarter of the bright pass's
+/// anatomy size) with crisp edges.
 fn seeds(
     g: &[u8],
     sp: Option<&[u8]>,
@@ -304,11 +333,12 @@ fn seeds(
                 }
             }
             (Polarity::Dark, _) => {
-                // Inverted: v >= 205 was at most 50; up <= 165 means film of at least 90.
+                // Inverted: v >= 225 was at most 30 (near black); up <= 150 means film of at
+                // least 105 around it.
                 for x in 0..w {
                     let v = gr[x];
                     let th = v.saturating_sub(up[x]);
-                    sr[x] = (v >= 205) as u8 & (th >= 60) as u8 & (up[x] <= 165) as u8;
+                    sr[x] = (v >= 225) as u8 & (th >= 80) as u8 & (up[x] <= 150) as u8;
                 }
             }
         }

@@ -45,17 +45,100 @@ fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
     (width, c.pixels.len() as f32 / width)
 }
 
-/// A wire, lead, tube or line: a thin stroke (at most 4.5 px wide) at least 80 px long that is
-/// curved (its bounding-box diagonal under 0.9 of its length) or very long (160 px). Drawn
-/// arrows are short or straight, so they stay marks.
+/// A wire, lead, tube, line or pen: a thin stroke (at most 8 px wide, at least 6× longer than
+/// wide and 60 px long), solid ([`Profile`] solidity ≥ 0.7, unlike a line of text) and without
+/// an arrowhead ([`has_head`]); or any thin stroke (4.5 px) that is
+/// curved (bounding-box diagonal under 0.9 of its length) or very long (160 px), head or not.
+/// Drawn arrows have heads; letters are shorter than 50 px.
 pub fn is_wire(seed: &[u8], w: usize, h: usize, c: &Hole, scale: f32) -> bool {
     let (width, length) = stroke(seed, w, h, c);
-    if width > 4.5 * scale.max(0.5) || length < 80.0 * scale {
-        return false;
-    }
+    let s = scale.max(0.5);
     let (bw, bh) = ((c.x1 - c.x0 + 1) as f32, (c.y1 - c.y0 + 1) as f32);
     let diag = (bw * bw + bh * bh).sqrt();
-    diag < 0.9 * length || length >= 160.0 * scale
+    let thin_long = width <= 4.5 * s && length >= 80.0 * scale;
+    if thin_long && (diag < 0.9 * length || length >= 160.0 * scale) {
+        return true;
+    }
+    if !(width <= 8.0 * s && length >= 60.0 * scale && length >= 6.0 * width) {
+        return false;
+    }
+    let p = profile(w, c);
+    !p.head && p.solidity >= 0.7
+}
+
+/// Along a component's main axis: whether one end is a head, and how solid it is (area over
+/// axis length × median width: about 1 for a pen or tube, far less for a line of text).
+pub struct Profile {
+    pub head: bool,
+    pub solidity: f64,
+}
+
+/// An arrowhead (or the foot of an L): along the component's main axis, one end (its first or
+/// last fifth) is at least 2.2× as wide as the median width.
+pub fn has_head(w: usize, c: &Hole) -> bool {
+    profile(w, c).head
+}
+
+fn profile(w: usize, c: &Hole) -> Profile {
+    let n = c.pixels.len() as f64;
+    let xy = |p: u32| ((p as usize % w) as f64, (p as usize / w) as f64);
+    let (mut mx, mut my) = (0.0, 0.0);
+    for &p in &c.pixels {
+        let (x, y) = xy(p);
+        mx += x;
+        my += y;
+    }
+    (mx, my) = (mx / n, my / n);
+    let (mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0);
+    for &p in &c.pixels {
+        let (x, y) = xy(p);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+        sxy += (x - mx) * (y - my);
+    }
+    let angle = 0.5 * (2.0 * sxy).atan2(sxx - syy);
+    let (ux, uy) = (angle.cos(), angle.sin());
+    let proj: Vec<(f64, f64)> = c
+        .pixels
+        .iter()
+        .map(|&p| {
+            let (x, y) = xy(p);
+            let (dx, dy) = (x - mx, y - my);
+            (dx * ux + dy * uy, -dx * uy + dy * ux)
+        })
+        .collect();
+    let (t0, t1) = proj
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(t, _)| (a.min(t), b.max(t)));
+    const BINS: usize = 10;
+    let span = (t1 - t0).max(1.0);
+    let mut lo = [f64::MAX; BINS];
+    let mut hi = [f64::MIN; BINS];
+    for &(t, s) in &proj {
+        let b = (((t - t0) / span) * BINS as f64).min(BINS as f64 - 1.0) as usize;
+        lo[b] = lo[b].min(s);
+        hi[b] = hi[b].max(s);
+    }
+    let widths: Vec<f64> = (0..BINS)
+        .map(|b| {
+            if hi[b] >= lo[b] {
+                hi[b] - lo[b] + 1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut sorted = widths.clone();
+    sorted.sort_by(f64::total_cmp);
+    let core = sorted[BINS / 2].max(1.0);
+    let head = widths[..2]
+        .iter()
+        .chain(&widths[BINS - 2..])
+        .fold(0.0f64, |a, &b| a.max(b));
+    Profile {
+        head: head >= 2.2 * core,
+        solidity: n / (span * core),
+    }
 }
 
 /// An ECG ring electrode: a round ring (aspect within 0.6–1.6, 6–45 px across) whose enclosed
@@ -217,6 +300,24 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
             list.push(q as u32);
             frontier.push(q);
         }
+        // The plate's outline (a dark ring drawn around a disk): up to 3 px of pixels still far
+        // from the film level.
+        for _ in 0..(3.0 * scale).ceil() as usize {
+            let mut next = Vec::new();
+            for &q in &frontier {
+                for n in neighbours(q % w, q / w, w, h) {
+                    if keep[n] == 0 && (g[n] as i32 - film).abs() >= PLATE_CONTRAST {
+                        keep[n] = 1;
+                        list.push(n as u32);
+                        next.push(n);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier.extend(next);
+        }
         for _ in 0..rim {
             let mut next = Vec::new();
             for &q in &frontier {
@@ -272,6 +373,40 @@ mod tests {
             .flat_map(|y| (94..100).map(move |x| y * 100 + x))
             .collect();
         assert!(!is_border(&hole(glyph, w), w, h, 0.1));
+    }
+
+    #[test]
+    fn an_arrow_has_a_head_a_pen_does_not() {
+        let w = 200;
+        let mut shaft = Vec::new();
+        for y in 50..54 {
+            for x in 20..120 {
+                shaft.push((y * w + x) as u32);
+            }
+        }
+        let pen = hole(shaft.clone(), w);
+        assert!(!has_head(w, &pen));
+        let mut seed = vec![0u8; w * w];
+        for &p in &pen.pixels {
+            seed[p as usize] = 1;
+        }
+        assert!(is_wire(&seed, w, w, &pen, 1.0));
+        let mut arrow = shaft;
+        for x in 110..122 {
+            let half = (122 - x) as i32;
+            for y in 52 - half..=52 + half {
+                arrow.push((y as usize * w + x) as u32);
+            }
+        }
+        arrow.sort_unstable();
+        arrow.dedup();
+        let arrow = hole(arrow, w);
+        assert!(has_head(w, &arrow));
+        let mut seed = vec![0u8; w * w];
+        for &p in &arrow.pixels {
+            seed[p as usize] = 1;
+        }
+        assert!(!is_wire(&seed, w, w, &arrow, 1.0));
     }
 
     #[test]
