@@ -202,8 +202,15 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
         let ring = ring(g, w, h, c, 2);
+        // Dark marks must stand out twice as far, on every side (dark film between bright
+        // vessels clears the film on some sides only).
+        let need = if polarity == Polarity::Dark {
+            60.0
+        } else {
+            30.0
+        };
         let around = match ring.mean {
-            Some(m) if mean_in - m >= 30.0 => m,
+            Some(m) if mean_in - m >= need => m,
             _ => continue,
         };
         // It must also stand out on at least half of the sides of that ring: a bright band of
@@ -215,9 +222,9 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
             .sides
             .iter()
             .flatten()
-            .filter(|&&side| mean_in - side >= 30.0)
+            .filter(|&&side| mean_in - side >= need)
             .count();
-        if 2 * clear < present {
+        if 2 * clear < present || polarity == Polarity::Dark && clear < present {
             continue;
         }
         cands.push((c, around.round() as u8, boxy));

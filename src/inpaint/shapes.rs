@@ -24,6 +24,29 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
         || (horizontal_edge <= near && bw >= 6.0 * bh)
 }
 
+/// Clear the seeds of film border bands before components are formed, so text touching a
+/// bright band along the top of the film is not merged into it: within 30 px of each edge,
+/// every row (column) whose seeds cover at least 30 % of the image's width (height).
+pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
+    let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
+    let rows: Vec<usize> = (0..m).chain(h.saturating_sub(m)..h).collect();
+    for y in rows {
+        let row = &mut seed[y * w..(y + 1) * w];
+        if 10 * row.iter().filter(|&&v| v != 0).count() >= 3 * w {
+            row.fill(0);
+        }
+    }
+    let cols: Vec<usize> = (0..m).chain(w.saturating_sub(m)..w).collect();
+    for x in cols {
+        let n = (0..h).filter(|&y| seed[y * w + x] != 0).count();
+        if 10 * n >= 3 * h {
+            for y in 0..h {
+                seed[y * w + x] = 0;
+            }
+        }
+    }
+}
+
 /// Mean stroke width (2·area / boundary pixels) and stroke length (area / width) of a seed
 /// component.
 fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
