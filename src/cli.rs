@@ -473,6 +473,12 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, value_name = "FILE.html", default_value = "report.html")]
     pub out: PathBuf,
+
+    /// Ground-truth boxes of the films (CSV `image,x0,y0,x1,y1,class`, as for
+    /// `prep inpaint --annotations`): the inpaint gallery then shows, per source, the three worst
+    /// films by the annotation measure (boxes are matched to records by file name).
+    #[arg(long, value_name = "CSV")]
+    pub annotations: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -143,7 +143,7 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
         }
         Command::Run(args) => run_pipeline(args),
         Command::Report(args) => {
-            prep::report::write(&args.target, &args.out)?;
+            prep::report::write_with(&args.target, &args.out, args.annotations.as_deref())?;
             println!("report: {}", args.out.display());
             Ok(ExitCode::SUCCESS)
         }

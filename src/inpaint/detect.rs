@@ -81,6 +81,23 @@ enum Polarity {
 /// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
 /// the per-pixel channel spread (max - min over R, G, B).
 pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
+    detect_with(grey, spread, width, height, true)
+}
+
+/// Only the near-saturated (or coloured) marks, without the contrast-only and dark passes: what
+/// the per-source watermark estimate removes from each film (a faint watermark is exactly what
+/// this must not see).
+pub fn detect_strict(grey: &[u8], width: usize, height: usize) -> Detection {
+    detect_with(grey, None, width, height, false)
+}
+
+fn detect_with(
+    grey: &[u8],
+    spread: Option<&[u8]>,
+    width: usize,
+    height: usize,
+    all: bool,
+) -> Detection {
     let (g, w, h, f) = to_work_scale(grey, width, height);
     let sp: Option<Cow<[u8]>> = spread.map(|s| {
         if f == 1 {
@@ -89,16 +106,20 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
             Cow::Owned(shrink_max(s, width, height, f))
         }
     });
-    let (mut list, mut kept) = marks(&g, sp.as_deref(), w, h, Polarity::Bright);
-    // Dark marks (black asterisks, dark arrows, dark text) are bright marks of the inverted film.
-    let inv: Vec<u8> = g.iter().map(|&v| 255 - v).collect();
-    let (dark, n) = marks(&inv, None, w, h, Polarity::Dark);
-    kept += n;
-    let mut on = vec![false; w * h];
-    for &p in &list {
-        on[p as usize] = true;
+    let pass = |g: &[u8], sp, polarity, skip| marks(g, sp, w, h, polarity, all, skip);
+    let (mut list, mut kept) = pass(&g, sp.as_deref(), Polarity::Bright, None);
+    if all {
+        // Dark marks (black asterisks, dark arrows, dark text) are bright marks of the inverted
+        // film; dark text inside a white label already found is not counted again.
+        let mut on = vec![false; w * h];
+        for &p in &list {
+            on[p as usize] = true;
+        }
+        let inv: Vec<u8> = g.iter().map(|&v| 255 - v).collect();
+        let (dark, n) = pass(&inv, None, Polarity::Dark, Some(&on));
+        kept += n;
+        list.extend(dark.into_iter().filter(|&p| !on[p as usize]));
     }
-    list.extend(dark.into_iter().filter(|&p| !on[p as usize]));
     // Safety rim of one work pixel (f full-size pixels), then back to full size. The fill keeps
     // rim pixels that turn out to be plain film, and measures the film's grain robustly, so
     // JPEG ringing around white text does not leave a dark ghost.
@@ -111,7 +132,17 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
 
 /// One pass of the detector at work size: the work pixels of the marks kept (with their plates
 /// and rims) and how many marks.
-fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) -> (Vec<u32>, usize) {
+/// `contrast`: also the contrast-only seeds (else only near-saturated and coloured ones);
+/// `skip`: work pixels already kept by another pass (a mark entirely inside them is skipped).
+fn marks(
+    g: &[u8],
+    sp: Option<&[u8]>,
+    w: usize,
+    h: usize,
+    polarity: Polarity,
+    contrast: bool,
+    skip: Option<&[bool]>,
+) -> (Vec<u32>, usize) {
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
@@ -121,7 +152,7 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
     let hi = p99.max(200);
     // A wider opening (3× the window) sees plates and disk markers too wide for the first.
     let wide = (polarity == Polarity::Bright).then(|| hist_and_opening(g, w, h, 3 * r).1);
-    let seed = seeds(
+    let mut seed = seeds(
         g,
         sp,
         w,
@@ -130,6 +161,10 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
         hi,
         polarity,
     );
+    if !contrast {
+        seed.iter_mut().for_each(|v| *v &= 2);
+    }
+    shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
     let comps = components(&seed, w, h);
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
@@ -164,6 +199,9 @@ fn marks(g: &[u8], sp: Option<&[u8]>, w: usize, h: usize, polarity: Polarity) ->
         // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
         // dark mark must have the crisp edges of a burned-in mark.
         if polarity == Polarity::Dark && area > big / 4 {
+            continue;
+        }
+        if skip.is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize])) {
             continue;
         }
         let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);

@@ -5,8 +5,8 @@
 
 use super::Hole;
 
-/// Thin film border: a strip along an image edge. Touching (within 3 px of) an edge and thin
-/// across it (at most 12 px, and at most half as thick as long), or lying within 30 px of an
+/// Thin film border: a strip along an image edge, thin across it (at most 12 px): touching
+/// (within 3 px of) the edge and at least twice as long as thick, or lying within 30 px of the
 /// edge and six times longer along it than across.
 pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
     let (bw, bh) = ((c.x1 - c.x0 + 1) as f32, (c.y1 - c.y0 + 1) as f32);
@@ -20,26 +20,33 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
     let horizontal_edge = top.min(bottom);
     (vertical_edge <= touch && bw <= thin && bh >= 2.0 * bw)
         || (horizontal_edge <= touch && bh <= thin && bw >= 2.0 * bh)
-        || (vertical_edge <= near && bh >= 6.0 * bw)
-        || (horizontal_edge <= near && bw >= 6.0 * bh)
+        || (vertical_edge <= near && bw <= thin && bh >= 6.0 * bw)
+        || (horizontal_edge <= near && bh <= thin && bw >= 6.0 * bh)
 }
 
 /// Clear the seeds of film border bands before components are formed, so text touching a
 /// bright band along the top of the film is not merged into it: within 30 px of each edge,
-/// every row (column) whose seeds cover at least 30 % of the image's width (height).
+/// every row (column) holding an unbroken run of seeds over 30 % of the image's width (height);
+/// a line of text is broken between its letters.
 pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
-    let rows: Vec<usize> = (0..m).chain(h.saturating_sub(m)..h).collect();
-    for y in rows {
+    let longest = |it: &mut dyn Iterator<Item = bool>| {
+        let (mut best, mut run) = (0usize, 0usize);
+        for on in it {
+            run = if on { run + 1 } else { 0 };
+            best = best.max(run);
+        }
+        best
+    };
+    for y in (0..m).chain(h.saturating_sub(m)..h) {
         let row = &mut seed[y * w..(y + 1) * w];
-        if 10 * row.iter().filter(|&&v| v != 0).count() >= 3 * w {
+        if 10 * longest(&mut row.iter().map(|&v| v != 0)) >= 3 * w {
             row.fill(0);
         }
     }
-    let cols: Vec<usize> = (0..m).chain(w.saturating_sub(m)..w).collect();
-    for x in cols {
-        let n = (0..h).filter(|&y| seed[y * w + x] != 0).count();
-        if 10 * n >= 3 * h {
+    for x in (0..m).chain(w.saturating_sub(m)..w) {
+        let run = longest(&mut (0..h).map(|y| seed[y * w + x] != 0));
+        if 10 * run >= 3 * h {
             for y in 0..h {
                 seed[y * w + x] = 0;
             }
@@ -68,21 +75,25 @@ fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
     (width, c.pixels.len() as f32 / width)
 }
 
-/// A wire, lead, tube, line or pen: a thin stroke (at most 8 px wide, at least 6× longer than
-/// wide and 60 px long), solid ([`Profile`] solidity ≥ 0.7, unlike a line of text) and without
+/// A wire, lead, tube, line or pen (lengths: per 1024 px of side, and at least 30 and 40 px):
+/// a thin stroke (at most 8 px wide, at least 6× longer than wide and 60 px long), solid ([`Profile`] solidity ≥ 0.7, unlike a line of text) and without
 /// an arrowhead ([`has_head`]); or any thin stroke (4.5 px) that is
-/// curved (bounding-box diagonal under 0.9 of its length) or very long (160 px), head or not.
+/// curved (bounding-box diagonal under 0.9 of its length, but over half of it: text folds
+/// back far more) or very long (160 px), head or not.
 /// Drawn arrows have heads; letters are shorter than 50 px.
 pub fn is_wire(seed: &[u8], w: usize, h: usize, c: &Hole, scale: f32) -> bool {
     let (width, length) = stroke(seed, w, h, c);
     let s = scale.max(0.5);
     let (bw, bh) = ((c.x1 - c.x0 + 1) as f32, (c.y1 - c.y0 + 1) as f32);
     let diag = (bw * bw + bh * bh).sqrt();
-    let thin_long = width <= 4.5 * s && length >= 80.0 * scale;
-    if thin_long && (diag < 0.9 * length || length >= 160.0 * scale) {
+    // Length floors in plain pixels too: on a small film a letter's strokes are a few pixels.
+    let thin_long = width <= 4.5 * s && length >= (80.0 * scale).max(40.0);
+    // A line of text has far more stroke than its box's diagonal (its strokes fold back); a
+    // wire, even curved, less than twice.
+    if thin_long && diag >= 0.5 * length && (diag < 0.9 * length || length >= 160.0 * scale) {
         return true;
     }
-    if !(width <= 8.0 * s && length >= 60.0 * scale && length >= 6.0 * width) {
+    if !(width <= 8.0 * s && length >= (60.0 * scale).max(30.0) && length >= 6.0 * width) {
         return false;
     }
     let p = profile(w, c);
@@ -391,11 +402,11 @@ mod tests {
         let strip: Vec<u32> = (0..60)
             .flat_map(|y| (0..3).map(move |x| y * 100 + x))
             .collect();
-        assert!(is_border(&hole(strip, w), w, h, 0.1));
+        assert!(is_border(&hole(strip, w), w, h, 1.0));
         let glyph: Vec<u32> = (0..6)
             .flat_map(|y| (94..100).map(move |x| y * 100 + x))
             .collect();
-        assert!(!is_border(&hole(glyph, w), w, h, 0.1));
+        assert!(!is_border(&hole(glyph, w), w, h, 1.0));
     }
 
     #[test]
