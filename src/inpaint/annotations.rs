@@ -83,17 +83,12 @@ pub struct AnnotBox {
 
 /// Read a box file; a bad row is an error naming the file, its line and what is wrong.
 pub fn read_boxes(path: &Path) -> Result<Vec<AnnotBox>> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|source| Error::Csv {
+    let csv_err = |source| Error::Csv {
         path: path.to_path_buf(),
         source,
-    })?;
-    let headers = rdr
-        .headers()
-        .map_err(|source| Error::Csv {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .clone();
+    };
+    let mut rdr = csv::Reader::from_path(path).map_err(csv_err)?;
+    let headers = rdr.headers().map_err(csv_err)?.clone();
     let want = ["image", "x0", "y0", "x1", "y1", "class"];
     if headers.iter().map(str::trim).collect::<Vec<_>>() != want {
         return Err(Error::bad_input(
@@ -103,10 +98,7 @@ pub fn read_boxes(path: &Path) -> Result<Vec<AnnotBox>> {
     }
     let mut out = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|source| Error::Csv {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let rec = rec.map_err(csv_err)?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let bad = |why: String| Error::bad_input(path, format!("line {line}: {why}"));
         let num = |i: usize| -> Result<u32> {

@@ -188,12 +188,13 @@ fn marks(
             continue;
         }
         let fill = area as f32 / (bw * bh) as f32;
-        // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels):
-        // a pacemaker is a large rounded bright shape.
+        // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels,
+        // their dark text counted as filled): a pacemaker is a large rounded bright shape.
         let boxy = bw as f32 > 8.0 * scale
             && bh as f32 > 8.0 * scale
             && fill > 0.75
-            && (bw.max(bh) as f32 <= 80.0 * scale || fill > 0.9);
+            && (bw.max(bh) as f32 <= 80.0 * scale
+                || (area + shapes::enclosed(w, c)) as f32 > 0.9 * (bw * bh) as f32);
         let coloured = sp
             .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
         // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
@@ -418,21 +419,7 @@ pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usiz
 /// top-hat window and long compared with its width. Width = 2·area / boundary pixels (a band
 /// of width t and length L has ~2L boundary pixels; a disk of radius R gives R).
 fn stroke_like(seed: &[u8], w: usize, h: usize, c: &super::Hole, window: f32) -> bool {
-    let mut boundary = 0usize;
-    for &p in &c.pixels {
-        let p = p as usize;
-        let (x, y) = (p % w, p / w);
-        let inner = x > 0
-            && y > 0
-            && x + 1 < w
-            && y + 1 < h
-            && seed[p - 1] != 0
-            && seed[p + 1] != 0
-            && seed[p - w] != 0
-            && seed[p + w] != 0;
-        boundary += (!inner) as usize;
-    }
-    let width = 2.0 * c.pixels.len() as f32 / boundary.max(1) as f32;
+    let (width, _) = shapes::stroke(seed, w, h, c);
     let length = (c.x1 - c.x0 + 1).max(c.y1 - c.y0 + 1) as f32;
     width <= window && length >= 4.0 * width
 }

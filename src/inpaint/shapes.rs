@@ -54,9 +54,9 @@ pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     }
 }
 
-/// Mean stroke width (2·area / boundary pixels) and stroke length (area / width) of a seed
-/// component.
-fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
+/// Mean stroke width (2·area / boundary pixels: a band of width t and length L has ~2L boundary
+/// pixels, a disk of radius R gives R) and stroke length (area / width) of a seed component.
+pub(crate) fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
     let mut boundary = 0usize;
     for &p in &c.pixels {
         let p = p as usize;
@@ -205,7 +205,7 @@ pub fn is_ring_electrode(
 
 /// Pixels of a component's box not reachable from the box's edge without crossing the
 /// component (its holes).
-fn enclosed(w: usize, c: &Hole) -> usize {
+pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
     let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
     let mut mine = vec![false; bw * bh];
     for &p in &c.pixels {
