@@ -480,6 +480,12 @@ pub struct ReportArgs {
     /// The HTML file to write.
     #[arg(long, value_name = "FILE.html", default_value = "report.html")]
     pub out: PathBuf,
+
+    /// Ground-truth boxes of the films (CSV `image,x0,y0,x1,y1,class`, as for
+    /// `prep inpaint --annotations`): the inpaint gallery then shows, per source, the three worst
+    /// films by the annotation measure (boxes are matched to records by file name).
+    #[arg(long, value_name = "CSV")]
+    pub annotations: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -727,8 +733,8 @@ pub struct InpaintArgs {
     /// Input bag (bag mode). Verified before anything is read.
     #[arg(
         value_name = "IN_BAG",
-        required_unless_present = "image",
-        conflicts_with = "image"
+        required_unless_present_any = ["image", "annotations"],
+        conflicts_with_all = ["image", "annotations"]
     )]
     pub bag: Option<PathBuf>,
 
@@ -796,6 +802,27 @@ pub struct InpaintArgs {
     /// data/source_watermarks.csv.
     #[arg(long, requires = "bag")]
     pub source_watermarks: bool,
+
+    /// Measure mode: score the detector against ground-truth boxes (CSV
+    /// `image,x0,y0,x1,y1,class`, image relative to --root; class text|marker|arrow|device|border|other).
+    /// Prints recall per mark class, the share of device and border pixels masked and the share of
+    /// films without marks that get any mask (docs/inpaint.md states the rules). Writes nothing.
+    #[arg(long, value_name = "CSV", requires = "root", conflicts_with = "image")]
+    pub annotations: Option<PathBuf>,
+
+    /// Measure mode: the folder the box file's image paths are relative to; every image under
+    /// it is measured (a film with no box is a film without marks).
+    #[arg(long, value_name = "DIR", requires = "annotations")]
+    pub root: Option<PathBuf>,
+
+    /// Measure mode: only the films listed in FILE (one path relative to --root a line), e.g.
+    /// the films reviewed so far.
+    #[arg(long, value_name = "FILE", requires = "annotations")]
+    pub films: Option<PathBuf>,
+
+    /// Measure mode: also list the N worst films (missed marks, devices and borders touched).
+    #[arg(long, value_name = "N", requires = "annotations", default_value_t = 0)]
+    pub worst: usize,
 }
 
 #[derive(Debug, Args)]

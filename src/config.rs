@@ -599,6 +599,7 @@ pub fn occlusion_choice(
 pub enum InpaintConfig {
     Single(prep::inpaint::stage::SingleConfig),
     Bag(prep::inpaint::stage::BagConfig),
+    Measure(prep::inpaint::annotations::MeasureConfig),
 }
 
 pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig> {
@@ -616,6 +617,9 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         seed: a.seed,
         keep_film: !a.replace_all,
     };
+    if let Some(annotations) = a.annotations {
+        return measure_config(annotations, a.root, a.films, a.worst).map(InpaintConfig::Measure);
+    }
     if let Some(image) = a.image {
         let output = a
             .output
@@ -696,6 +700,33 @@ pub fn inpaint_config(a: InpaintArgs, argv: Vec<String>) -> Result<InpaintConfig
         argv,
         source_watermarks: a.source_watermarks,
     }))
+}
+
+/// `prep inpaint --annotations CSV --root DIR [--films FILE]`: files checked before any work.
+fn measure_config(
+    annotations: std::path::PathBuf,
+    root: Option<std::path::PathBuf>,
+    films: Option<std::path::PathBuf>,
+    worst: usize,
+) -> Result<prep::inpaint::annotations::MeasureConfig> {
+    let root = root.ok_or_else(|| Error::Usage("--annotations needs --root DIR".into()))?;
+    if !annotations.is_file() {
+        return Err(Error::bad_input(&annotations, "box file does not exist"));
+    }
+    if !root.is_dir() {
+        return Err(Error::bad_input(&root, "root is not a folder"));
+    }
+    if let Some(f) = &films {
+        if !f.is_file() {
+            return Err(Error::bad_input(f, "film list does not exist"));
+        }
+    }
+    Ok(prep::inpaint::annotations::MeasureConfig {
+        annotations,
+        root,
+        films,
+        worst,
+    })
 }
 
 /// A size such as `256MB`, `64MiB` or `1000000`.

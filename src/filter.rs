@@ -276,22 +276,53 @@ pub fn run(cfg: &FilterConfig) -> Result<FilterOutcome> {
         })
         .collect();
     records.sort_by(|a, b| a.path.cmp(&b.path));
+    let records: Vec<(Record, FindingTerm)> = records
+        .into_iter()
+        .map(|r| {
+            let term = finding_term(&cfg.source, &r.finding);
+            (r, term)
+        })
+        .collect();
 
     let files: Vec<KeptFile> = records
         .iter()
-        .map(|r| KeptFile {
+        .map(|(r, _)| KeptFile {
             sha256: &r.sha256,
             source_file: &r.source_file,
             path: &r.path,
         })
         .collect();
+    let header: Vec<&str> = RECORD_COLUMNS
+        .iter()
+        .chain(FILTER_COLUMNS)
+        .copied()
+        .collect();
     let out = FilterBag {
         candidates: &candidates,
         files: &files,
-        header: RECORD_COLUMNS,
-        columns: record_columns(),
+        header: &header,
+        columns: record_columns(&header),
     };
     write_bag(cfg, writer, prov, &out, &records, warnings)
+}
+
+/// The column `prep filter` adds to the shared record columns.
+pub const FILTER_COLUMNS: &[&str] = &["finding_term"];
+
+/// Which term of the finding decided the label (`COVID-19` of `COVID-19, ARDS`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FindingTerm {
+    pub finding_term: String,
+}
+
+/// A table source judges the finding term by term ([`SourceDesc::judge`]); a folder source's
+/// finding is its label.
+fn finding_term(source: &SourceDesc, finding: &str) -> FindingTerm {
+    let finding_term = match source.kind {
+        Kind::Table => source.judge(finding).1,
+        Kind::Folder => finding.to_string(),
+    };
+    FindingTerm { finding_term }
 }
 
 /// A kept image as the bag's listing and globs need it: the hash of the file read from the
@@ -539,8 +570,13 @@ pub(crate) fn read_and_locate(cfg: &FilterConfig) -> Result<Located> {
     })
 }
 
-fn record_columns() -> Vec<(String, ColumnType, String)> {
-    describe_columns(RECORD_COLUMNS, |_| None)
+fn record_columns(header: &[&str]) -> Vec<(String, ColumnType, String)> {
+    describe_columns(header, |c| {
+        (c == "finding_term").then_some((
+            ColumnType::Text,
+            "The term of the finding that decided the label (a finding is split into terms at the source's term separators: `COVID-19` of `COVID-19, ARDS`).",
+        ))
+    })
 }
 
 /// `label/<file name>`, made unique (case-insensitively, for case-folding filesystems) by a

@@ -151,7 +151,7 @@ fn run(cli: Cli, argv: Vec<String>) -> Result<ExitCode, Error> {
         }
         Command::Run(args) => run_pipeline(args),
         Command::Report(args) => {
-            prep::report::write(&args.target, &args.out)?;
+            prep::report::write_with(&args.target, &args.out, args.annotations.as_deref())?;
             println!("report: {}", args.out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -526,6 +526,10 @@ fn run_inpaint(cfg: config::InpaintConfig) -> Result<ExitCode, Error> {
                 },
                 c.output.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        config::InpaintConfig::Measure(c) => {
+            print!("{}", prep::inpaint::annotations::run(&c)?);
             Ok(ExitCode::SUCCESS)
         }
         config::InpaintConfig::Bag(c) => {

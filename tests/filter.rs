@@ -588,3 +588,117 @@ fn real_samples_kept_set_matches_an_independent_reading() {
         "inputs must stay byte-identical"
     );
 }
+
+/// An older (mid-2020) copy of the Cohen metadata: no RT_PCR_positive column, several findings
+/// in one cell (`COVID-19, ARDS`), legacy one-term findings beside the current path schema.
+/// Each term is judged, the deciding term is recorded, and the duplicate-file rule still holds.
+#[test]
+fn older_cohen_copy_with_multi_term_findings() {
+    let t = tempdir().unwrap();
+    let ds = t.path().join("cohen-2020");
+    fs::create_dir_all(ds.join("images")).unwrap();
+    // (finding, view, modality, file, seed of its pixels: equal seeds = the same bytes)
+    let rows: &[(&str, &str, &str, &str, u64)] = &[
+        ("COVID-19", "PA", "X-ray", "a.png", 1),
+        ("COVID-19, ARDS", "AP", "X-ray", "b.png", 2),
+        ("COVID-19, ARDS", "AP Supine", "X-ray", "c.png", 3),
+        ("ARDS", "PA", "X-ray", "d.png", 4),
+        ("SARS", "PA", "X-ray", "e.png", 5),
+        ("Pneumonia/Viral/COVID-19", "PA", "X-ray", "f.png", 6),
+        ("COVID-19/ARDS", "AP", "X-ray", "g.png", 7),
+        ("No Finding", "PA", "X-ray", "h.png", 8),
+        ("COVID-19, ARDS", "L", "X-ray", "i.png", 9),
+        ("COVID-19, ARDS", "AP", "X-ray", "j.png", 2), // same bytes as b.png
+        ("COVID-19, ARDS", "Axial", "CT", "k.png", 11),
+        ("todo", "PA", "X-ray", "l.png", 12),
+        ("Streptococcus", "PA", "X-ray", "m.png", 13),
+        ("ARDS, COVID-19", "PA", "X-ray", "n.png", 14),
+    ];
+    let mut csv = String::from(
+        "patientid,offset,sex,age,finding,survival,intubated,went_icu,needed_supplemental_O2,extubated,temperature,pO2_saturation,leukocyte_count,neutrophil_count,lymphocyte_count,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes,Unnamed: 29\n",
+    );
+    for (i, (finding, view, modality, file, seed)) in rows.iter().enumerate() {
+        fs::write(ds.join("images").join(file), small_png(32, *seed, "old")).unwrap();
+        csv.push_str(&format!(
+            "{},0,M,60,\"{finding}\",,,,,,,,,,,{view},{modality},2020,\"Somewhere, Italy\",images,{file},,,,,,\n",
+            100 + i
+        ));
+    }
+    fs::write(ds.join("metadata.csv"), csv).unwrap();
+
+    let out = t.path().join("covid");
+    filter(&ds, &out, &[]).success();
+    let records = read_csv(&out.join("data/records.csv"));
+    let kept: BTreeMap<String, (String, String)> = records
+        .iter()
+        .map(|r| {
+            let f = r["source_file"].trim_start_matches("images/").to_string();
+            (f, (r["label"].clone(), r["finding_term"].clone()))
+        })
+        .collect();
+    let covid = |f: &str| (f.to_string(), ("covid".to_string(), "COVID-19".to_string()));
+    let want: BTreeMap<_, _> = ["a.png", "b.png", "c.png", "f.png", "g.png", "n.png"]
+        .into_iter()
+        .map(covid)
+        .collect();
+    assert_eq!(kept, want);
+    let excluded = read_csv(&out.join("data/excluded.csv"));
+    let reasons: BTreeMap<String, String> = excluded
+        .iter()
+        .map(|e| {
+            (
+                e["file"].trim_start_matches("images/").to_string(),
+                e["reason"].clone(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, String> = [
+        ("d.png", "not-covid"),
+        ("e.png", "not-covid"),
+        ("h.png", "not-covid"),
+        ("i.png", "not-frontal"),
+        ("j.png", "duplicate-file"),
+        ("k.png", "not-xray"),
+        ("l.png", "unlabelled"),
+        ("m.png", "not-covid"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(reasons, want);
+    let detail = |f: &str| {
+        excluded
+            .iter()
+            .find(|e| e["file"] == format!("images/{f}"))
+            .unwrap()["detail"]
+            .clone()
+    };
+    assert!(
+        detail("d.png").contains("(term \"ARDS\")"),
+        "{}",
+        detail("d.png")
+    );
+    assert!(detail("j.png").contains("same bytes as images/b.png"));
+    prep().arg("verify").arg(&out).assert().success();
+
+    // The other labels: the deciding term of each kept row.
+    let out = t.path().join("others");
+    filter(&ds, &out, &["--label-others"]).success();
+    let got: BTreeMap<String, (String, String)> = read_csv(&out.join("data/records.csv"))
+        .iter()
+        .map(|r| {
+            let f = r["source_file"].trim_start_matches("images/").to_string();
+            (f, (r["label"].clone(), r["finding_term"].clone()))
+        })
+        .collect();
+    let want: BTreeMap<String, (String, String)> = [
+        ("d.png", "diseased", "ARDS"),
+        ("e.png", "diseased", "SARS"),
+        ("h.png", "healthy", "No Finding"),
+        ("m.png", "diseased", "Streptococcus"),
+    ]
+    .into_iter()
+    .map(|(f, l, t)| (f.to_string(), (l.to_string(), t.to_string())))
+    .collect();
+    assert_eq!(got, want);
+}

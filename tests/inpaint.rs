@@ -786,3 +786,122 @@ fn source_watermarks_are_estimated_per_source_and_size() {
     let prov = fs::read_to_string(out1.join("data/provenance.json")).unwrap();
     assert!(prov.contains("source_watermarks_min_images"), "{prov}");
 }
+
+/// Parse the measure table printed by `prep inpaint --annotations`: measure name → value
+/// (None for `-`).
+fn measures(stdout: &str) -> BTreeMap<String, Option<f64>> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| measure"))
+        .filter_map(|l| {
+            let c: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (c.len() >= 2).then(|| (c[0].to_string(), c[1].parse().ok()))
+        })
+        .collect()
+}
+
+#[test]
+fn measure_mode_scores_marks_devices_and_clean_films() {
+    let t = tempdir().unwrap();
+    let root = t.path().join("films");
+    fs::create_dir_all(root.join("a")).unwrap();
+    let (w, h) = (512, 512);
+    save(&make("L8", w, h, true, 3), &root.join("a/marked.png"));
+    save(&make("L8", w, h, false, 4), &root.join("a/clean.png"));
+    let boxes = t.path().join("boxes.csv");
+    // The burned-in L and bar, a device box on plain film, and a border strip on the left.
+    fs::write(
+        &boxes,
+        "image,x0,y0,x1,y1,class\na/marked.png,380,60,420,124,marker\na/marked.png,100,300,140,340,device\na/marked.png,0,0,4,512,border\n",
+    )
+    .unwrap();
+    let out = prep()
+        .args(["inpaint", "--annotations"])
+        .arg(&boxes)
+        .arg("--root")
+        .arg(&root)
+        .args(["--worst", "2"])
+        .assert()
+        .success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let m = measures(&stdout);
+    assert!(stdout.contains("films measured: 2"), "{stdout}");
+    assert_eq!(m["recall marker"], Some(1.0), "{stdout}");
+    assert_eq!(m["recall text"], None, "{stdout}");
+    assert_eq!(m["device pixels touched"], Some(0.0), "{stdout}");
+    assert_eq!(m["border pixels touched"], Some(0.0), "{stdout}");
+    assert_eq!(m["no-annotation films masked"], Some(0.0), "{stdout}");
+    assert!(stdout.contains("| 1/1 boxes |"), "{stdout}");
+
+    // A box that names no image under the root, a bad class, a bad coordinate: clear errors.
+    for (body, want) in [
+        (
+            "a/missing.png,1,1,5,5,text\n",
+            "not an image under the root",
+        ),
+        ("a/marked.png,1,1,5,5,logo\n", "logo"),
+        ("a/marked.png,1,1,x,5,text\n", "line 2"),
+    ] {
+        fs::write(&boxes, format!("image,x0,y0,x1,y1,class\n{body}")).unwrap();
+        prep()
+            .args(["inpaint", "--annotations"])
+            .arg(&boxes)
+            .arg("--root")
+            .arg(&root)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(want));
+    }
+    prep()
+        .args(["inpaint", "--annotations"])
+        .arg(&boxes)
+        .assert()
+        .failure();
+}
+
+/// The detector on the real films in ../shared/data against the ground truth made by looking
+/// at them (tests/fixtures/real-annotations.csv). The floors are what the detector reaches
+/// today (README "Annotation measure"); the targets are higher.
+#[test]
+fn measure_on_real_films_reaches_its_floors() {
+    // PREP_SHARED_DATA: the same films elsewhere (a worktree beside the main checkout).
+    let shared = std::env::var_os("PREP_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let boxes = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real-annotations.csv");
+    if !shared.join("nih/images").is_dir() {
+        eprintln!("skipped: no real films at {}", shared.display());
+        return;
+    }
+    let out = prep()
+        .args(["inpaint", "--annotations"])
+        .arg(&boxes)
+        .arg("--root")
+        .arg(&shared)
+        .assert()
+        .success();
+    let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    eprintln!("{stdout}");
+    let m = measures(&stdout);
+    let v = |k: &str| m[k].unwrap_or_else(|| panic!("{k} has no value:\n{stdout}"));
+    // (measure, floor or ceiling, higher is better)
+    for (k, bound, up) in FLOORS {
+        let got = v(k);
+        if *up {
+            assert!(got >= *bound, "{k} {got} < {bound}\n{stdout}");
+        } else {
+            assert!(got <= *bound, "{k} {got} > {bound}\n{stdout}");
+        }
+    }
+}
+
+/// Floors (and ceilings) of the real-film measure: the detector's figures on 2026-12-02
+/// (README), rounded down (up). The targets are 0.95, 0.95, 0.9, 0.02, 0.05, 0.05.
+const FLOORS: &[(&str, f64, bool)] = &[
+    ("recall text", 0.69, true),
+    ("recall marker", 0.78, true),
+    ("recall arrow", 0.55, true),
+    ("device pixels touched", 0.025, false),
+    ("border pixels touched", 0.004, false),
+    ("no-annotation films masked", 0.58, false),
+];

@@ -15,6 +15,7 @@
 //! Cost: two whole-image passes at work size (histogram + 2×2 min-pool, then the seed test with
 //! the top-hat computed on the fly); everything after the seeds visits only the marks.
 
+use super::shapes;
 use std::borrow::Cow;
 
 /// Largest side the detector works at.
@@ -69,9 +70,34 @@ fn to_work_scale(grey: &[u8], width: usize, height: usize) -> (Cow<'_, [u8]>, us
     (g, w, h, f)
 }
 
+/// Which marks a pass looks for: bright ones on the film, or dark ones (found as bright marks
+/// of the inverted film).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polarity {
+    Bright,
+    Dark,
+}
+
 /// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
 /// the per-pixel channel spread (max - min over R, G, B).
 pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
+    detect_with(grey, spread, width, height, true)
+}
+
+/// Only the near-saturated (or coloured) marks, without the contrast-only and dark passes: what
+/// the per-source watermark estimate removes from each film (a faint watermark is exactly what
+/// this must not see).
+pub fn detect_strict(grey: &[u8], width: usize, height: usize) -> Detection {
+    detect_with(grey, None, width, height, false)
+}
+
+fn detect_with(
+    grey: &[u8],
+    spread: Option<&[u8]>,
+    width: usize,
+    height: usize,
+    all: bool,
+) -> Detection {
     let (g, w, h, f) = to_work_scale(grey, width, height);
     let sp: Option<Cow<[u8]>> = spread.map(|s| {
         if f == 1 {
@@ -80,41 +106,65 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
             Cow::Owned(shrink_max(s, width, height, f))
         }
     });
+    let pass = |g: &[u8], sp, polarity, skip| marks(g, sp, w, h, polarity, all, skip);
+    let (mut list, mut kept) = pass(&g, sp.as_deref(), Polarity::Bright, None);
+    if all {
+        // Dark marks (black asterisks, dark arrows, dark text) are bright marks of the inverted
+        // film; dark text inside a white label already found is not counted again.
+        let mut on = vec![false; w * h];
+        for &p in &list {
+            on[p as usize] = true;
+        }
+        let inv: Vec<u8> = g.iter().map(|&v| 255 - v).collect();
+        let (dark, n) = pass(&inv, None, Polarity::Dark, Some(&on));
+        kept += n;
+        list.extend(dark.into_iter().filter(|&p| !on[p as usize]));
+    }
+    // Safety rim of one work pixel (f full-size pixels), then back to full size. The fill keeps
+    // rim pixels that turn out to be plain film, and measures the film's grain robustly, so
+    // JPEG ringing around white text does not leave a dark ghost.
+    let mask = dilate_to_full(&list, w, h, f, width, height);
+    Detection {
+        mask,
+        components: kept,
+    }
+}
+
+/// One pass of the detector at work size: the work pixels of the marks kept (with their plates
+/// and rims) and how many marks.
+/// `contrast`: also the contrast-only seeds (else only near-saturated and coloured ones);
+/// `skip`: work pixels already kept by another pass (a mark entirely inside them is skipped).
+fn marks(
+    g: &[u8],
+    sp: Option<&[u8]>,
+    w: usize,
+    h: usize,
+    polarity: Polarity,
+    contrast: bool,
+    skip: Option<&[bool]>,
+) -> (Vec<u32>, usize) {
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
     // Pass 1: histogram (for p99) fused with the 2×2 min-pool the opening starts from.
-    let (hist, opening) = hist_and_opening(&g, w, h, r);
+    let (hist, opening) = hist_and_opening(g, w, h, r);
     let p99 = percentile(&hist, 0.99);
     let hi = p99.max(200);
-    // Pass 2: seeds, with the top-hat (g - opening) computed on the fly.
-    let mut seed = vec![0u8; w * h];
-    let mut up = vec![0u8; w];
-    for y in 0..h {
-        opening.row_into(y, &mut up);
-        let gr = &g[y * w..(y + 1) * w];
-        let sr = &mut seed[y * w..(y + 1) * w];
-        // Branch-free byte logic so the loop vectorises.
-        match &sp {
-            Some(s) => {
-                let s = &s[y * w..(y + 1) * w];
-                for x in 0..w {
-                    let v = gr[x];
-                    let th = v.saturating_sub(up[x]);
-                    sr[x] = ((v >= hi) as u8 & (th >= 40) as u8)
-                        | (v >= 250) as u8
-                        | (s[x] >= 60) as u8;
-                }
-            }
-            None => {
-                for x in 0..w {
-                    let v = gr[x];
-                    let th = v.saturating_sub(up[x]);
-                    sr[x] = ((v >= hi) as u8 & (th >= 40) as u8) | (v >= 250) as u8;
-                }
-            }
-        }
+    // A wider opening (3× the window) sees plates and disk markers too wide for the first.
+    let wide = (polarity == Polarity::Bright).then(|| hist_and_opening(g, w, h, 3 * r).1);
+    let mut seed = seeds(
+        g,
+        sp,
+        w,
+        h,
+        [&opening, wide.as_ref().unwrap_or(&opening)],
+        hi,
+        polarity,
+    );
+    if !contrast {
+        seed.iter_mut().for_each(|v| *v &= 2);
     }
+    shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
     let comps = components(&seed, w, h);
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
@@ -122,13 +172,9 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
     let big = w * h / 500;
     // Widest stroke the top-hat can see (its window); wider bright shapes are anatomy or boxes.
     let window = (2 * r + 1) as f32;
-    // Marks kept (work-size flags) and the list of their pixels, which is all that is visited
-    // from here on.
-    let mut keep = vec![0u8; w * h];
-    let mut list: Vec<u32> = Vec::new();
-    let mut kept = 0usize;
-    // Film level around each kept component, carried into its rim while growing.
-    let mut bg = vec![0u8; w * h];
+    // Candidates that pass the shape and contrast tests, with their film level and whether
+    // they are a solid box; devices are told apart afterwards (a ring electrode is alone).
+    let mut cands: Vec<(&super::Hole, u8, bool)> = Vec::new();
     for c in &comps {
         let area = c.pixels.len();
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
@@ -138,32 +184,72 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         if bw.max(bh) as f32 > 0.35 * w.max(h) as f32 {
             continue; // long bright structures: collimator edges, bones
         }
+        if shapes::is_border(c, w, h, scale) {
+            continue;
+        }
         let fill = area as f32 / (bw * bh) as f32;
-        let boxy = bw as f32 > 8.0 * scale && bh as f32 > 8.0 * scale && fill > 0.75;
-        if area > big && !boxy {
-            // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) with the crisp
-            // edges of a burned-in mark; colour in a grey radiograph is evidence enough.
-            if !stroke_like(&seed, w, h, c, window) {
-                continue;
-            }
-            let coloured = sp.as_ref().is_some_and(|s| {
-                2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area
-            });
-            if !coloured && sharp_fraction(&g, &seed, w, h, c) < 0.5 {
+        // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels,
+        // their dark text counted as filled): a pacemaker is a large rounded bright shape.
+        let boxy = bw as f32 > 8.0 * scale
+            && bh as f32 > 8.0 * scale
+            && fill > 0.75
+            && (bw.max(bh) as f32 <= 80.0 * scale
+                || (area + shapes::enclosed(w, c)) as f32 > 0.9 * (bw * bh) as f32);
+        let coloured = sp
+            .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
+        // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
+        // dark mark must have the crisp edges of a burned-in mark.
+        if polarity == Polarity::Dark && area > big / 4 {
+            continue;
+        }
+        if skip.is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize])) {
+            continue;
+        }
+        let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);
+        // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
+        // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
+        let anatomy_sized = area > big && !boxy && !coloured;
+        if anatomy_sized && !stroke_like(&seed, w, h, c, window) {
+            continue;
+        }
+        if (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5 {
+            continue;
+        }
+        // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
+        // end-on and bone edges only just clear the seed threshold.
+        if weak && polarity == Polarity::Bright && !coloured {
+            let wide = wide.as_ref().unwrap_or(&opening);
+            let mean_th = c
+                .pixels
+                .iter()
+                .map(|&p| {
+                    let (x, y) = (p as usize % w, p as usize / w);
+                    let v = g[p as usize];
+                    v.saturating_sub(opening.at(x, y))
+                        .max(v.saturating_sub(wide.at(x, y))) as u32
+                })
+                .sum::<u32>()
+                / area as u32;
+            if mean_th < 72 {
                 continue;
             }
         }
-        // A component that is only near-white along the image edge is film border, not a mark.
-        let on_edge = c.x0 == 0 || c.y0 == 0 || c.x1 + 1 == w || c.y1 + 1 == h;
-        if on_edge && (bw <= 2 || bh <= 2) {
-            continue;
+        if !coloured && shapes::is_wire(&seed, w, h, c, scale) {
+            continue; // ECG lead, tube, line: the patient's, not an annotation
         }
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        let ring = ring(&g, w, h, c, 2);
+        let ring = ring(g, w, h, c, 2);
+        // Dark marks must stand out twice as far, on every side (dark film between bright
+        // vessels clears the film on some sides only).
+        let need = if polarity == Polarity::Dark {
+            60.0
+        } else {
+            30.0
+        };
         let around = match ring.mean {
-            Some(m) if mean_in - m >= 30.0 => m,
+            Some(m) if mean_in - m >= need => m,
             _ => continue,
         };
         // It must also stand out on at least half of the sides of that ring: a bright band of
@@ -175,13 +261,29 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
             .sides
             .iter()
             .flatten()
-            .filter(|&&side| mean_in - side >= 30.0)
+            .filter(|&&side| mean_in - side >= need)
             .count();
-        if 2 * clear < present {
+        if 2 * clear < present || polarity == Polarity::Dark && clear < present {
+            continue;
+        }
+        cands.push((c, around.round() as u8, boxy));
+    }
+    let boxes: Vec<(usize, usize, usize, usize)> = cands
+        .iter()
+        .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
+        .collect();
+    // Marks kept (work-size flags) and the list of their pixels, which is all that is visited
+    // from here on.
+    let mut keep = vec![0u8; w * h];
+    let mut list: Vec<u32> = Vec::new();
+    let mut kept = 0usize;
+    // Film level around each kept component, carried into its rim while growing.
+    let mut bg = vec![0u8; w * h];
+    for (i, &(c, b, boxy)) in cands.iter().enumerate() {
+        if shapes::is_ring_electrode(w, c, scale, &boxes, i) {
             continue;
         }
         kept += 1;
-        let b = around.round() as u8;
         for &p in &c.pixels {
             keep[p as usize] = 1;
             bg[p as usize] = b;
@@ -224,14 +326,70 @@ pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -
         }
         from = to;
     }
-    // Safety rim of one work pixel (f full-size pixels), then back to full size. The fill keeps
-    // rim pixels that turn out to be plain film, and measures the film's grain robustly, so
-    // JPEG ringing around white text does not leave a dark ghost.
-    let mask = dilate_to_full(&list, w, h, f, width, height);
-    Detection {
-        mask,
-        components: kept,
+    // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
+    // region closed around the marks, when it differs from the film outside it.
+    shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
+    (list, kept)
+}
+
+/// Seed pixels: 2 = bright (near-saturated, or above the film's 99th percentile with a clear
+/// top-hat) or coloured; 1 = contrast only: a top-hat of at least 56 levels at either window
+/// (mid-grey NIH markers, white glyphs on bright film, disk markers); 0 = film. The dark pass (inverted film) takes only
+/// strong top-hats (80 levels) of pixels that were near black (at most 30), on film of at
+/// least 105 (the closing), and its marks must be small (at most a quarter of the bright pass's
+/// anatomy size) with crisp edges.
+fn seeds(
+    g: &[u8],
+    sp: Option<&[u8]>,
+    w: usize,
+    h: usize,
+    [opening, wide]: [&Opening; 2],
+    hi: u8,
+    polarity: Polarity,
+) -> Vec<u8> {
+    let mut seed = vec![0u8; w * h];
+    let mut up = vec![0u8; w];
+    let mut upw = vec![0u8; w];
+    for y in 0..h {
+        opening.row_into(y, &mut up);
+        wide.row_into(y, &mut upw);
+        let gr = &g[y * w..(y + 1) * w];
+        let sr = &mut seed[y * w..(y + 1) * w];
+        // Branch-free byte logic so the loop vectorises.
+        match (polarity, sp) {
+            (Polarity::Bright, Some(s)) => {
+                let s = &s[y * w..(y + 1) * w];
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    let strong = ((v >= hi) as u8 & (th >= 40) as u8)
+                        | (v >= 250) as u8
+                        | (s[x] >= 60) as u8;
+                    let weak = (th >= 56) as u8 | (v.saturating_sub(upw[x]) >= 56) as u8;
+                    sr[x] = (strong << 1) | (weak & (strong ^ 1));
+                }
+            }
+            (Polarity::Bright, None) => {
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    let strong = ((v >= hi) as u8 & (th >= 40) as u8) | (v >= 250) as u8;
+                    let weak = (th >= 56) as u8 | (v.saturating_sub(upw[x]) >= 56) as u8;
+                    sr[x] = (strong << 1) | (weak & (strong ^ 1));
+                }
+            }
+            (Polarity::Dark, _) => {
+                // Inverted: v >= 225 was at most 30 (near black); up <= 150 means film of at
+                // least 105 around it.
+                for x in 0..w {
+                    let v = gr[x];
+                    let th = v.saturating_sub(up[x]);
+                    sr[x] = (v >= 225) as u8 & (th >= 80) as u8 & (up[x] <= 150) as u8;
+                }
+            }
+        }
     }
+    seed
 }
 
 /// White top-hat of an 8-bit grey image at detection scale (shrunk by an integer factor to at
@@ -261,21 +419,7 @@ pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usiz
 /// top-hat window and long compared with its width. Width = 2·area / boundary pixels (a band
 /// of width t and length L has ~2L boundary pixels; a disk of radius R gives R).
 fn stroke_like(seed: &[u8], w: usize, h: usize, c: &super::Hole, window: f32) -> bool {
-    let mut boundary = 0usize;
-    for &p in &c.pixels {
-        let p = p as usize;
-        let (x, y) = (p % w, p / w);
-        let inner = x > 0
-            && y > 0
-            && x + 1 < w
-            && y + 1 < h
-            && seed[p - 1] != 0
-            && seed[p + 1] != 0
-            && seed[p - w] != 0
-            && seed[p + w] != 0;
-        boundary += (!inner) as usize;
-    }
-    let width = 2.0 * c.pixels.len() as f32 / boundary.max(1) as f32;
+    let (width, _) = shapes::stroke(seed, w, h, c);
     let length = (c.x1 - c.x0 + 1).max(c.y1 - c.y0 + 1) as f32;
     width <= window && length >= 4.0 * width
 }

@@ -9,10 +9,12 @@
 //! imageproc has no inpainting and the one crate that does (EUPL, Telea) is slower than OpenCV,
 //! so the fills are written here, on f32.
 
+pub mod annotations;
 pub mod biharmonic;
 pub mod detect;
 pub mod io;
 pub mod patch;
+pub mod shapes;
 pub mod stage;
 pub mod telea;
 pub mod watermark;

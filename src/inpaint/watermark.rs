@@ -156,12 +156,12 @@ pub fn estimate_bag(
 }
 
 /// One image's contribution: its white top-hat at detection scale, zero where the per-image
-/// detector already finds a mark. A watermark is what that detector cannot see; markers that
+/// detector's near-saturated pass ([`detect::detect_strict`]) already finds a mark. A watermark is what that detector cannot see; markers that
 /// a source puts at roughly the same place on every film are found image by image, and must
 /// not pile up into a "watermark" where they overlap.
 pub fn detail(grey: &[u8], width: usize, height: usize) -> Vec<u8> {
     let (mut th, w, h, f) = detect::tophat(grey, width, height);
-    let marks = detect::detect(grey, None, width, height).mask;
+    let marks = detect::detect_strict(grey, width, height).mask;
     for y in 0..h {
         for x in 0..w {
             if marks[(y * f) * width + x * f] != 0 {

@@ -113,11 +113,13 @@ pub const GALLERY_WORST_PER_SOURCE: usize = 3;
 pub const GALLERY_SAMPLE_PER_SOURCE: usize = 6;
 pub const GALLERY_MAX_CARDS: usize = 60;
 
-/// Which inpainted records the gallery shows: per source (sorted), the largest masks first,
+/// Which inpainted records the gallery shows: per source (sorted), the worst first (the
+/// largest masks, or with `scores` the highest annotation badness, then the largest masks),
 /// then a sample of the rest in a seeded order (by a hash of the id: the same bag gives the
 /// same page). Returns (source, shown, how many of the source's films are not shown).
 pub fn gallery_choice<'a>(
     inpainted: &[&'a BTreeMap<String, String>],
+    scores: Option<&BTreeMap<String, f64>>,
 ) -> Vec<(String, Vec<&'a BTreeMap<String, String>>, usize)> {
     let mut by_source: BTreeMap<&str, Vec<&'a BTreeMap<String, String>>> = BTreeMap::new();
     for r in inpainted {
@@ -135,9 +137,19 @@ pub fn gallery_choice<'a>(
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        rows.sort_by(|a, b| px(b).cmp(&px(a)).then_with(|| id(a).cmp(&id(b))));
+        let bad = |r: &BTreeMap<String, String>| {
+            scores.and_then(|s| s.get(&id(r)).copied()).unwrap_or(0.0)
+        };
+        rows.sort_by(|a, b| {
+            bad(b)
+                .total_cmp(&bad(a))
+                .then_with(|| px(b).cmp(&px(a)))
+                .then_with(|| id(a).cmp(&id(b)))
+        });
         let worst = GALLERY_WORST_PER_SOURCE.min(rows.len()).min(budget);
         let mut rest: Vec<_> = rows.split_off(worst);
+        // The sample is of inpainted films (with a mask) only.
+        rest.retain(|r| r.get("mask_path").is_some_and(|m| !m.is_empty()));
         rest.sort_by_cached_key(|r| {
             (
                 crate::manifest::hash_bytes(format!("report-gallery\u{0}{}", id(r)).as_bytes()),
@@ -154,14 +166,66 @@ pub fn gallery_choice<'a>(
     out
 }
 
+/// Annotation badness of every record whose source file has boxes (matched by file name):
+/// its input image and the mask the bag used (none: nothing was erased), scored by
+/// [`crate::inpaint::annotations::FilmScore::badness`]. Records whose file has no box are
+/// films without marks. Keyed by record id.
+fn badness(
+    bag: &Path,
+    input: Option<&Path>,
+    before: &BTreeMap<String, String>,
+    records: &Rows,
+    boxes: &[crate::inpaint::annotations::AnnotBox],
+) -> BTreeMap<String, (f64, String)> {
+    use crate::inpaint::annotations::{describe, score_film};
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let mut by_name: BTreeMap<String, Vec<&crate::inpaint::annotations::AnnotBox>> =
+        BTreeMap::new();
+    for b in boxes {
+        by_name.entry(name(&b.image)).or_default().push(b);
+    }
+    let mut out = BTreeMap::new();
+    for r in records {
+        let (Some(id), Some(file)) = (r.get("id"), r.get("source_file")) else {
+            continue;
+        };
+        let Some(img) = input
+            .zip(before.get(id))
+            .and_then(|(p, rel)| image::open(p.join(rel)).ok())
+        else {
+            continue;
+        };
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let grey = crate::inpaint::io::grey8(&img);
+        let mask = r
+            .get("mask_path")
+            .filter(|m| !m.is_empty())
+            .and_then(|m| image::open(bag.join(m)).ok())
+            .map(|m| m.into_luma8().into_raw())
+            .filter(|m| m.len() == w * h)
+            .unwrap_or_else(|| vec![0; w * h]);
+        let mine = by_name.get(&name(file)).cloned().unwrap_or_default();
+        let score = score_film(file, &grey, &mask, w, h, &mine);
+        out.insert(id.clone(), (score.badness(), describe(&score)));
+    }
+    out
+}
+
 /// Before / after / mask for a bounded choice of the inpainted images of a bag (records with
-/// a `mask_path`), with counts for those not shown.
-pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
+/// a `mask_path`), with counts for those not shown. With ground-truth `boxes`, every record is
+/// scored and the worst films come first, inpainted or not.
+pub fn gallery(
+    page: &mut Page,
+    bag: &Path,
+    records: &Rows,
+    boxes: Option<&[crate::inpaint::annotations::AnnotBox]>,
+) -> Result<()> {
     let inpainted: Vec<_> = records
         .iter()
         .filter(|r| r.get("mask_path").is_some_and(|m| !m.is_empty()))
         .collect();
-    if inpainted.is_empty() {
+    let is_inpaint_bag = records.first().is_some_and(|r| r.contains_key("mask_path"));
+    if inpainted.is_empty() && !(boxes.is_some() && is_inpaint_bag) {
         return Ok(());
     }
     // The image before inpainting is in the input bag, found by id.
@@ -182,14 +246,27 @@ pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
             .collect(),
         None => BTreeMap::new(),
     };
-    let choice = gallery_choice(&inpainted);
+    let scored = boxes.map(|b| badness(bag, input.as_deref(), &before, records, b));
+    let scores: Option<BTreeMap<String, f64>> = scored
+        .as_ref()
+        .map(|s| s.iter().map(|(k, v)| (k.clone(), v.0)).collect());
+    let pool: Vec<_> = match &scored {
+        Some(_) => records.iter().collect(),
+        None => inpainted.clone(),
+    };
+    let choice = gallery_choice(&pool, scores.as_ref());
     let shown: usize = choice.iter().map(|c| c.1.len()).sum();
     page.h3(&format!(
         "Inpainted images ({}): before, after, mask",
         inpainted.len()
     ));
+    let worst_by = if scored.is_some() {
+        "worst films by the annotation measure (marks missed + share of device and border pixels masked + 1 for a film without marks that got a mask; docs/inpaint.md), inpainted or not,"
+    } else {
+        "largest masks"
+    };
     page.raw(&format!(
-        "<p>Shown: {shown} of {}; per source the {GALLERY_WORST_PER_SOURCE} largest masks and a seeded sample of up to {GALLERY_SAMPLE_PER_SOURCE} more (at most {GALLERY_MAX_CARDS} in all). Every inpainted film and its mask is listed in the bag's data/records.csv.</p>",
+        "<p>Shown: {shown} of {}; per source the {GALLERY_WORST_PER_SOURCE} {worst_by} and a seeded sample of up to {GALLERY_SAMPLE_PER_SOURCE} more (at most {GALLERY_MAX_CARDS} in all). Every inpainted film and its mask is listed in the bag's data/records.csv.</p>",
         inpainted.len()
     ));
     for (source, rows, hidden) in choice {
@@ -204,7 +281,11 @@ pub fn gallery(page: &mut Page, bag: &Path, records: &Rows) -> Result<()> {
             hidden
         );
         for r in rows {
-            card(&mut s, bag, input.as_deref(), &before, r);
+            let note = scored
+                .as_ref()
+                .and_then(|m| m.get(r.get("id")?))
+                .map(|(_, d)| d.as_str());
+            card(&mut s, bag, input.as_deref(), &before, r, note);
         }
         s.push_str("</div>");
         page.raw(&s);
@@ -218,6 +299,7 @@ fn card(
     input: Option<&Path>,
     before: &BTreeMap<String, String>,
     r: &BTreeMap<String, String>,
+    note: Option<&str>,
 ) {
     let id = r.get("id").cloned().unwrap_or_default();
     let b = input
@@ -232,6 +314,9 @@ fn card(
         esc(r.get("mask_pixels").map(String::as_str).unwrap_or("?")),
         esc(r.get("method").map(String::as_str).unwrap_or(""))
     );
+    if let Some(n) = note {
+        let _ = write!(s, "<div><small>{}</small></div>", esc(n));
+    }
     for (what, src) in [("before", b), ("after", a), ("mask", m)] {
         match src {
             Some(src) => {

@@ -118,6 +118,14 @@ fn counts<'a>(rows: &'a Rows, col: &str) -> BTreeMap<&'a str, usize> {
 
 /// Build the page for a bag or a training run folder.
 pub fn build(target: &Path) -> Result<String> {
+    build_with(target, None)
+}
+
+/// [`build`], with ground-truth boxes for the inpaint gallery's choice of worst films.
+pub fn build_with(target: &Path, annotations: Option<&Path>) -> Result<String> {
+    let boxes = annotations
+        .map(crate::inpaint::annotations::read_boxes)
+        .transpose()?;
     if !target.exists() {
         return Err(Error::bad_input(target, "no such bag or run folder"));
     }
@@ -218,7 +226,7 @@ pub fn build(target: &Path) -> Result<String> {
                 .collect();
             page.details("inputs", &table(&["kind", "path", "sha256"], &rows));
         }
-        bag_sections(&mut page, &n.path)?;
+        bag_sections(&mut page, &n.path, boxes.as_deref())?;
     }
     if is_run {
         html::run_sections(&mut page, target)?;
@@ -227,7 +235,11 @@ pub fn build(target: &Path) -> Result<String> {
 }
 
 /// Counts, exclusions, leakage and gallery of one bag.
-fn bag_sections(page: &mut Page, bag: &Path) -> Result<()> {
+fn bag_sections(
+    page: &mut Page,
+    bag: &Path,
+    boxes: Option<&[crate::inpaint::annotations::AnnotBox]>,
+) -> Result<()> {
     let records = match read_rows(&bag.join("data/records.csv")) {
         Ok(r) => r,
         Err(_) => return Ok(()),
@@ -319,7 +331,7 @@ fn bag_sections(page: &mut Page, bag: &Path) -> Result<()> {
         }
     }
     dicom_section(page, &records);
-    html::gallery(page, bag, &records)?;
+    html::gallery(page, bag, &records, boxes)?;
     Ok(())
 }
 
@@ -377,7 +389,12 @@ fn dicom_section(page: &mut Page, records: &Rows) {
 
 /// Write the page atomically.
 pub fn write(target: &Path, out: &Path) -> Result<()> {
-    let html = build(target)?;
+    write_with(target, out, None)
+}
+
+/// [`write`], with ground-truth boxes for the gallery (see [`build_with`]).
+pub fn write_with(target: &Path, out: &Path, annotations: Option<&Path>) -> Result<()> {
+    let html = build_with(target, annotations)?;
     let tmp = out.with_extension("html.tmp");
     std::fs::write(&tmp, html).map_err(|e| Error::write(&tmp, e))?;
     std::fs::rename(&tmp, out).map_err(|e| Error::write(out, e))

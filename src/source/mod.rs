@@ -141,10 +141,15 @@ pub struct Files {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Findings {
-    /// When set, a finding is judged by its last segment after this separator
-    /// (`Pneumonia/Viral/COVID-19` → `COVID-19`).
+    /// Legacy spelling of one term separator (older description files); it is judged exactly
+    /// like an entry of `term_separators`.
     #[serde(default)]
     pub segment_separator: Option<String>,
+    /// Strings that split a finding into terms, each judged on its own
+    /// (`COVID-19, ARDS` and `Pneumonia/Viral/COVID-19` both hold the term `COVID-19`).
+    /// See [`SourceDesc::judge`] for the rule.
+    #[serde(default)]
+    pub term_separators: Vec<String>,
     #[serde(default)]
     pub covid: Vec<String>,
     #[serde(default)]
@@ -231,23 +236,63 @@ impl SourceDesc {
 
     /// Classify a finding with the source's vocabulary.
     pub fn classify(&self, finding: &str) -> Class {
+        self.judge(finding).0
+    }
+
+    /// The finding's terms: split on every separator, trimmed, empty pieces dropped.
+    pub fn terms<'a>(&self, finding: &'a str) -> Vec<&'a str> {
+        let f = &self.findings;
+        let seps: Vec<&str> = f
+            .term_separators
+            .iter()
+            .chain(&f.segment_separator)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let mut terms = vec![finding.trim()];
+        for sep in seps {
+            terms = terms.iter().flat_map(|t| t.split(sep)).collect();
+        }
+        terms
+            .into_iter()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// Classify a finding and name the term that decided it. Rule, in order: the whole finding
+    /// unlabelled (blank, `todo`) → unlabelled; any term covid → covid (that term); any term
+    /// unlabelled → unlabelled (the labelling is unfinished); every term healthy → healthy;
+    /// else diseased, decided by the last term that is not healthy (the most specific one of a
+    /// `Pneumonia/Viral/SARS` path). A finding of separators only is unlabelled.
+    pub fn judge(&self, finding: &str) -> (Class, String) {
         let f = &self.findings;
         let whole = finding.trim();
-        let seg = match &f.segment_separator {
-            Some(sep) if !sep.is_empty() => {
-                whole.rsplit(sep.as_str()).next().unwrap_or(whole).trim()
-            }
-            _ => whole,
-        };
         let any = |list: &[String], v: &str| list.iter().any(|x| eq_ci(x, v));
-        if any(&f.unlabelled, whole) || any(&f.unlabelled, seg) {
-            Class::Unlabelled
-        } else if any(&f.covid, seg) || any(&f.covid, whole) {
-            Class::Covid
-        } else if any(&f.healthy, whole) || any(&f.healthy, seg) {
-            Class::Healthy
-        } else {
-            Class::Diseased
+        if any(&f.unlabelled, whole) {
+            return (Class::Unlabelled, whole.to_string());
+        }
+        if any(&f.covid, whole) {
+            return (Class::Covid, whole.to_string());
+        }
+        let terms = self.terms(whole);
+        if terms.is_empty() {
+            // Only separators: nothing to judge.
+            return (Class::Unlabelled, whole.to_string());
+        }
+        let first = |list: &[String]| terms.iter().find(|t| any(list, t)).map(|t| t.to_string());
+        if let Some(t) = first(&f.covid) {
+            return (Class::Covid, t);
+        }
+        if let Some(t) = first(&f.unlabelled) {
+            return (Class::Unlabelled, t);
+        }
+        if any(&f.healthy, whole) {
+            return (Class::Healthy, whole.to_string());
+        }
+        match terms.iter().rev().find(|t| !any(&f.healthy, t)) {
+            Some(t) => (Class::Diseased, t.to_string()),
+            None => (Class::Healthy, terms[0].to_string()),
         }
     }
 
@@ -317,6 +362,24 @@ mod tests {
         assert_eq!(s.classify(""), Class::Unlabelled);
         assert_eq!(s.classify("Pneumonia/Viral/Herpes "), Class::Diseased);
         assert_eq!(s.classify("Pneumonia/Viral/SARS"), Class::Diseased);
+        // Older copies list several findings in one cell.
+        for (f, class, term) in [
+            ("COVID-19, ARDS", Class::Covid, "COVID-19"),
+            ("ARDS, COVID-19", Class::Covid, "COVID-19"),
+            ("COVID-19/ARDS", Class::Covid, "COVID-19"),
+            ("Pneumonia/Viral/COVID-19", Class::Covid, "COVID-19"),
+            ("ARDS", Class::Diseased, "ARDS"),
+            ("Pneumonia/Viral/SARS", Class::Diseased, "SARS"),
+            ("SARS, ARDS", Class::Diseased, "ARDS"),
+            ("No Finding", Class::Healthy, "No Finding"),
+            ("No Finding, Pneumonia", Class::Diseased, "Pneumonia"),
+            ("Pneumonia/todo", Class::Unlabelled, "todo"),
+            ("COVID-19, todo", Class::Covid, "COVID-19"),
+            (" , ", Class::Unlabelled, ","),
+            ("COVID-19-like", Class::Diseased, "COVID-19-like"),
+        ] {
+            assert_eq!(s.judge(f), (class, term.to_string()), "{f:?}");
+        }
         for v in [
             "PA",
             "AP",

@@ -175,7 +175,7 @@ pub fn read_table(
             verdict: Err((String::new(), String::new())),
         };
         let modality = get(modality_col);
-        let class = desc.classify(&cand.finding);
+        let (class, term) = desc.judge(&cand.finding);
         if file_name.trim().is_empty() {
             cand.drop("no-file", "the row names no file");
         } else if modality_col.is_some() && !desc.is_xray(&modality) {
@@ -191,7 +191,7 @@ pub fn read_table(
         } else if class == Class::Unlabelled {
             cand.drop(
                 "unlabelled",
-                format!("finding {:?} is not a label", cand.finding),
+                format!("finding {:?} is not a label (term {term:?})", cand.finding),
             );
         } else if !sel.keep.contains(&class) {
             let wanted: Vec<_> = sel.keep.iter().map(|c| c.label()).collect();
@@ -202,7 +202,7 @@ pub fn read_table(
             cand.drop(
                 &code,
                 format!(
-                    "finding {:?} is {}, not {}",
+                    "finding {:?} is {} (term {term:?}), not {}",
                     cand.finding,
                     class.label(),
                     wanted.join(" or ")

@@ -1,0 +1,500 @@
+//! The shape rules of the detector that tell a burned-in mark from what must be left alone
+//! (film borders, the patient's devices) and that widen a glyph to its backing plate. All work
+//! at detection scale on one component at a time; sizes are for a 1024-px film and scale with
+//! the image (`scale` = work side / 1024). The rules are stated in docs/inpaint.md.
+
+use super::Hole;
+
+/// Thin film border: a strip along an image edge, thin across it (at most 12 px): touching
+/// (within 3 px of) the edge and at least twice as long as thick, or lying within 30 px of the
+/// edge and six times longer along it than across.
+pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
+    let (bw, bh) = ((c.x1 - c.x0 + 1) as f32, (c.y1 - c.y0 + 1) as f32);
+    let touch = 3.0 * scale;
+    let thin = (12.0 * scale).max(2.0);
+    let near = 30.0 * scale;
+    let (left, top) = (c.x0 as f32, c.y0 as f32);
+    let right = (w - 1 - c.x1) as f32;
+    let bottom = (h - 1 - c.y1) as f32;
+    let vertical_edge = left.min(right);
+    let horizontal_edge = top.min(bottom);
+    (vertical_edge <= touch && bw <= thin && bh >= 2.0 * bw)
+        || (horizontal_edge <= touch && bh <= thin && bw >= 2.0 * bh)
+        || (vertical_edge <= near && bw <= thin && bh >= 6.0 * bw)
+        || (horizontal_edge <= near && bh <= thin && bw >= 6.0 * bh)
+}
+
+/// Clear the seeds of film border bands before components are formed, so text touching a
+/// bright band along the top of the film is not merged into it: within 30 px of each edge,
+/// every row (column) holding an unbroken run of seeds over 30 % of the image's width (height);
+/// a line of text is broken between its letters.
+pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
+    let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
+    let longest = |it: &mut dyn Iterator<Item = bool>| {
+        let (mut best, mut run) = (0usize, 0usize);
+        for on in it {
+            run = if on { run + 1 } else { 0 };
+            best = best.max(run);
+        }
+        best
+    };
+    for y in (0..m).chain(h.saturating_sub(m)..h) {
+        let row = &mut seed[y * w..(y + 1) * w];
+        if 10 * longest(&mut row.iter().map(|&v| v != 0)) >= 3 * w {
+            row.fill(0);
+        }
+    }
+    for x in (0..m).chain(w.saturating_sub(m)..w) {
+        let run = longest(&mut (0..h).map(|y| seed[y * w + x] != 0));
+        if 10 * run >= 3 * h {
+            for y in 0..h {
+                seed[y * w + x] = 0;
+            }
+        }
+    }
+}
+
+/// Mean stroke width (2·area / boundary pixels: a band of width t and length L has ~2L boundary
+/// pixels, a disk of radius R gives R) and stroke length (area / width) of a seed component.
+pub(crate) fn stroke(seed: &[u8], w: usize, h: usize, c: &Hole) -> (f32, f32) {
+    let mut boundary = 0usize;
+    for &p in &c.pixels {
+        let p = p as usize;
+        let (x, y) = (p % w, p / w);
+        let inner = x > 0
+            && y > 0
+            && x + 1 < w
+            && y + 1 < h
+            && seed[p - 1] != 0
+            && seed[p + 1] != 0
+            && seed[p - w] != 0
+            && seed[p + w] != 0;
+        boundary += (!inner) as usize;
+    }
+    let width = (2.0 * c.pixels.len() as f32 / boundary.max(1) as f32).max(1.0);
+    (width, c.pixels.len() as f32 / width)
+}
+
+/// A wire, lead, tube, line or pen (lengths: per 1024 px of side, and at least 30 and 40 px):
+/// a thin stroke (at most 8 px wide, at least 6× longer than wide and 60 px long), solid ([`Profile`] solidity ≥ 0.7, unlike a line of text) and without
+/// an arrowhead ([`has_head`]); or any thin stroke (4.5 px) that is
+/// curved (bounding-box diagonal under 0.9 of its length, but over half of it: text folds
+/// back far more) or very long (160 px), head or not.
+/// Drawn arrows have heads; letters are shorter than 50 px.
+pub fn is_wire(seed: &[u8], w: usize, h: usize, c: &Hole, scale: f32) -> bool {
+    let (width, length) = stroke(seed, w, h, c);
+    let s = scale.max(0.5);
+    let (bw, bh) = ((c.x1 - c.x0 + 1) as f32, (c.y1 - c.y0 + 1) as f32);
+    let diag = (bw * bw + bh * bh).sqrt();
+    // Length floors in plain pixels too: on a small film a letter's strokes are a few pixels.
+    let thin_long = width <= 4.5 * s && length >= (80.0 * scale).max(40.0);
+    // A line of text has far more stroke than its box's diagonal (its strokes fold back); a
+    // wire, even curved, less than twice.
+    if thin_long && diag >= 0.5 * length && (diag < 0.9 * length || length >= 160.0 * scale) {
+        return true;
+    }
+    if !(width <= 8.0 * s && length >= (60.0 * scale).max(30.0) && length >= 6.0 * width) {
+        return false;
+    }
+    let p = profile(w, c);
+    !p.head && p.solidity >= 0.7
+}
+
+/// Along a component's main axis: whether one end is a head, and how solid it is (area over
+/// axis length × median width: about 1 for a pen or tube, far less for a line of text).
+pub struct Profile {
+    pub head: bool,
+    pub solidity: f64,
+}
+
+/// An arrowhead (or the foot of an L): along the component's main axis, one end (its first or
+/// last fifth) is at least 2.2× as wide as the median width.
+pub fn has_head(w: usize, c: &Hole) -> bool {
+    profile(w, c).head
+}
+
+fn profile(w: usize, c: &Hole) -> Profile {
+    let n = c.pixels.len() as f64;
+    let xy = |p: u32| ((p as usize % w) as f64, (p as usize / w) as f64);
+    let (mut mx, mut my) = (0.0, 0.0);
+    for &p in &c.pixels {
+        let (x, y) = xy(p);
+        mx += x;
+        my += y;
+    }
+    (mx, my) = (mx / n, my / n);
+    let (mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0);
+    for &p in &c.pixels {
+        let (x, y) = xy(p);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+        sxy += (x - mx) * (y - my);
+    }
+    let angle = 0.5 * (2.0 * sxy).atan2(sxx - syy);
+    let (ux, uy) = (angle.cos(), angle.sin());
+    let proj: Vec<(f64, f64)> = c
+        .pixels
+        .iter()
+        .map(|&p| {
+            let (x, y) = xy(p);
+            let (dx, dy) = (x - mx, y - my);
+            (dx * ux + dy * uy, -dx * uy + dy * ux)
+        })
+        .collect();
+    let (t0, t1) = proj
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &(t, _)| (a.min(t), b.max(t)));
+    const BINS: usize = 10;
+    let span = (t1 - t0).max(1.0);
+    let mut lo = [f64::MAX; BINS];
+    let mut hi = [f64::MIN; BINS];
+    for &(t, s) in &proj {
+        let b = (((t - t0) / span) * BINS as f64).min(BINS as f64 - 1.0) as usize;
+        lo[b] = lo[b].min(s);
+        hi[b] = hi[b].max(s);
+    }
+    let widths: Vec<f64> = (0..BINS)
+        .map(|b| {
+            if hi[b] >= lo[b] {
+                hi[b] - lo[b] + 1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut sorted = widths.clone();
+    sorted.sort_by(f64::total_cmp);
+    let core = sorted[BINS / 2].max(1.0);
+    let head = widths[..2]
+        .iter()
+        .chain(&widths[BINS - 2..])
+        .fold(0.0f64, |a, &b| a.max(b));
+    Profile {
+        head: head >= 2.2 * core,
+        solidity: n / (span * core),
+    }
+}
+
+/// An ECG ring electrode: a round ring (aspect within 0.6–1.6, 6–45 px across) whose enclosed
+/// hole is at least 30 % of its box, with no other candidate mark within its own size (a
+/// letter `O` or `D` has neighbours in its word; an `R` marker's bowl is far smaller).
+pub fn is_ring_electrode(
+    w: usize,
+    c: &Hole,
+    scale: f32,
+    boxes: &[(usize, usize, usize, usize)],
+    me: usize,
+) -> bool {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let aspect = bw as f32 / bh as f32;
+    let side = bw.max(bh) as f32;
+    if !(0.6..=1.6).contains(&aspect) || side < 6.0 * scale || side > 45.0 * scale {
+        return false;
+    }
+    if (enclosed(w, c) as f32) < 0.3 * (bw * bh) as f32 {
+        return false;
+    }
+    let gap = bw.max(bh);
+    let (x0, y0) = (c.x0.saturating_sub(gap), c.y0.saturating_sub(gap));
+    let (x1, y1) = (c.x1 + gap, c.y1 + gap);
+    !boxes
+        .iter()
+        .enumerate()
+        .any(|(i, b)| i != me && b.0 <= x1 && b.2 >= x0 && b.1 <= y1 && b.3 >= y0)
+}
+
+/// Pixels of a component's box not reachable from the box's edge without crossing the
+/// component (its holes).
+pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let mut mine = vec![false; bw * bh];
+    for &p in &c.pixels {
+        let p = p as usize;
+        mine[(p / w - c.y0) * bw + p % w - c.x0] = true;
+    }
+    let mut outside = vec![false; bw * bh];
+    let mut stack = Vec::new();
+    for y in 0..bh {
+        for x in 0..bw {
+            if (x == 0 || y == 0 || x + 1 == bw || y + 1 == bh) && !mine[y * bw + x] {
+                outside[y * bw + x] = true;
+                stack.push((x, y));
+            }
+        }
+    }
+    while let Some((x, y)) = stack.pop() {
+        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if nx < 0 || ny < 0 || nx >= bw as isize || ny >= bh as isize {
+                continue;
+            }
+            let q = ny as usize * bw + nx as usize;
+            if !outside[q] && !mine[q] {
+                outside[q] = true;
+                stack.push((nx as usize, ny as usize));
+            }
+        }
+    }
+    (0..bw * bh).filter(|&i| !outside[i] && !mine[i]).count()
+}
+
+/// Grey levels a plate may vary by around its median.
+const PLATE_TOL: i32 = 22;
+/// Least difference between a plate and the film around it.
+const PLATE_CONTRAST: i32 = 25;
+
+/// Add the backing plate of each kept mark: flood from the pixels just outside the mark over
+/// grey levels within ±22 of their median, passing over other marks, inside the mark's box
+/// widened by its own size (at least 6 px). The region is a plate when the flood closes before
+/// that limit (at most 8× the mark's box) and its level differs by at least 25 from the film
+/// just outside it; it is then added, with a rim of one pixel per 1024 px of side.
+pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], list: &mut Vec<u32>) {
+    let marks = super::holes(keep, w, h);
+    let mut done = vec![false; w * h];
+    let ext_min = (6.0 * scale).ceil() as usize;
+    let rim = (scale.round() as usize).max(1);
+    for c in &marks {
+        let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+        let ext = bw.max(bh).max(ext_min);
+        let (lx0, ly0) = (c.x0.saturating_sub(ext), c.y0.saturating_sub(ext));
+        let (lx1, ly1) = ((c.x1 + ext).min(w - 1), (c.y1 + ext).min(h - 1));
+        // Pixels just outside the mark: the plate's level.
+        let mut start = Vec::new();
+        for &p in &c.pixels {
+            let p = p as usize;
+            let (x, y) = (p % w, p / w);
+            for q in neighbours(x, y, w, h) {
+                if keep[q] == 0 && !done[q] {
+                    start.push(q);
+                }
+            }
+        }
+        if start.is_empty() {
+            continue;
+        }
+        start.sort_unstable();
+        start.dedup();
+        let mut levels: Vec<u8> = start.iter().map(|&q| g[q]).collect();
+        let k = levels.len() / 2;
+        let level = *levels.select_nth_unstable(k).1 as i32;
+        let limit = 8 * bw * bh + 64;
+        let mut region: Vec<usize> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<usize> = Vec::new();
+        for &q in &start {
+            if (g[q] as i32 - level).abs() <= PLATE_TOL && seen.insert(q) {
+                stack.push(q);
+            }
+        }
+        let mut open = false;
+        while let Some(q) = stack.pop() {
+            let (x, y) = (q % w, q / w);
+            if x <= lx0 || y <= ly0 || x >= lx1 || y >= ly1 {
+                open = true;
+                break;
+            }
+            if keep[q] == 0 {
+                region.push(q);
+                if region.len() > limit {
+                    open = true;
+                    break;
+                }
+            }
+            for n in neighbours(x, y, w, h) {
+                let passable = keep[n] != 0 || (g[n] as i32 - level).abs() <= PLATE_TOL;
+                if passable && seen.insert(n) {
+                    stack.push(n);
+                }
+            }
+        }
+        if open || region.is_empty() {
+            continue;
+        }
+        // Film just outside the plate.
+        let mut film = Vec::new();
+        for &q in &region {
+            for n in neighbours(q % w, q / w, w, h) {
+                if keep[n] == 0 && !seen.contains(&n) {
+                    film.push(g[n]);
+                }
+            }
+        }
+        if film.is_empty() {
+            continue;
+        }
+        let k = film.len() / 2;
+        let film = *film.select_nth_unstable(k).1 as i32;
+        if (film - level).abs() < PLATE_CONTRAST {
+            continue;
+        }
+        let mut frontier = Vec::new();
+        for &q in &region {
+            done[q] = true;
+            keep[q] = 1;
+            list.push(q as u32);
+            frontier.push(q);
+        }
+        // The plate's outline (a dark ring drawn around a disk): up to 3 px of pixels still far
+        // from the film level.
+        for _ in 0..(3.0 * scale).ceil() as usize {
+            let mut next = Vec::new();
+            for &q in &frontier {
+                for n in neighbours(q % w, q / w, w, h) {
+                    if keep[n] == 0 && (g[n] as i32 - film).abs() >= PLATE_CONTRAST {
+                        keep[n] = 1;
+                        list.push(n as u32);
+                        next.push(n);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier.extend(next);
+        }
+        for _ in 0..rim {
+            let mut next = Vec::new();
+            for &q in &frontier {
+                for n in neighbours(q % w, q / w, w, h) {
+                    if keep[n] == 0 {
+                        keep[n] = 1;
+                        list.push(n as u32);
+                        next.push(n);
+                    }
+                }
+            }
+            frontier = next;
+        }
+    }
+}
+
+fn neighbours(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let p = y * w + x;
+    [
+        (x > 0).then(|| p - 1),
+        (x + 1 < w).then(|| p + 1),
+        (y > 0).then(|| p - w),
+        (y + 1 < h).then(|| p + w),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hole(pixels: Vec<u32>, w: usize) -> Hole {
+        let xs = pixels.iter().map(|&p| p as usize % w);
+        let ys = pixels.iter().map(|&p| p as usize / w);
+        Hole {
+            x0: xs.clone().min().unwrap(),
+            x1: xs.max().unwrap(),
+            y0: ys.clone().min().unwrap(),
+            y1: ys.max().unwrap(),
+            pixels,
+        }
+    }
+
+    #[test]
+    fn strips_along_edges_are_borders_corner_glyphs_are_not() {
+        let (w, h) = (100, 100);
+        let strip: Vec<u32> = (0..60)
+            .flat_map(|y| (0..3).map(move |x| y * 100 + x))
+            .collect();
+        assert!(is_border(&hole(strip, w), w, h, 1.0));
+        let glyph: Vec<u32> = (0..6)
+            .flat_map(|y| (94..100).map(move |x| y * 100 + x))
+            .collect();
+        assert!(!is_border(&hole(glyph, w), w, h, 1.0));
+    }
+
+    #[test]
+    fn an_arrow_has_a_head_a_pen_does_not() {
+        let w = 200;
+        let mut shaft = Vec::new();
+        for y in 50..54 {
+            for x in 20..120 {
+                shaft.push((y * w + x) as u32);
+            }
+        }
+        let pen = hole(shaft.clone(), w);
+        assert!(!has_head(w, &pen));
+        let mut seed = vec![0u8; w * w];
+        for &p in &pen.pixels {
+            seed[p as usize] = 1;
+        }
+        assert!(is_wire(&seed, w, w, &pen, 1.0));
+        let mut arrow = shaft;
+        for x in 110..122 {
+            let half = (122 - x) as i32;
+            for y in 52 - half..=52 + half {
+                arrow.push((y as usize * w + x) as u32);
+            }
+        }
+        arrow.sort_unstable();
+        arrow.dedup();
+        let arrow = hole(arrow, w);
+        assert!(has_head(w, &arrow));
+        let mut seed = vec![0u8; w * w];
+        for &p in &arrow.pixels {
+            seed[p as usize] = 1;
+        }
+        assert!(!is_wire(&seed, w, w, &arrow, 1.0));
+    }
+
+    #[test]
+    fn a_lone_ring_is_an_electrode_a_ring_in_a_word_is_a_letter() {
+        let w = 64;
+        let mut px = Vec::new();
+        for y in 0..w {
+            for x in 0..w {
+                let d = ((x as f32 - 20.0).powi(2) + (y as f32 - 20.0).powi(2)).sqrt();
+                if (6.0..9.0).contains(&d) {
+                    px.push((y * w + x) as u32);
+                }
+            }
+        }
+        let c = hole(px, w);
+        let me = (c.x0, c.y0, c.x1, c.y1);
+        assert!(is_ring_electrode(w, &c, 1.0, &[me], 0));
+        let letter = (c.x1 + 3, c.y0, c.x1 + 12, c.y1);
+        assert!(!is_ring_electrode(w, &c, 1.0, &[me, letter], 0));
+    }
+
+    #[test]
+    fn a_plate_closed_around_a_glyph_is_added_an_open_background_is_not() {
+        let w = 80;
+        // Film 120, a black disk (10) of radius 14 at (40, 40), a white bar glyph in it.
+        let mut g = vec![120u8; w * w];
+        let mut keep = vec![0u8; w * w];
+        let mut list = Vec::new();
+        for y in 0..w {
+            for x in 0..w {
+                let d = ((x as f32 - 40.0).powi(2) + (y as f32 - 40.0).powi(2)).sqrt();
+                if d < 14.0 {
+                    g[y * w + x] = 10;
+                }
+                if (38..42).contains(&x) && (32..48).contains(&y) {
+                    g[y * w + x] = 250;
+                    keep[y * w + x] = 1;
+                    list.push((y * w + x) as u32);
+                }
+            }
+        }
+        let n = list.len();
+        add_plates(&g, w, w, 1.0, &mut keep, &mut list);
+        assert!(list.len() > n + 400, "disk added: {}", list.len() - n);
+        assert_eq!(keep[40 * w + 30], 1);
+        assert_eq!(keep[5 * w + 5], 0);
+        // The same glyph on plain film: no plate.
+        let g2: Vec<u8> = g.iter().map(|&v| if v == 10 { 120 } else { v }).collect();
+        let mut keep2 = vec![0u8; w * w];
+        let mut list2: Vec<u32> = list[..n].to_vec();
+        for &p in &list2 {
+            keep2[p as usize] = 1;
+        }
+        add_plates(&g2, w, w, 1.0, &mut keep2, &mut list2);
+        assert_eq!(list2.len(), n);
+    }
+}
