@@ -174,11 +174,40 @@ fn marks(
     let window = (2 * r + 1) as f32;
     // Candidates that pass the shape and contrast tests, with their film level and whether
     // they are a solid box; devices are told apart afterwards (a ring electrode is alone).
-    let mut cands: Vec<(&super::Hole, u8, bool)> = Vec::new();
-    for c in &comps {
+    let mut comps = comps;
+    let mut cands: Vec<(usize, u8, bool)> = Vec::new();
+    let mut next = 0;
+    while next < comps.len() {
+        let ci = next;
+        next += 1;
+        let c = &comps[ci];
         let area = c.pixels.len();
+        // A mark can touch bright film that only clears the contrast seeds (a boxed R on the
+        // body's edge, a white label on bright film): the merged component is too large or
+        // too anatomy-like, but its saturated bright-seed pixels alone are the mark (burned-in
+        // marks are drawn at full white; anatomy rarely saturates). Judge those instead.
+        let white = |p: u32| seed[p as usize] >= 2 && g[p as usize] >= 250;
+        let split = |c: &super::Hole| -> Option<Vec<super::Hole>> {
+            let strict = c.pixels.iter().filter(|&&p| white(p)).count();
+            if strict == 0 || strict == c.pixels.len() {
+                return None;
+            }
+            let mut sub = vec![0u8; w * h];
+            for &p in &c.pixels {
+                if white(p) {
+                    sub[p as usize] = 1;
+                }
+            }
+            Some(components(&sub, w, h))
+        };
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
-        if area < min_area || area > max_area {
+        if area > max_area {
+            if let Some(parts) = split(c) {
+                comps.extend(parts);
+            }
+            continue;
+        }
+        if area < min_area {
             continue;
         }
         if bw.max(bh) as f32 > 0.35 * w.max(h) as f32 {
@@ -209,10 +238,14 @@ fn marks(
         // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
         // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
         let anatomy_sized = area > big && !boxy && !coloured;
-        if anatomy_sized && !stroke_like(&seed, w, h, c, window) {
-            continue;
-        }
-        if (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5 {
+        if anatomy_sized && !stroke_like(&seed, w, h, c, window)
+            || (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5
+        {
+            if anatomy_sized {
+                if let Some(parts) = split(c) {
+                    comps.extend(parts);
+                }
+            }
             continue;
         }
         // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
@@ -266,8 +299,12 @@ fn marks(
         if 2 * clear < present || polarity == Polarity::Dark && clear < present {
             continue;
         }
-        cands.push((c, around.round() as u8, boxy));
+        cands.push((ci, around.round() as u8, boxy));
     }
+    let cands: Vec<(&super::Hole, u8, bool)> = cands
+        .into_iter()
+        .map(|(i, b, boxy)| (&comps[i], b, boxy))
+        .collect();
     let boxes: Vec<(usize, usize, usize, usize)> = cands
         .iter()
         .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
