@@ -7,64 +7,57 @@ use crate::error::{Error, Result};
 use image::ImageFormat;
 use std::io::Cursor;
 
-/// One trivial feature. The order is the column order of the matrix, audit.json and
-/// features.csv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
-    Width,
-    Height,
-    Aspect,
-    SizeShare,
-    FormatJpeg,
-    FormatPng,
-    BitDepth,
-    Channels,
-    Alpha,
-    JpegQuality,
-    Mean,
-    Std,
-    P01,
-    P05,
-    P25,
-    P50,
-    P75,
-    P95,
-    P99,
-    BorderMean,
-    BorderStd,
-    BlackFraction,
-    WhiteFraction,
-    MaskFraction,
+/// The features, in one list: the enum, [`ALL`] (declaration order) and the names cannot
+/// drift apart.
+macro_rules! features {
+    ($($variant:ident => $name:literal,)*) => {
+        /// One trivial feature. The order is the column order of the matrix, audit.json and
+        /// features.csv.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Feature {
+            $($variant,)*
+        }
+
+        pub const ALL: [Feature; [$(Feature::$variant),*].len()] = [$(Feature::$variant),*];
+
+        impl Feature {
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Feature::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+features! {
+    Width => "width",
+    Height => "height",
+    Aspect => "aspect",
+    SizeShare => "size_share",
+    FormatJpeg => "format_jpeg",
+    FormatPng => "format_png",
+    BitDepth => "bit_depth",
+    Channels => "channels",
+    Alpha => "alpha",
+    JpegQuality => "jpeg_quality",
+    Mean => "intensity_mean",
+    Std => "intensity_std",
+    P01 => "intensity_p01",
+    P05 => "intensity_p05",
+    P25 => "intensity_p25",
+    P50 => "intensity_p50",
+    P75 => "intensity_p75",
+    P95 => "intensity_p95",
+    P99 => "intensity_p99",
+    BorderMean => "border_mean",
+    BorderStd => "border_std",
+    BlackFraction => "black_fraction",
+    WhiteFraction => "white_fraction",
+    MaskFraction => "mask_fraction",
 }
 
 use Feature::*;
-
-pub const ALL: [Feature; 24] = [
-    Width,
-    Height,
-    Aspect,
-    SizeShare,
-    FormatJpeg,
-    FormatPng,
-    BitDepth,
-    Channels,
-    Alpha,
-    JpegQuality,
-    Mean,
-    Std,
-    P01,
-    P05,
-    P25,
-    P50,
-    P75,
-    P95,
-    P99,
-    BorderMean,
-    BorderStd,
-    BlackFraction,
-    WhiteFraction,
-    MaskFraction,
-];
 
 /// What is left when size, format and record are taken away: the source probe's view.
 pub const PIXEL_ONLY: [Feature; 13] = [
@@ -84,42 +77,15 @@ pub const PIXEL_ONLY: [Feature; 13] = [
 ];
 
 impl Feature {
-    pub fn name(self) -> &'static str {
-        match self {
-            Width => "width",
-            Height => "height",
-            Aspect => "aspect",
-            SizeShare => "size_share",
-            FormatJpeg => "format_jpeg",
-            FormatPng => "format_png",
-            BitDepth => "bit_depth",
-            Channels => "channels",
-            Alpha => "alpha",
-            JpegQuality => "jpeg_quality",
-            Mean => "intensity_mean",
-            Std => "intensity_std",
-            P01 => "intensity_p01",
-            P05 => "intensity_p05",
-            P25 => "intensity_p25",
-            P50 => "intensity_p50",
-            P75 => "intensity_p75",
-            P95 => "intensity_p95",
-            P99 => "intensity_p99",
-            BorderMean => "border_mean",
-            BorderStd => "border_std",
-            BlackFraction => "black_fraction",
-            WhiteFraction => "white_fraction",
-            MaskFraction => "mask_fraction",
-        }
-    }
+    /// Position in [`ALL`]: the declaration order.
     fn index(self) -> usize {
-        ALL.iter().position(|f| *f == self).expect("listed")
+        self as usize
     }
 }
 
 /// The values of every feature of one image, in [`ALL`] order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Features(pub [f64; 24]);
+pub struct Features(pub [f64; ALL.len()]);
 
 impl Features {
     pub fn get(&self, f: Feature) -> f64 {
