@@ -130,6 +130,18 @@ fn detect_with(
     }
 }
 
+/// Whether to print why each component was kept or dropped (`PREP_DETECT_TRACE` set).
+fn trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some())
+}
+
+/// Whether to print each component's shape and contrast figures too (`PREP_DETECT_TRACE=feat`).
+fn trace_features() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some_and(|v| v == "feat"))
+}
+
 /// One pass of the detector at work size: the work pixels of the marks kept (with their plates
 /// and rims) and how many marks.
 /// `contrast`: also the contrast-only seeds (else only near-saturated and coloured ones);
@@ -143,11 +155,21 @@ fn marks(
     contrast: bool,
     skip: Option<&[bool]>,
 ) -> (Vec<u32>, usize) {
+    let t0 = std::time::Instant::now();
+    let tick = |what: &str| {
+        if trace() {
+            eprintln!(
+                "time {polarity:?} {what}: {:.2} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    };
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
     // Pass 1: histogram (for p99) fused with the 2×2 min-pool the opening starts from.
     let (hist, opening) = hist_and_opening(g, w, h, r);
+    tick("opening");
     let p99 = percentile(&hist, 0.99);
     let hi = p99.max(200);
     // A wider opening (3× the window) sees plates and disk markers too wide for the first.
@@ -161,12 +183,14 @@ fn marks(
         hi,
         polarity,
     );
+    tick("seeds");
     if !contrast {
         seed.iter_mut().for_each(|v| *v &= 2);
     }
     shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
     let comps = components(&seed, w, h);
+    tick("components");
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
     let max_area = w * h / 100;
     let big = w * h / 500;
@@ -182,6 +206,44 @@ fn marks(
         next += 1;
         let c = &comps[ci];
         let area = c.pixels.len();
+        let at = (c.x0, c.y0, c.x1, c.y1);
+        if trace_features() && area >= 2 {
+            let (sw, sl) = shapes::stroke(&seed, w, h, c);
+            let wd = wide.as_ref().unwrap_or(&opening);
+            let th: u32 = c
+                .pixels
+                .iter()
+                .map(|&p| {
+                    let (x, y) = (p as usize % w, p as usize / w);
+                    let v = g[p as usize];
+                    v.saturating_sub(opening.at(x, y))
+                        .max(v.saturating_sub(wd.at(x, y))) as u32
+                })
+                .sum();
+            let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
+            let rg = ring(g, w, h, c, 2);
+            let strong = c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count();
+            let pr = shapes::profile(w, c);
+            eprintln!(
+                "feat {polarity:?} {at:?} area {area} strong {strong} th {} sharp {:.2} sw {sw:.1} sl {sl:.0} in {mean_in:.0} ring {:?} sides {:?} head {} sol {:.2} encl {}",
+                th / area as u32,
+                sharp_fraction(g, &seed, w, h, c),
+                rg.mean.map(|m| m.round()),
+                rg.sides.map(|s| s.map(|v| v.round() as i32)),
+                pr.head,
+                pr.solidity,
+                shapes::enclosed(w, c)
+            );
+        }
+        // Why a component was dropped, when PREP_DETECT_TRACE is set (tuning on real films).
+        macro_rules! rej {
+            ($why:expr) => {{
+                if trace() {
+                    eprintln!("detect {polarity:?} {at:?} area {area}: {}", $why);
+                }
+                continue;
+            }};
+        }
         // A mark can touch bright film that only clears the contrast seeds (a boxed R on the
         // body's edge, a white label on bright film): the merged component is too large or
         // too anatomy-like, but its saturated bright-seed pixels alone are the mark (burned-in
@@ -192,29 +254,23 @@ fn marks(
             if strict == 0 || strict == c.pixels.len() {
                 return None;
             }
-            let mut sub = vec![0u8; w * h];
-            for &p in &c.pixels {
-                if white(p) {
-                    sub[p as usize] = 1;
-                }
-            }
-            Some(components(&sub, w, h))
+            Some(components_within(c, w, |p| white(p)))
         };
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
         if area > max_area {
             if let Some(parts) = split(c) {
                 comps.extend(parts);
             }
-            continue;
+            rej!("too-large");
         }
         if area < min_area {
-            continue;
+            rej!("too-small");
         }
         if bw.max(bh) as f32 > 0.35 * w.max(h) as f32 {
-            continue; // long bright structures: collimator edges, bones
+            rej!("too-long"); // long bright structures: collimator edges, bones
         }
         if shapes::is_border(c, w, h, scale) {
-            continue;
+            rej!("border");
         }
         let fill = area as f32 / (bw * bh) as f32;
         // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels,
@@ -229,10 +285,10 @@ fn marks(
         // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
         // dark mark must have the crisp edges of a burned-in mark.
         if polarity == Polarity::Dark && area > big / 4 {
-            continue;
+            rej!("dark-too-big");
         }
         if skip.is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize])) {
-            continue;
+            rej!("skip");
         }
         let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);
         // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
@@ -246,7 +302,7 @@ fn marks(
                     comps.extend(parts);
                 }
             }
-            continue;
+            rej!("anatomy-or-blurred");
         }
         // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
         // end-on and bone edges only just clear the seed threshold.
@@ -264,11 +320,11 @@ fn marks(
                 .sum::<u32>()
                 / area as u32;
             if mean_th < 72 {
-                continue;
+                rej!("faint");
             }
         }
         if !coloured && shapes::is_wire(&seed, w, h, c, scale) {
-            continue; // ECG lead, tube, line: the patient's, not an annotation
+            rej!("wire"); // ECG lead, tube, line: the patient's, not an annotation
         }
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
@@ -283,7 +339,9 @@ fn marks(
         };
         let around = match ring.mean {
             Some(m) if mean_in - m >= need => m,
-            _ => continue,
+            _ => {
+                rej!("no-contrast");
+            }
         };
         // It must also stand out on at least half of the sides of that ring: a bright band of
         // film along a dark border (the ramp of an edge-enhanced CR plate) is far brighter than
@@ -297,10 +355,14 @@ fn marks(
             .filter(|&&side| mean_in - side >= need)
             .count();
         if 2 * clear < present || polarity == Polarity::Dark && clear < present {
-            continue;
+            rej!("one-sided");
+        }
+        if trace() {
+            eprintln!("detect {polarity:?} {at:?} area {area}: candidate");
         }
         cands.push((ci, around.round() as u8, boxy));
     }
+    tick("judged");
     let cands: Vec<(&super::Hole, u8, bool)> = cands
         .into_iter()
         .map(|(i, b, boxy)| (&comps[i], b, boxy))
@@ -318,6 +380,12 @@ fn marks(
     let mut bg = vec![0u8; w * h];
     for (i, &(c, b, boxy)) in cands.iter().enumerate() {
         if shapes::is_ring_electrode(w, c, scale, &boxes, i) {
+            if trace() {
+                eprintln!(
+                    "detect {polarity:?} {:?}: ring electrode",
+                    (c.x0, c.y0, c.x1, c.y1)
+                );
+            }
             continue;
         }
         kept += 1;
@@ -365,7 +433,9 @@ fn marks(
     }
     // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
     // region closed around the marks, when it differs from the film outside it.
+    tick("grown");
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
+    tick("plates");
     (list, kept)
 }
 
@@ -785,6 +855,29 @@ pub fn dilate(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
 
 fn components(seed: &[u8], w: usize, h: usize) -> Vec<super::Hole> {
     super::holes(seed, w, h)
+}
+
+/// The 8-connected components of the pixels of `c` for which `keep` holds, found in `c`'s
+/// bounding box only (a whole-image buffer per split cost a megabyte of zeroing each time).
+fn components_within(c: &super::Hole, w: usize, keep: impl Fn(u32) -> bool) -> Vec<super::Hole> {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let mut sub = vec![0u8; bw * bh];
+    for &p in c.pixels.iter().filter(|&&p| keep(p)) {
+        let (x, y) = (p as usize % w, p as usize / w);
+        sub[(y - c.y0) * bw + x - c.x0] = 1;
+    }
+    let mut parts = super::holes(&sub, bw, bh);
+    for part in &mut parts {
+        for p in &mut part.pixels {
+            let (x, y) = (*p as usize % bw, *p as usize / bw);
+            *p = ((y + c.y0) * w + x + c.x0) as u32;
+        }
+        part.x0 += c.x0;
+        part.x1 += c.x0;
+        part.y0 += c.y0;
+        part.y1 += c.y0;
+    }
+    parts
 }
 
 /// Fill the enclosed background of a component (dark text on a white box) inside its box.

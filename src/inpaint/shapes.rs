@@ -113,7 +113,7 @@ pub fn has_head(w: usize, c: &Hole) -> bool {
     profile(w, c).head
 }
 
-fn profile(w: usize, c: &Hole) -> Profile {
+pub(crate) fn profile(w: usize, c: &Hole) -> Profile {
     let n = c.pixels.len() as f64;
     let xy = |p: u32| ((p as usize % w) as f64, (p as usize / w) as f64);
     let (mut mx, mut my) = (0.0, 0.0);
