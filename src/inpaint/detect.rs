@@ -200,6 +200,9 @@ fn marks(
     // they are a solid box; devices are told apart afterwards (a ring electrode is alone).
     let mut comps = comps;
     let mut cands: Vec<(usize, u8, bool)> = Vec::new();
+    // Mean grey level of each candidate, and the faint components waiting for a neighbour.
+    let mut levels: Vec<f32> = Vec::new();
+    let mut faints: Vec<(usize, u8, bool, f32)> = Vec::new();
     let mut next = 0;
     while next < comps.len() {
         let ci = next;
@@ -304,26 +307,26 @@ fn marks(
             }
             rej!("anatomy-or-blurred");
         }
+        // Devices are radiopaque (bright); a dark mark in the middle is drawn.
+        // A bright mark wholly in the middle of the film that is not an arrow is the patient's
+        // (a port, a pacemaker, an electrode) unless it continues a line of clear marks.
+        let central = polarity == Polarity::Bright
+            && !coloured
+            && shapes::is_central(c, w, h)
+            && !shapes::has_head(w, c);
         // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
-        // end-on and bone edges only just clear the seed threshold.
-        if weak && polarity == Polarity::Bright && !coloured {
-            let wide = wide.as_ref().unwrap_or(&opening);
-            let mean_th = c
-                .pixels
-                .iter()
-                .map(|&p| {
-                    let (x, y) = (p as usize % w, p as usize / w);
-                    let v = g[p as usize];
-                    v.saturating_sub(opening.at(x, y))
-                        .max(v.saturating_sub(wide.at(x, y))) as u32
-                })
-                .sum::<u32>()
-                / area as u32;
-            if mean_th < 72 {
-                rej!("faint");
-            }
+        // end-on and bone edges only just clear the seed threshold. A fainter one (a grey
+        // letter beside white ones, a low-contrast NIH marker) is kept only beside a mark that
+        // is kept (see below): text and markers come in groups, vessels do not.
+        let mean_th = mean_tophat(g, w, c, &opening, wide.as_ref().unwrap_or(&opening));
+        let faint_tophat = weak && polarity == Polarity::Bright && !coloured && mean_th < 72;
+        if faint_tophat && mean_th < FAINT_TOPHAT {
+            rej!("faint");
         }
-        if !coloured && shapes::is_wire(&seed, w, h, c, scale) {
+        if !coloured
+            && !shapes::is_glyph_not_wire(w, h, c, scale, mean_th)
+            && shapes::is_wire(&seed, w, h, c, scale)
+        {
             rej!("wire"); // ECG lead, tube, line: the patient's, not an annotation
         }
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
@@ -357,11 +360,26 @@ fn marks(
         if 2 * clear < present || polarity == Polarity::Dark && clear < present {
             rej!("one-sided");
         }
+        // Marks of middling top-hat that barely clear the film around them are what bone edges
+        // of an edge-enhanced film and device fragments look like (on the real films, 2 in 3
+        // such candidates were those, 1 in 40 marks): kept only beside a clear mark too.
+        let faint = faint_tophat
+            || central
+            || polarity == Polarity::Bright && !coloured && mean_th < 80 && mean_in - around < 50.0;
+        if faint {
+            if trace() {
+                eprintln!("detect {polarity:?} {at:?} area {area}: faint, kept if beside a mark");
+            }
+            faints.push((ci, around.round() as u8, boxy, mean_in));
+            continue;
+        }
         if trace() {
             eprintln!("detect {polarity:?} {at:?} area {area}: candidate");
         }
+        levels.push(mean_in);
         cands.push((ci, around.round() as u8, boxy));
     }
+    promote_faint(&comps, &mut cands, &levels, &faints);
     tick("judged");
     let cands: Vec<(&super::Hole, u8, bool)> = cands
         .into_iter()
@@ -437,6 +455,73 @@ fn marks(
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
     tick("plates");
     (list, kept)
+}
+
+/// Least mean top-hat of a faint component that may be kept beside a mark.
+const FAINT_TOPHAT: u32 = 50;
+
+/// Mean top-hat of a component at the larger of the two windows.
+fn mean_tophat(g: &[u8], w: usize, c: &super::Hole, opening: &Opening, wide: &Opening) -> u32 {
+    let sum: u32 = c
+        .pixels
+        .iter()
+        .map(|&p| {
+            let (x, y) = (p as usize % w, p as usize / w);
+            let v = g[p as usize];
+            v.saturating_sub(opening.at(x, y))
+                .max(v.saturating_sub(wide.at(x, y))) as u32
+        })
+        .sum();
+    sum / c.pixels.len() as u32
+}
+
+/// Keep a faint component that lies beside a kept mark (within the taller one's height, at a
+/// grey level within 40 of it): the grey letters of a word whose other letters are white, an
+/// NIH marker's low-contrast disk beside its glyph. Repeated until nothing changes, so a word
+/// is kept letter by letter from its one clear letter; the fixed point does not depend on the
+/// order the faint components are looked at.
+fn promote_faint(
+    comps: &[super::Hole],
+    cands: &mut Vec<(usize, u8, bool)>,
+    levels: &[f32],
+    faints: &[(usize, u8, bool, f32)],
+) {
+    let mut kept: Vec<(usize, f32)> = cands
+        .iter()
+        .map(|c| c.0)
+        .zip(levels.iter().copied())
+        .collect();
+    let mut waiting: Vec<&(usize, u8, bool, f32)> = faints.iter().collect();
+    loop {
+        let beside = |&&(fi, _, _, level): &&(usize, u8, bool, f32)| {
+            let f = &comps[fi];
+            kept.iter().any(|&(ki, kl)| {
+                let k = &comps[ki];
+                let reach = (f.y1 - f.y0 + 1).max(k.y1 - k.y0 + 1);
+                (level - kl).abs() <= 40.0
+                    && f.x0 <= k.x1 + reach
+                    && k.x0 <= f.x1 + reach
+                    && f.y0 <= k.y1 + reach
+                    && k.y0 <= f.y1 + reach
+            })
+        };
+        let (now, still): (Vec<_>, Vec<_>) = waiting.into_iter().partition(|f| beside(f));
+        if now.is_empty() {
+            break;
+        }
+        for &&(fi, around, boxy, level) in &now {
+            if trace() {
+                let f = &comps[fi];
+                eprintln!(
+                    "detect {:?}: faint, beside a mark: candidate",
+                    (f.x0, f.y0, f.x1, f.y1)
+                );
+            }
+            cands.push((fi, around, boxy));
+            kept.push((fi, level));
+        }
+        waiting = still;
+    }
 }
 
 /// Seed pixels: 2 = bright (near-saturated, or above the film's 99th percentile with a clear
