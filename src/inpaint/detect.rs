@@ -363,9 +363,19 @@ fn marks(
         // Marks of middling top-hat that barely clear the film around them are what bone edges
         // of an edge-enhanced film and device fragments look like (on the real films, 2 in 3
         // such candidates were those, 1 in 40 marks): kept only beside a clear mark too.
+        // Saturated marks are exempt (anatomy rarely reaches full white), and so are sizeable
+        // crisp ones that are bright seeds throughout (above the film's 99th percentile).
+        let white = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area
+            || area as f32 >= 100.0 * scale * scale
+                && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
+                && sharp_fraction(g, &seed, w, h, c) >= 0.75;
         let faint = faint_tophat
             || central
-            || polarity == Polarity::Bright && !coloured && mean_th < 80 && mean_in - around < 50.0;
+            || polarity == Polarity::Bright
+                && !coloured
+                && !white
+                && mean_th < 80
+                && mean_in - around < 50.0;
         if faint {
             if trace() {
                 eprintln!("detect {polarity:?} {at:?} area {area}: faint, kept if beside a mark");
@@ -380,6 +390,14 @@ fn marks(
         cands.push((ci, around.round() as u8, boxy));
     }
     promote_faint(&comps, &mut cands, &levels, &faints);
+    if contrast {
+        if let Some(wide) = &wide {
+            for (disk, level) in marker_disks(g, w, h, wide, scale, &seed) {
+                cands.push((comps.len(), level, true));
+                comps.push(disk);
+            }
+        }
+    }
     tick("judged");
     let cands: Vec<(&super::Hole, u8, bool)> = cands
         .into_iter()
@@ -419,7 +437,7 @@ fn marks(
     // Grow into the rims: anti-aliased edges (clearly brighter than their surroundings) and the
     // dark outline some scanners draw around white text (far darker than the film around the
     // mark). Frontier-based, so the cost follows the kept area.
-    let grow = (scale.round() as usize).max(1);
+    let grow = 2 * (scale.round() as usize).max(1);
     let mut from = 0;
     for _ in 0..grow {
         let to = list.len();
@@ -455,6 +473,53 @@ fn marks(
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
     tick("plates");
     (list, kept)
+}
+
+/// Least rise of a marker disk over the wide opening.
+const DISK_RISE: u8 = 25;
+
+/// The lead disks NIH films carry beside their L/R glyph: flat light ellipses (24–80 px per
+/// 1024 px of side) in the film's outer band, only 25–40 levels above the film, too low and too
+/// wide for the top-hat seeds. Components of flat pixels at least [`DISK_RISE`] above the wide
+/// opening, at most half of them seeds (a disk's rim can clear the seed threshold), kept when [`shapes::is_marker_disk`] holds; returned with the
+/// film level around each.
+fn marker_disks(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    wide: &Opening,
+    scale: f32,
+    seed: &[u8],
+) -> Vec<(super::Hole, u8)> {
+    // Flat (within 6 levels of the pixels left and above) as well as raised: the disk's steep
+    // rim then parts its inside from film that happens to be raised too.
+    let mut up = vec![0u8; w];
+    let mut rise = vec![0u8; w * h];
+    for y in 1..h {
+        wide.row_into(y, &mut up);
+        let (above, row) = g[(y - 1) * w..(y + 1) * w].split_at(w);
+        let out = &mut rise[y * w..(y + 1) * w];
+        for x in 1..w {
+            let v = row[x];
+            let flat = v.abs_diff(row[x - 1]) <= 6 && v.abs_diff(above[x]) <= 6;
+            out[x] = (flat && v.saturating_sub(up[x]) >= DISK_RISE) as u8;
+        }
+    }
+    components(&rise, w, h)
+        .into_iter()
+        .filter(|c| {
+            2 * c.pixels.iter().filter(|&&p| seed[p as usize] != 0).count() < c.pixels.len()
+        })
+        .filter(|c| !shapes::is_central(c, w, h))
+        .filter_map(|c| {
+            let level = shapes::is_marker_disk(g, w, h, &c, scale);
+            if trace() && c.pixels.len() as f32 >= 400.0 * scale * scale {
+                let at = (c.x0, c.y0, c.x1, c.y1);
+                eprintln!("detect disk {at:?} area {}: {level:?}", c.pixels.len());
+            }
+            level.map(|level| (c, level))
+        })
+        .collect()
 }
 
 /// Least mean top-hat of a faint component that may be kept beside a mark.

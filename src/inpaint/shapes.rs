@@ -115,6 +115,56 @@ pub fn is_central(c: &Hole, w: usize, h: usize) -> bool {
     inside(c.x0, c.x1, w) && inside(c.y0, c.y1, h)
 }
 
+/// A marker disk: 24–80 px across per 1024 px of side, aspect within 0.6–1.6, filling
+/// 0.68–0.88 of its box (an ellipse fills π/4), flat inside (the inner half of its box within a
+/// standard deviation of 8 levels) and at least 25 levels above the film on all four sides of
+/// the ring 2 px outside its box. Returns the film level around it.
+pub fn is_marker_disk(g: &[u8], w: usize, h: usize, c: &Hole, scale: f32) -> Option<u8> {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let (lo, hi) = (24.0 * scale, 80.0 * scale);
+    let aspect = bw as f32 / bh as f32;
+    let fill = c.pixels.len() as f32 / (bw * bh) as f32;
+    if (bw as f32) < lo || (bh as f32) < lo || bw.max(bh) as f32 > hi {
+        return None;
+    }
+    if !(0.6..=1.6).contains(&aspect) || !(0.68..=0.88).contains(&fill) {
+        return None;
+    }
+    let (mut n, mut s, mut s2) = (0f64, 0f64, 0f64);
+    for y in c.y0 + bh / 4..c.y0 + 3 * bh / 4 {
+        for x in c.x0 + bw / 4..c.x0 + 3 * bw / 4 {
+            let v = g[y * w + x] as f64;
+            n += 1.0;
+            s += v;
+            s2 += v * v;
+        }
+    }
+    let mean = s / n;
+    if s2 / n - mean * mean > 64.0 {
+        return None;
+    }
+    // Film on each side of the box, 2 px out (sides outside the image do not count).
+    let gap = 2;
+    let mut sides = Vec::new();
+    let mut side = |pts: &mut dyn Iterator<Item = (isize, isize)>| {
+        let v: Vec<f64> = pts
+            .filter(|&(x, y)| x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h)
+            .map(|(x, y)| g[y as usize * w + x as usize] as f64)
+            .collect();
+        if !v.is_empty() {
+            sides.push(v.iter().sum::<f64>() / v.len() as f64);
+        }
+    };
+    let (x0, y0) = (c.x0 as isize - gap, c.y0 as isize - gap);
+    let (x1, y1) = ((c.x1 + 2) as isize, (c.y1 + 2) as isize);
+    side(&mut (x0..=x1).map(|x| (x, y0)));
+    side(&mut (x0..=x1).map(|x| (x, y1)));
+    side(&mut (y0..=y1).map(|y| (x0, y)));
+    side(&mut (y0..=y1).map(|y| (x1, y)));
+    let clear = !sides.is_empty() && sides.iter().all(|&f| mean - f >= 25.0);
+    clear.then(|| (sides.iter().sum::<f64>() / sides.len() as f64).round() as u8)
+}
+
 /// What the wire rule must not take: a closed loop (a ring drawn around a marker's letter:
 /// its hole is at least 30 % of its box; leads and tubes do not close on themselves), or a
 /// bold stroke far brighter than the film (mean top-hat ≥ 100, as a white L marker or a letter
