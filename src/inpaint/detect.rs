@@ -287,7 +287,13 @@ fn marks(
             .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
         // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
         // dark mark must have the crisp edges of a burned-in mark.
-        if polarity == Polarity::Dark && area > big / 4 {
+        // Dark marks are small, except drawn arrows and other drawn shapes (a head, or crisp
+        // edges all round; up to the bright pass's anatomy size): dark anatomy that clears the
+        // dark seeds is air, in large pockets with soft edges.
+        if polarity == Polarity::Dark
+            && area > big / 4
+            && (area > big || !shapes::has_head(w, c) && sharp_fraction(g, &seed, w, h, c) < 0.9)
+        {
             rej!("dark-too-big");
         }
         if skip.is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize])) {
@@ -437,7 +443,7 @@ fn marks(
     // Grow into the rims: anti-aliased edges (clearly brighter than their surroundings) and the
     // dark outline some scanners draw around white text (far darker than the film around the
     // mark). Frontier-based, so the cost follows the kept area.
-    let grow = 2 * (scale.round() as usize).max(1);
+    let grow = (scale.round() as usize).max(1);
     let mut from = 0;
     for _ in 0..grow {
         let to = list.len();
