@@ -546,7 +546,7 @@ fn mean_tophat(g: &[u8], w: usize, c: &super::Hole, opening: &Opening, wide: &Op
     sum / c.pixels.len() as u32
 }
 
-/// Keep a faint component that lies beside a kept mark (within the taller one's height, at a
+/// Keep a faint component that lies beside a kept mark (within the shorter one's height, at a
 /// grey level within 40 of it): the grey letters of a word whose other letters are white, an
 /// NIH marker's low-contrast disk beside its glyph. Repeated until nothing changes, so a word
 /// is kept letter by letter from its one clear letter; the fixed point does not depend on the
@@ -568,7 +568,7 @@ fn promote_faint(
             let f = &comps[fi];
             kept.iter().any(|&(ki, kl)| {
                 let k = &comps[ki];
-                let reach = (f.y1 - f.y0 + 1).max(k.y1 - k.y0 + 1);
+                let reach = (f.y1 - f.y0 + 1).min(k.y1 - k.y0 + 1);
                 (level - kl).abs() <= 40.0
                     && f.x0 <= k.x1 + reach
                     && k.x0 <= f.x1 + reach
@@ -1219,5 +1219,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A smooth film of `side` px (90..130 left to right) for the rule tests below.
+    fn plain_film(side: usize) -> Vec<u8> {
+        (0..side * side)
+            .map(|i| 90 + (i % side * 40 / side) as u8)
+            .collect()
+    }
+
+    fn paint(g: &mut [u8], side: usize, (x0, y0, x1, y1): (usize, usize, usize, usize), v: u8) {
+        for y in y0..y1 {
+            g[y * side + x0..y * side + x1].fill(v);
+        }
+    }
+
+    /// A grey letter (64 levels above the film: a faint mark) is kept beside the light letters
+    /// of its word (220, within 40 levels of it, as NIH's are), and not alone.
+    #[test]
+    fn a_grey_letter_is_kept_beside_light_ones_not_alone() {
+        let side = 512;
+        let grey = (420, 20, 424, 34);
+        let level = |g: &[u8]| g[27 * side + 421] + 64;
+        let mut word = plain_film(side);
+        let v = level(&word);
+        paint(&mut word, side, (400, 20, 404, 34), 220);
+        paint(&mut word, side, (410, 20, 414, 34), 220);
+        paint(&mut word, side, grey, v);
+        let d = detect(&word, None, side, side);
+        assert_eq!(
+            d.mask[27 * side + 421],
+            255,
+            "grey letter beside light ones"
+        );
+        let mut alone = plain_film(side);
+        paint(&mut alone, side, grey, v);
+        let d = detect(&alone, None, side, side);
+        assert!(
+            d.mask.iter().all(|&m| m == 0),
+            "a lone faint mark is left alone"
+        );
+    }
+
+    /// A small bright solid shape is a label at the film's margin and the patient's (a port,
+    /// an electrode) in its middle.
+    #[test]
+    fn a_bright_shape_in_the_middle_of_the_film_is_left_alone() {
+        let side = 512;
+        let mut margin = plain_film(side);
+        paint(&mut margin, side, (30, 440, 44, 454), 250);
+        assert_eq!(detect(&margin, None, side, side).mask[447 * side + 37], 255);
+        let mut middle = plain_film(side);
+        paint(&mut middle, side, (250, 250, 264, 264), 250);
+        assert!(detect(&middle, None, side, side)
+            .mask
+            .iter()
+            .all(|&m| m == 0));
     }
 }

@@ -578,4 +578,90 @@ mod tests {
         add_plates(&g2, w, w, 1.0, &mut keep2, &mut list2);
         assert_eq!(list2.len(), n);
     }
+
+    fn disk_pixels(w: usize, cx: f32, cy: f32, rx: f32, ry: f32) -> Vec<u32> {
+        let mut px = Vec::new();
+        for y in 0..w {
+            for x in 0..w {
+                let (dx, dy) = ((x as f32 - cx) / rx, (y as f32 - cy) / ry);
+                if dx * dx + dy * dy <= 1.0 {
+                    px.push((y * w + x) as u32);
+                }
+            }
+        }
+        px
+    }
+
+    #[test]
+    fn only_what_lies_wholly_in_the_middle_is_central() {
+        let w = 100;
+        let mid = hole(disk_pixels(w, 50.0, 50.0, 10.0, 10.0), w);
+        assert!(is_central(&mid, w, w));
+        // Reaching into the outer 15 %: a line of text that starts at the margin.
+        let edge = hole(disk_pixels(w, 20.0, 50.0, 8.0, 3.0), w);
+        assert!(!is_central(&edge, w, w));
+    }
+
+    #[test]
+    fn a_ring_around_a_letter_and_a_bold_margin_stroke_are_not_wires() {
+        let w = 120;
+        let ring: Vec<u32> = (0..w * w)
+            .filter(|&i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                let d = ((x - 40.0).powi(2) + (y - 40.0).powi(2)).sqrt();
+                (20.0..22.5).contains(&d)
+            })
+            .map(|i| i as u32)
+            .collect();
+        assert!(is_glyph_not_wire(w, w, &hole(ring, w), 1.0, 60));
+        // A straight bar: bright and short at the margin is a glyph's stroke; faint, or in the
+        // middle of the film, the wire rule judges it.
+        let bar = |x0: usize, y0: usize| -> Hole {
+            hole(
+                (y0..y0 + 5)
+                    .flat_map(|y| (x0..x0 + 60).map(move |x| (y * w + x) as u32))
+                    .collect(),
+                w,
+            )
+        };
+        assert!(is_glyph_not_wire(w, w, &bar(2, 2), 1.0, 120));
+        assert!(!is_glyph_not_wire(w, w, &bar(2, 2), 1.0, 70));
+        assert!(!is_glyph_not_wire(w, w, &bar(30, 58), 1.0, 120));
+    }
+
+    #[test]
+    fn a_flat_light_ellipse_is_a_marker_disk_a_textured_one_is_not() {
+        let w = 160;
+        // Film rising left to right (110..150); an ellipse 40 levels above it, flat inside.
+        let film = |x: usize| 110 + (x * 40 / w) as u8;
+        let mut g: Vec<u8> = (0..w * w).map(|i| film(i % w)).collect();
+        let px = disk_pixels(w, 60.0, 60.0, 24.0, 20.0);
+        for &p in &px {
+            g[p as usize] = 200;
+        }
+        let c = hole(px.clone(), w);
+        let level = is_marker_disk(&g, w, w, &c, 1.0).expect("a disk");
+        assert!((115..150).contains(&level), "film level {level}");
+        // The same ellipse with anatomy's texture inside (±20 levels) is not flat.
+        let mut t = g.clone();
+        for (k, &p) in px.iter().enumerate() {
+            t[p as usize] = if k % 3 == 0 { 180 } else { 220 };
+        }
+        assert!(is_marker_disk(&t, w, w, &c, 1.0).is_none());
+        // Too faint: 15 levels above the film.
+        let mut f = g.clone();
+        for &p in &px {
+            f[p as usize] = film(p as usize % w) + 15;
+        }
+        assert!(is_marker_disk(&f, w, w, &c, 1.0).is_none());
+        // A square is not an ellipse (it fills its box).
+        let sq: Vec<u32> = (40..80)
+            .flat_map(|y| (40..80).map(move |x| (y * w + x) as u32))
+            .collect();
+        let mut q = vec![120u8; w * w];
+        for &p in &sq {
+            q[p as usize] = 200;
+        }
+        assert!(is_marker_disk(&q, w, w, &hole(sq, w), 1.0).is_none());
+    }
 }
