@@ -131,7 +131,7 @@ fn detect_with(
 }
 
 /// Whether to print why each component was kept or dropped (`PREP_DETECT_TRACE` set).
-fn trace() -> bool {
+pub(super) fn trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some())
 }
@@ -395,15 +395,24 @@ fn marks(
         levels.push(mean_in);
         cands.push((ci, around.round() as u8, boxy));
     }
-    promote_faint(&comps, &mut cands, &levels, &faints);
+    // Marker disks are clear marks too: the faint glyph beside one is kept with it.
     if contrast {
         if let Some(wide) = &wide {
-            for (disk, level) in marker_disks(g, w, h, wide, scale, &seed) {
-                cands.push((comps.len(), level, true));
+            for (disk, around) in marker_disks(g, w, h, wide, scale, &seed) {
+                let n = disk.pixels.len() as f32;
+                levels.push(
+                    disk.pixels
+                        .iter()
+                        .map(|&p| g[p as usize] as f32)
+                        .sum::<f32>()
+                        / n,
+                );
+                cands.push((comps.len(), around, true));
                 comps.push(disk);
             }
         }
     }
+    promote_faint(&comps, &mut cands, &levels, &faints);
     tick("judged");
     let cands: Vec<(&super::Hole, u8, bool)> = cands
         .into_iter()
@@ -477,6 +486,9 @@ fn marks(
     // region closed around the marks, when it differs from the film outside it.
     tick("grown");
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
+    if contrast && polarity == Polarity::Bright {
+        shapes::add_strip_plates(g, w, h, scale, &mut keep, &mut list);
+    }
     tick("plates");
     (list, kept)
 }

@@ -449,6 +449,137 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
     }
 }
 
+/// Least step, in grey levels, at each side edge of a translucent strip.
+const STRIP_STEP: f32 = 8.0;
+
+/// Add the part of a translucent strip that lies behind a group of marks: NIH prints its L/R
+/// glyph, lead disk and text on a plastic holder that shows as a band 10–25 levels lighter than
+/// the film, with straight vertical sides, running past the marks. Marks in the film's outer
+/// band within 10 px of each other form a group. Left of the group (up to 20 px out) the
+/// column where the film steps up into the band, right of it the column where it steps down:
+/// per row of the group the step across 3 px, its median at least [`STRIP_STEP`] and at least
+/// 5 levels on 70 % of the rows. The band between them, over the group's rows and 3 px more
+/// above and below, is added when it is at least [`STRIP_STEP`] lighter than the film on each
+/// side. (Only the part behind the marks is erased: the fill matches the band around it.)
+pub fn add_strip_plates(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    scale: f32,
+    keep: &mut [u8],
+    list: &mut Vec<u32>,
+) {
+    let marks: Vec<Hole> = super::holes(keep, w, h)
+        .into_iter()
+        .filter(|c| !is_central(c, w, h))
+        .collect();
+    let reach = (10.0 * scale).ceil() as usize;
+    let search = (20.0 * scale).ceil() as usize;
+    let pad = (3.0 * scale).ceil() as usize;
+    for (x0, y0, x1, y1) in groups(&marks, reach) {
+        if x0 < 6 || x1 + 6 >= w || y1 <= y0 {
+            continue;
+        }
+        let rows: Vec<usize> = (y0..=y1).collect();
+        // Step into the band at column x: left edge (film | band) or right edge (band | film).
+        let step = |x: usize, left: bool| -> Option<f32> {
+            let mut d: Vec<f32> = rows
+                .iter()
+                .map(|&y| {
+                    let (a, b) = (g[y * w + x - 2] as f32, g[y * w + x + 1] as f32);
+                    if left {
+                        b - a
+                    } else {
+                        a - b
+                    }
+                })
+                .collect();
+            let firm = d.iter().filter(|&&v| v >= 5.0).count();
+            let k = d.len() / 2;
+            let med = *d.select_nth_unstable_by(k, f32::total_cmp).1;
+            (med >= STRIP_STEP && 10 * firm >= 7 * rows.len()).then_some(med)
+        };
+        let best = |range: std::ops::RangeInclusive<usize>, left: bool| {
+            range
+                .filter_map(|x| step(x, left).map(|s| (x, s)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(x, _)| x)
+        };
+        let (Some(xl), Some(xr)) = (
+            best(x0.saturating_sub(search).max(5)..=x0, true),
+            best(x1..=(x1 + search).min(w - 6), false),
+        ) else {
+            continue;
+        };
+        let ya = y0.saturating_sub(pad);
+        let yb = (y1 + pad).min(h - 1);
+        let mean = |xa: usize, xb: usize, band: bool| {
+            let (mut s, mut n) = (0f64, 0usize);
+            for y in ya..=yb {
+                for x in xa..=xb {
+                    if !band || keep[y * w + x] == 0 {
+                        s += g[y * w + x] as f64;
+                        n += 1;
+                    }
+                }
+            }
+            (n > 0).then(|| s / n as f64)
+        };
+        let (Some(inside), Some(left), Some(right)) = (
+            mean(xl, xr, true),
+            mean(xl - 4, xl - 2, false),
+            mean(xr + 2, (xr + 4).min(w - 1), false),
+        ) else {
+            continue;
+        };
+        if inside - left < STRIP_STEP as f64 || inside - right < STRIP_STEP as f64 {
+            continue;
+        }
+        for y in ya..=yb {
+            for x in xl..=xr {
+                if keep[y * w + x] == 0 {
+                    keep[y * w + x] = 1;
+                    list.push((y * w + x) as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Bounding boxes (x0, y0, x1, y1) of groups of marks whose boxes lie within `reach` of each
+/// other (single linkage), in order of their first mark.
+fn groups(marks: &[Hole], reach: usize) -> Vec<(usize, usize, usize, usize)> {
+    let mut group: Vec<usize> = (0..marks.len()).collect();
+    fn root(group: &mut [usize], mut i: usize) -> usize {
+        while group[i] != i {
+            group[i] = group[group[i]];
+            i = group[i];
+        }
+        i
+    }
+    for i in 0..marks.len() {
+        for j in i + 1..marks.len() {
+            let (a, b) = (&marks[i], &marks[j]);
+            let near = a.x0 <= b.x1 + reach
+                && b.x0 <= a.x1 + reach
+                && a.y0 <= b.y1 + reach
+                && b.y0 <= a.y1 + reach;
+            if near {
+                let (ri, rj) = (root(&mut group, i), root(&mut group, j));
+                group[ri.max(rj)] = ri.min(rj);
+            }
+        }
+    }
+    let mut boxes: std::collections::BTreeMap<usize, (usize, usize, usize, usize)> =
+        std::collections::BTreeMap::new();
+    for (i, m) in marks.iter().enumerate() {
+        let r = root(&mut group, i);
+        let e = boxes.entry(r).or_insert((m.x0, m.y0, m.x1, m.y1));
+        *e = (e.0.min(m.x0), e.1.min(m.y0), e.2.max(m.x1), e.3.max(m.y1));
+    }
+    boxes.into_values().collect()
+}
+
 fn neighbours(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
     let p = y * w + x;
     [
