@@ -93,26 +93,31 @@ pub struct Hole {
 /// Only masked pixels are visited after one quick scan for non-zero bytes.
 pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
     assert_eq!(mask.len(), width * height, "mask size");
-    let mut todo = mask.to_vec(); // non-zero = masked and not yet assigned to a hole
+    // One bit per pixel marks those already in a hole: an eighth of the memory a copy of the
+    // mask would take to allocate and fill.
+    let mut seen = vec![0u8; mask.len().div_ceil(8)];
+    let todo = |seen: &[u8], i: usize| mask[i] != 0 && seen[i >> 3] & (1 << (i & 7)) == 0;
+    let mark = |seen: &mut [u8], i: usize| seen[i >> 3] |= 1 << (i & 7);
     let mut out = Vec::new();
     let mut stack = Vec::new();
     let mut start = 0usize;
     let n = mask.len();
     while start < n {
-        // Skip zero runs eight bytes at a time: masks are mostly empty.
+        // Skip eight pixels at a time where none is masked or all are taken: masks are mostly
+        // empty.
         if start % 8 == 0 && start + 8 <= n {
-            let chunk = u64::from_ne_bytes(todo[start..start + 8].try_into().expect("8 bytes"));
-            if chunk == 0 {
+            let chunk = u64::from_ne_bytes(mask[start..start + 8].try_into().expect("8 bytes"));
+            if chunk == 0 || seen[start >> 3] == 0xff {
                 start += 8;
                 continue;
             }
         }
         let i = start;
         start += 1;
-        if todo[i] == 0 {
+        if !todo(&seen, i) {
             continue;
         }
-        todo[i] = 0;
+        mark(&mut seen, i);
         stack.push(i);
         let mut hole = Hole {
             pixels: Vec::new(),
@@ -133,8 +138,8 @@ pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
             for yy in ya..=yb {
                 let row = yy * width;
                 for q in row + xa..=row + xb {
-                    if todo[q] != 0 {
-                        todo[q] = 0;
+                    if todo(&seen, q) {
+                        mark(&mut seen, q);
                         stack.push(q);
                     }
                 }

@@ -44,9 +44,19 @@ pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
             row.fill(0);
         }
     }
-    for x in (0..m).chain(w.saturating_sub(m)..w) {
-        let run = longest(&mut (0..h).map(|y| seed[y * w + x] != 0));
-        if 10 * run >= 3 * h {
+    // Columns: the runs of all edge columns at once, row by row (a walk down each column in
+    // turn touches a new cache line at every pixel). Clearing a column changes no other
+    // column's run, so they are cleared afterwards.
+    let cols: Vec<usize> = (0..m).chain(w.saturating_sub(m)..w).collect();
+    let (mut run, mut best) = (vec![0usize; cols.len()], vec![0usize; cols.len()]);
+    for row in seed.chunks_exact(w) {
+        for ((&x, r), b) in cols.iter().zip(&mut run).zip(&mut best) {
+            *r = if row[x] != 0 { *r + 1 } else { 0 };
+            *b = (*b).max(*r);
+        }
+    }
+    for (&x, &b) in cols.iter().zip(&best) {
+        if 10 * b >= 3 * h {
             for y in 0..h {
                 seed[y * w + x] = 0;
             }
@@ -279,7 +289,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let level = *levels.select_nth_unstable(k).1 as i32;
         let limit = 8 * bw * bh + 64;
         let mut region: Vec<usize> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = BoxFlags::new(lx0, ly0, lx1, ly1, w);
         let mut stack: Vec<usize> = Vec::new();
         for &q in &start {
             if (g[q] as i32 - level).abs() <= PLATE_TOL && seen.insert(q) {
@@ -314,7 +324,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let mut film = Vec::new();
         for &q in &region {
             for n in neighbours(q % w, q / w, w, h) {
-                if keep[n] == 0 && !seen.contains(&n) {
+                if keep[n] == 0 && !seen.contains(n) {
                     film.push(g[n]);
                 }
             }
@@ -365,6 +375,40 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
             }
             frontier = next;
         }
+    }
+}
+
+/// A set of image pixels inside one box, as a flag per box pixel: what a plate flood has
+/// visited (it never leaves the mark's widened box). A hashed set cost more than the flood.
+struct BoxFlags {
+    x0: usize,
+    y0: usize,
+    bw: usize,
+    w: usize,
+    flags: Vec<bool>,
+}
+
+impl BoxFlags {
+    fn new(x0: usize, y0: usize, x1: usize, y1: usize, w: usize) -> Self {
+        let bw = x1 - x0 + 1;
+        BoxFlags {
+            x0,
+            y0,
+            bw,
+            w,
+            flags: vec![false; bw * (y1 - y0 + 1)],
+        }
+    }
+    fn at(&self, q: usize) -> usize {
+        (q / self.w - self.y0) * self.bw + q % self.w - self.x0
+    }
+    /// Adds `q`; whether it was new.
+    fn insert(&mut self, q: usize) -> bool {
+        let i = self.at(q);
+        !std::mem::replace(&mut self.flags[i], true)
+    }
+    fn contains(&self, q: usize) -> bool {
+        self.flags[self.at(q)]
     }
 }
 
