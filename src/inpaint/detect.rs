@@ -197,7 +197,7 @@ fn marks(
     }
     shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
-    let comps = components(&seed, w, h);
+    let comps = components(&mut seed, w, h);
     tick("components");
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
     let max_area = w * h / 100;
@@ -871,8 +871,8 @@ pub fn dilate(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     morph(src, w, h, r, true)
 }
 
-fn components(seed: &[u8], w: usize, h: usize) -> Vec<super::Hole> {
-    super::holes(seed, w, h)
+fn components(seed: &mut [u8], w: usize, h: usize) -> Vec<super::Hole> {
+    super::holes_in_place(seed, w, h)
 }
 
 /// The 8-connected components of the pixels of `c` for which `keep` holds, found in `c`'s

@@ -30,17 +30,17 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
 /// a line of text is broken between its letters.
 pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
-    let longest = |it: &mut dyn Iterator<Item = bool>| {
+    let longest = |row: &[u8]| {
         let (mut best, mut run) = (0usize, 0usize);
-        for on in it {
-            run = if on { run + 1 } else { 0 };
+        for &v in row {
+            run = if v != 0 { run + 1 } else { 0 };
             best = best.max(run);
         }
         best
     };
     for y in (0..m).chain(h.saturating_sub(m)..h) {
         let row = &mut seed[y * w..(y + 1) * w];
-        if 10 * longest(&mut row.iter().map(|&v| v != 0)) >= 3 * w {
+        if 10 * longest(row) >= 3 * w {
             row.fill(0);
         }
     }
@@ -259,7 +259,7 @@ const PLATE_CONTRAST: i32 = 25;
 /// that limit (at most 8× the mark's box) and its level differs by at least 25 from the film
 /// just outside it; it is then added, with a rim of one pixel per 1024 px of side.
 pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], list: &mut Vec<u32>) {
-    let marks = super::holes(keep, w, h);
+    let marks = super::holes_in_place(keep, w, h);
     let mut done = vec![false; w * h];
     let ext_min = (6.0 * scale).ceil() as usize;
     let rim = (scale.round() as usize).max(1);
