@@ -176,12 +176,14 @@ fn marks(
     // Pass 1: the 2×2 min-pool both openings start from, fused with the histogram (for p99,
     // which only the bright seeds use).
     let (hist, pool) = hist_and_pool(g, w, h, polarity == Polarity::Bright);
-    let opening = grey_opening(g, &pool, w, h, r);
+    let mut bufs = MorphBufs::default();
+    let opening = grey_opening(g, &pool, w, h, r, &mut bufs);
     tick("opening");
     let hi = hist.map_or(255, |hist| percentile(&hist, 0.99).max(200));
     // A wider opening (3× the window) sees plates and disk markers too wide for the first.
-    let wide = (polarity == Polarity::Bright).then(|| grey_opening(g, &pool, w, h, 3 * r));
-    drop(pool);
+    let wide =
+        (polarity == Polarity::Bright).then(|| grey_opening(g, &pool, w, h, 3 * r, &mut bufs));
+    drop((pool, bufs)); // freed before the seed buffer is allocated, which can reuse them
     let mut seed = seeds(
         g,
         sp,
@@ -515,7 +517,7 @@ pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usiz
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
     let (_, pool) = hist_and_pool(&g, w, h, false);
-    let opening = grey_opening(&g, &pool, w, h, r);
+    let opening = grey_opening(&g, &pool, w, h, r, &mut MorphBufs::default());
     let mut th = vec![0u8; w * h];
     let mut up = vec![0u8; w];
     for y in 0..h {
@@ -674,23 +676,29 @@ fn hist_and_pool(g: &[u8], w: usize, h: usize, with_hist: bool) -> (Option<[usiz
 /// half-res pixel: a bright pixel beside a dark edge shares its min-pool block with the edge,
 /// and the neighbouring block is the one a square window fits in (without this, film along a
 /// black border lights up). Windows under 4 px are opened at full resolution instead.
-fn grey_opening(g: &[u8], pool: &[u8], w: usize, h: usize, r: usize) -> Opening {
-    if r < 4 {
-        let e = morph(g, w, h, r, false);
-        return Opening {
-            o: morph(&e, w, h, r, true),
-            ow: w,
-            step: 1,
-        };
+fn grey_opening(
+    g: &[u8],
+    pool: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    bufs: &mut MorphBufs,
+) -> Opening {
+    let (src, ow, oh, or, step) = if r < 4 {
+        (g, w, h, r, 1)
+    } else {
+        (pool, w.div_ceil(2), h.div_ceil(2), r / 2, 2)
+    };
+    let mut eroded = std::mem::take(&mut bufs.tmp);
+    morph_into(src, ow, oh, or, false, bufs, &mut eroded);
+    let mut o = Vec::new();
+    morph_into(&eroded, ow, oh, or, true, bufs, &mut o);
+    if step == 2 {
+        morph_into(&o, ow, oh, 1, true, bufs, &mut eroded);
+        std::mem::swap(&mut o, &mut eroded);
     }
-    let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
-    let e = morph(pool, hw, hh, r / 2, false);
-    let o = morph(&e, hw, hh, r / 2, true);
-    Opening {
-        o: morph(&o, hw, hh, 1, true),
-        ow: hw,
-        step: 2,
-    }
+    bufs.tmp = eroded;
+    Opening { o, ow, step }
 }
 
 /// The rectangle `gap` pixels outside a component's bounding box: the mean grey level over its
@@ -819,26 +827,47 @@ fn window_steps(k: usize) -> Vec<usize> {
 
 /// Grey erosion (min) or dilation (max) with a (2r+1)² square; the window is clipped at the
 /// image border.
-fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+/// Buffers the running min/max reuses from one call to the next within a detection pass:
+/// fresh image-sized buffers cost more in page faults and fills than the min/max passes.
+#[derive(Default)]
+struct MorphBufs {
+    cols: Vec<u8>,
+    other: Vec<u8>,
+    /// An opening's intermediate image.
+    tmp: Vec<u8>,
+}
+
+fn morph_t<const MAX: bool>(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    bufs: &mut MorphBufs,
+    out: &mut Vec<u8>,
+) {
     let pad = if MAX { 0u8 } else { 255u8 };
     let steps = window_steps(2 * r + 1);
     // Columns first, whole rows at a time: row y of the padded buffer becomes op(rows y..y+k).
     // Each pass ping-pongs between two buffers (row y ← op(row y, row y + s)) so it is one
     // element-wise op over distinct slices, which vectorises (in place it stayed scalar).
     let mh = h + 2 * r;
-    let mut buf = vec![pad; mh * w];
+    let MorphBufs {
+        cols: buf, other, ..
+    } = bufs;
+    buf.clear();
+    buf.resize(mh * w, pad);
     buf[r * w..(r + h) * w].copy_from_slice(src);
-    let mut other = vec![pad; mh * w];
+    other.resize(mh * w, pad); // every byte is written by each pass
     for &s in &steps {
         let n = (mh - s) * w;
-        shift_op::<MAX>(&mut other, &buf, s * w);
+        shift_op::<MAX>(other, buf, s * w);
         other[n..].copy_from_slice(&buf[n..]); // the last s rows have no partner yet
-        std::mem::swap(&mut buf, &mut other);
+        std::mem::swap(buf, other);
     }
     // Rows: each padded line ping-pongs between two buffers.
     let m = w + 2 * r;
     let (mut l0, mut l1) = (vec![pad; m], vec![pad; m]);
-    let mut out = vec![0u8; w * h];
+    out.clear();
     for y in 0..h {
         l0[r..r + w].copy_from_slice(&buf[y * w..(y + 1) * w]);
         let (mut cur, mut nxt) = (&mut l0, &mut l1);
@@ -846,23 +875,37 @@ fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8>
             shift_op::<MAX>(nxt, cur, s);
             std::mem::swap(&mut cur, &mut nxt);
         }
-        out[y * w..(y + 1) * w].copy_from_slice(&cur[..w]);
+        out.extend_from_slice(&cur[..w]);
         // Restore the pads the passes overwrote.
         l0[..r].fill(pad);
         l0[r + w..].fill(pad);
         l1.fill(pad);
     }
-    out
 }
 
 fn morph(src: &[u8], w: usize, h: usize, r: usize, max: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    morph_into(src, w, h, r, max, &mut MorphBufs::default(), &mut out);
+    out
+}
+
+/// [`morph`] into `out`, with buffers reused from earlier calls.
+fn morph_into(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    max: bool,
+    bufs: &mut MorphBufs,
+    out: &mut Vec<u8>,
+) {
     if r == 0 {
-        return src.to_vec();
-    }
-    if max {
-        morph_t::<true>(src, w, h, r)
+        out.clear();
+        out.extend_from_slice(src);
+    } else if max {
+        morph_t::<true>(src, w, h, r, bufs, out)
     } else {
-        morph_t::<false>(src, w, h, r)
+        morph_t::<false>(src, w, h, r, bufs, out)
     }
 }
 
