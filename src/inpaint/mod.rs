@@ -144,7 +144,7 @@ impl Pixels for TopBit<'_> {
         free
     }
     fn bytes(&self) -> &[u8] {
-        &self.0
+        self.0
     }
 }
 
