@@ -49,8 +49,14 @@ impl Opening {
         if self.step == 1 {
             buf.copy_from_slice(row);
         } else {
-            for (ch, &v) in buf.chunks_mut(2).zip(row) {
-                ch.fill(v);
+            // Pairs written by hand: a `fill` per 2-byte chunk was a memset call each.
+            let (pairs, odd) = buf.split_at_mut(buf.len() & !1);
+            for (ch, &v) in pairs.chunks_exact_mut(2).zip(row) {
+                ch[0] = v;
+                ch[1] = v;
+            }
+            if let Some(last) = odd.first_mut() {
+                *last = row[self.ow - 1]; // odd width: the last block is one column
             }
         }
     }
@@ -167,13 +173,17 @@ fn marks(
     // Scale of the work image relative to a 1024-px radiograph.
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
-    // Pass 1: histogram (for p99) fused with the 2×2 min-pool the opening starts from.
-    let (hist, opening) = hist_and_opening(g, w, h, r);
+    // Pass 1: the 2×2 min-pool both openings start from, fused with the histogram (for p99,
+    // which only the bright seeds use).
+    let (hist, pool) = hist_and_pool(g, w, h, polarity == Polarity::Bright);
+    let mut bufs = MorphBufs::default();
+    let opening = grey_opening(g, &pool, w, h, r, &mut bufs);
     tick("opening");
-    let p99 = percentile(&hist, 0.99);
-    let hi = p99.max(200);
+    let hi = hist.map_or(255, |hist| percentile(&hist, 0.99).max(200));
     // A wider opening (3× the window) sees plates and disk markers too wide for the first.
-    let wide = (polarity == Polarity::Bright).then(|| hist_and_opening(g, w, h, 3 * r).1);
+    let wide =
+        (polarity == Polarity::Bright).then(|| grey_opening(g, &pool, w, h, 3 * r, &mut bufs));
+    drop((pool, bufs)); // freed before the seed buffer is allocated, which can reuse them
     let mut seed = seeds(
         g,
         sp,
@@ -189,7 +199,7 @@ fn marks(
     }
     shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
-    let comps = components(&seed, w, h);
+    let comps = components(&mut seed, w, h);
     tick("components");
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
     let max_area = w * h / 100;
@@ -523,7 +533,7 @@ fn marker_disks(
             out[x] = (flat && v.saturating_sub(up[x]) >= DISK_RISE) as u8;
         }
     }
-    components(&rise, w, h)
+    components(&mut rise, w, h)
         .into_iter()
         .filter(|c| {
             2 * c.pixels.iter().filter(|&&p| seed[p as usize] != 0).count() < c.pixels.len()
@@ -674,7 +684,8 @@ pub(crate) fn tophat(grey: &[u8], width: usize, height: usize) -> (Vec<u8>, usiz
     let (g, w, h, f) = to_work_scale(grey, width, height);
     let scale = w.max(h) as f32 / 1024.0;
     let r = ((12.0 * scale).round() as usize).max(3);
-    let (_, opening) = hist_and_opening(&g, w, h, r);
+    let (_, pool) = hist_and_pool(&g, w, h, false);
+    let opening = grey_opening(&g, &pool, w, h, r, &mut MorphBufs::default());
     let mut th = vec![0u8; w * h];
     let mut up = vec![0u8; w];
     for y in 0..h {
@@ -770,16 +781,16 @@ pub(crate) fn dilate_to_full(
     mask
 }
 
-/// Histogram of the work image and the grey opening of the top-hat, from one pass over the
-/// image. The opening is a ~(2r+1)² square computed at half resolution (2×2 min-pool, opening
-/// with r/2): the min-pool keeps thin bright strokes out of the opening (so they stay in the
-/// top-hat) at a quarter of the cost. It is then dilated by one half-res pixel: a bright pixel
-/// beside a dark edge shares its min-pool block with the edge, and the neighbouring block is
-/// the one a square window fits in (without this, film along a black border lights up).
-fn hist_and_opening(g: &[u8], w: usize, h: usize, r: usize) -> ([usize; 256], Opening) {
+/// Histogram of the work image (only when `with_hist`: the bright pass's 99th percentile) and
+/// its 2×2 min-pool, from one pass over the image. Both openings of a pass start from the same
+/// min-pool, so it is computed once.
+fn hist_and_pool(g: &[u8], w: usize, h: usize, with_hist: bool) -> (Option<[usize; 256]>, Vec<u8>) {
     // Four sub-histograms: runs of equal values would otherwise serialise on one counter.
     let mut hs = [[0u32; 256]; 4];
     let mut count = |line: &[u8]| {
+        if !with_hist {
+            return;
+        }
         let mut it = line.chunks_exact(4);
         for q in &mut it {
             hs[0][q[0] as usize] += 1;
@@ -791,56 +802,71 @@ fn hist_and_opening(g: &[u8], w: usize, h: usize, r: usize) -> ([usize; 256], Op
             hs[0][v as usize] += 1;
         }
     };
-    let opening = if r < 4 {
-        for y in 0..h {
-            count(&g[y * w..(y + 1) * w]);
-        }
-        let e = morph(g, w, h, r, false);
-        Opening {
-            o: morph(&e, w, h, r, true),
-            ow: w,
-            step: 1,
-        }
-    } else {
-        let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
-        let mut small = vec![255u8; hw * hh];
-        let mut m = vec![0u8; w + 1];
-        for by in 0..hh {
-            let a = &g[2 * by * w..(2 * by + 1) * w];
-            count(a);
-            if 2 * by + 1 < h {
-                let b = &g[(2 * by + 1) * w..(2 * by + 2) * w];
-                count(b);
-                for x in 0..w {
-                    m[x] = a[x].min(b[x]);
-                }
-            } else {
-                m[..w].copy_from_slice(a);
+    let (hw, hh) = (w.div_ceil(2), h.div_ceil(2));
+    let mut small = vec![255u8; hw * hh];
+    let mut m = vec![0u8; w + 1];
+    for by in 0..hh {
+        let a = &g[2 * by * w..(2 * by + 1) * w];
+        count(a);
+        if 2 * by + 1 < h {
+            let b = &g[(2 * by + 1) * w..(2 * by + 2) * w];
+            count(b);
+            for x in 0..w {
+                m[x] = a[x].min(b[x]);
             }
-            m[w] = m[w - 1]; // odd width: the last block is one column
-            let row = &mut small[by * hw..(by + 1) * hw];
-            for (o, pair) in row.iter_mut().zip(m.chunks_exact(2)) {
-                *o = pair[0].min(pair[1]);
-            }
-            if w % 2 == 1 {
-                row[hw - 1] = m[w - 1];
-            }
+        } else {
+            m[..w].copy_from_slice(a);
         }
-        let e = morph(&small, hw, hh, r / 2, false);
-        let o = morph(&e, hw, hh, r / 2, true);
-        Opening {
-            o: morph(&o, hw, hh, 1, true),
-            ow: hw,
-            step: 2,
+        m[w] = m[w - 1]; // odd width: the last block is one column
+        let row = &mut small[by * hw..(by + 1) * hw];
+        for (o, pair) in row.iter_mut().zip(m.chunks_exact(2)) {
+            *o = pair[0].min(pair[1]);
         }
-    };
-    let mut hist = [0usize; 256];
-    for sub in &hs {
-        for (t, &n) in hist.iter_mut().zip(sub) {
-            *t += n as usize;
+        if w % 2 == 1 {
+            row[hw - 1] = m[w - 1];
         }
     }
-    (hist, opening)
+    let hist = with_hist.then(|| {
+        let mut hist = [0usize; 256];
+        for sub in &hs {
+            for (t, &n) in hist.iter_mut().zip(sub) {
+                *t += n as usize;
+            }
+        }
+        hist
+    });
+    (hist, small)
+}
+
+/// The grey opening of the top-hat: a ~(2r+1)² square computed at half resolution from the
+/// 2×2 min-pool `pool` (opening with r/2): the min-pool keeps thin bright strokes out of the
+/// opening (so they stay in the top-hat) at a quarter of the cost. It is then dilated by one
+/// half-res pixel: a bright pixel beside a dark edge shares its min-pool block with the edge,
+/// and the neighbouring block is the one a square window fits in (without this, film along a
+/// black border lights up). Windows under 4 px are opened at full resolution instead.
+fn grey_opening(
+    g: &[u8],
+    pool: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    bufs: &mut MorphBufs,
+) -> Opening {
+    let (src, ow, oh, or, step) = if r < 4 {
+        (g, w, h, r, 1)
+    } else {
+        (pool, w.div_ceil(2), h.div_ceil(2), r / 2, 2)
+    };
+    let mut eroded = std::mem::take(&mut bufs.tmp);
+    morph_into(src, ow, oh, or, false, bufs, &mut eroded);
+    let mut o = Vec::new();
+    morph_into(&eroded, ow, oh, or, true, bufs, &mut o);
+    if step == 2 {
+        morph_into(&o, ow, oh, 1, true, bufs, &mut eroded);
+        std::mem::swap(&mut o, &mut eroded);
+    }
+    bufs.tmp = eroded;
+    Opening { o, ow, step }
 }
 
 /// The rectangle `gap` pixels outside a component's bounding box: the mean grey level over its
@@ -969,26 +995,47 @@ fn window_steps(k: usize) -> Vec<usize> {
 
 /// Grey erosion (min) or dilation (max) with a (2r+1)² square; the window is clipped at the
 /// image border.
-fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+/// Buffers the running min/max reuses from one call to the next within a detection pass:
+/// fresh image-sized buffers cost more in page faults and fills than the min/max passes.
+#[derive(Default)]
+struct MorphBufs {
+    cols: Vec<u8>,
+    other: Vec<u8>,
+    /// An opening's intermediate image.
+    tmp: Vec<u8>,
+}
+
+fn morph_t<const MAX: bool>(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    bufs: &mut MorphBufs,
+    out: &mut Vec<u8>,
+) {
     let pad = if MAX { 0u8 } else { 255u8 };
     let steps = window_steps(2 * r + 1);
     // Columns first, whole rows at a time: row y of the padded buffer becomes op(rows y..y+k).
+    // Each pass ping-pongs between two buffers (row y ← op(row y, row y + s)) so it is one
+    // element-wise op over distinct slices, which vectorises (in place it stayed scalar).
     let mh = h + 2 * r;
-    let mut buf = vec![pad; mh * w];
+    let MorphBufs {
+        cols: buf, other, ..
+    } = bufs;
+    buf.clear();
+    buf.resize(mh * w, pad);
     buf[r * w..(r + h) * w].copy_from_slice(src);
+    other.resize(mh * w, pad); // every byte is written by each pass
     for &s in &steps {
-        for y in 0..mh - s {
-            let (a, b) = buf.split_at_mut((y + s) * w);
-            let dst = &mut a[y * w..(y + 1) * w];
-            for (d, &v) in dst.iter_mut().zip(&b[..w]) {
-                *d = op::<MAX>(*d, v);
-            }
-        }
+        let n = (mh - s) * w;
+        shift_op::<MAX>(other, buf, s * w);
+        other[n..].copy_from_slice(&buf[n..]); // the last s rows have no partner yet
+        std::mem::swap(buf, other);
     }
     // Rows: each padded line ping-pongs between two buffers.
     let m = w + 2 * r;
     let (mut l0, mut l1) = (vec![pad; m], vec![pad; m]);
-    let mut out = vec![0u8; w * h];
+    out.clear();
     for y in 0..h {
         l0[r..r + w].copy_from_slice(&buf[y * w..(y + 1) * w]);
         let (mut cur, mut nxt) = (&mut l0, &mut l1);
@@ -996,23 +1043,37 @@ fn morph_t<const MAX: bool>(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8>
             shift_op::<MAX>(nxt, cur, s);
             std::mem::swap(&mut cur, &mut nxt);
         }
-        out[y * w..(y + 1) * w].copy_from_slice(&cur[..w]);
+        out.extend_from_slice(&cur[..w]);
         // Restore the pads the passes overwrote.
         l0[..r].fill(pad);
         l0[r + w..].fill(pad);
         l1.fill(pad);
     }
-    out
 }
 
 fn morph(src: &[u8], w: usize, h: usize, r: usize, max: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    morph_into(src, w, h, r, max, &mut MorphBufs::default(), &mut out);
+    out
+}
+
+/// [`morph`] into `out`, with buffers reused from earlier calls.
+fn morph_into(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    r: usize,
+    max: bool,
+    bufs: &mut MorphBufs,
+    out: &mut Vec<u8>,
+) {
     if r == 0 {
-        return src.to_vec();
-    }
-    if max {
-        morph_t::<true>(src, w, h, r)
+        out.clear();
+        out.extend_from_slice(src);
+    } else if max {
+        morph_t::<true>(src, w, h, r, bufs, out)
     } else {
-        morph_t::<false>(src, w, h, r)
+        morph_t::<false>(src, w, h, r, bufs, out)
     }
 }
 
@@ -1021,8 +1082,8 @@ pub fn dilate(src: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
     morph(src, w, h, r, true)
 }
 
-fn components(seed: &[u8], w: usize, h: usize) -> Vec<super::Hole> {
-    super::holes(seed, w, h)
+fn components(seed: &mut [u8], w: usize, h: usize) -> Vec<super::Hole> {
+    super::holes_in_place(seed, w, h)
 }
 
 /// The 8-connected components of the pixels of `c` for which `keep` holds, found in `c`'s

@@ -93,26 +93,77 @@ pub struct Hole {
 /// Only masked pixels are visited after one quick scan for non-zero bytes.
 pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
     assert_eq!(mask.len(), width * height, "mask size");
-    let mut todo = mask.to_vec(); // non-zero = masked and not yet assigned to a hole
+    // non-zero = masked and not yet assigned to a hole
+    find_holes(&mut Copied(mask.to_vec()), width, height)
+}
+
+/// [`holes`] of a mask whose values are all below 128, without copying it: pixels are marked
+/// as taken in their top bit while flooding, and the mask is restored before returning.
+pub(crate) fn holes_in_place(mask: &mut [u8], width: usize, height: usize) -> Vec<Hole> {
+    assert_eq!(mask.len(), width * height, "mask size");
+    let out = find_holes(&mut TopBit(mask), width, height);
+    for &p in out.iter().flat_map(|h| &h.pixels) {
+        mask[p as usize] &= 0x7f;
+    }
+    out
+}
+
+/// How [`find_holes`] marks the pixels it has taken.
+trait Pixels {
+    /// Take pixel `i` if it is masked and not yet taken.
+    fn take(&mut self, i: usize) -> bool;
+    fn bytes(&self) -> &[u8];
+    /// The 8 bytes from `i` on: 0 when none of them is masked.
+    fn block(&self, i: usize) -> u64 {
+        u64::from_ne_bytes(self.bytes()[i..i + 8].try_into().expect("8 bytes"))
+    }
+}
+
+/// A copy of the mask, zeroed where taken.
+struct Copied(Vec<u8>);
+
+impl Pixels for Copied {
+    #[inline]
+    fn take(&mut self, i: usize) -> bool {
+        std::mem::replace(&mut self.0[i], 0) != 0
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The mask itself (values below 128), top bit set where taken.
+struct TopBit<'a>(&'a mut [u8]);
+
+impl Pixels for TopBit<'_> {
+    #[inline]
+    fn take(&mut self, i: usize) -> bool {
+        let v = &mut self.0[i];
+        let free = *v != 0 && *v & 0x80 == 0;
+        *v |= (free as u8) << 7;
+        free
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+}
+
+fn find_holes(todo: &mut impl Pixels, width: usize, height: usize) -> Vec<Hole> {
     let mut out = Vec::new();
     let mut stack = Vec::new();
     let mut start = 0usize;
-    let n = mask.len();
+    let n = width * height;
     while start < n {
         // Skip zero runs eight bytes at a time: masks are mostly empty.
-        if start % 8 == 0 && start + 8 <= n {
-            let chunk = u64::from_ne_bytes(todo[start..start + 8].try_into().expect("8 bytes"));
-            if chunk == 0 {
-                start += 8;
-                continue;
-            }
+        if start % 8 == 0 && start + 8 <= n && todo.block(start) == 0 {
+            start += 8;
+            continue;
         }
         let i = start;
         start += 1;
-        if todo[i] == 0 {
+        if !todo.take(i) {
             continue;
         }
-        todo[i] = 0;
         stack.push(i);
         let mut hole = Hole {
             pixels: Vec::new(),
@@ -128,13 +179,23 @@ pub fn holes(mask: &[u8], width: usize, height: usize) -> Vec<Hole> {
             hole.x1 = hole.x1.max(x);
             hole.y0 = hole.y0.min(y);
             hole.y1 = hole.y1.max(y);
+            if x > 0 && y > 0 && x + 1 < width && y + 1 < height {
+                // Inside the image: the 8 neighbours without clipping, in the same raster
+                // order as below (p itself is taken already).
+                let (a, b) = (p - width, p + width);
+                for q in [a - 1, a, a + 1, p - 1, p + 1, b - 1, b, b + 1] {
+                    if todo.take(q) {
+                        stack.push(q);
+                    }
+                }
+                continue;
+            }
             let (xa, xb) = (x.saturating_sub(1), (x + 1).min(width - 1));
             let (ya, yb) = (y.saturating_sub(1), (y + 1).min(height - 1));
             for yy in ya..=yb {
                 let row = yy * width;
                 for q in row + xa..=row + xb {
-                    if todo[q] != 0 {
-                        todo[q] = 0;
+                    if todo.take(q) {
                         stack.push(q);
                     }
                 }
@@ -459,6 +520,37 @@ mod tests {
         assert_eq!(sorted(&hs[1]), vec![4, 9]);
         assert_eq!(sorted(&hs[2]), vec![15, 16]);
         assert_eq!(sorted(&hs[3]), vec![18]);
+    }
+
+    /// The in-place labelling (used by the detector) must give the same holes, pixel for
+    /// pixel and in the same order, and leave the mask as it was.
+    #[test]
+    fn holes_in_place_match_holes_and_restore_the_mask() {
+        let (w, h) = (61, 37);
+        for seed in 0..20u64 {
+            let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            let mask: Vec<u8> = (0..w * h)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x % 100 < 20 + 2 * seed {
+                        (1 + x % 3) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let want = holes(&mask, w, h);
+            let mut m = mask.clone();
+            let got = holes_in_place(&mut m, w, h);
+            assert_eq!(m, mask, "mask restored (seed {seed})");
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(a.pixels, b.pixels, "seed {seed}");
+                assert_eq!((a.x0, a.y0, a.x1, a.y1), (b.x0, b.y0, b.x1, b.y1));
+            }
+        }
     }
 
     #[test]

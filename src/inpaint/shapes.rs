@@ -30,23 +30,33 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
 /// a line of text is broken between its letters.
 pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
-    let longest = |it: &mut dyn Iterator<Item = bool>| {
+    let longest = |row: &[u8]| {
         let (mut best, mut run) = (0usize, 0usize);
-        for on in it {
-            run = if on { run + 1 } else { 0 };
+        for &v in row {
+            run = if v != 0 { run + 1 } else { 0 };
             best = best.max(run);
         }
         best
     };
     for y in (0..m).chain(h.saturating_sub(m)..h) {
         let row = &mut seed[y * w..(y + 1) * w];
-        if 10 * longest(&mut row.iter().map(|&v| v != 0)) >= 3 * w {
+        if 10 * longest(row) >= 3 * w {
             row.fill(0);
         }
     }
-    for x in (0..m).chain(w.saturating_sub(m)..w) {
-        let run = longest(&mut (0..h).map(|y| seed[y * w + x] != 0));
-        if 10 * run >= 3 * h {
+    // Columns: the runs of all edge columns at once, row by row (a walk down each column in
+    // turn touches a new cache line at every pixel). Clearing a column changes no other
+    // column's run, so they are cleared afterwards.
+    let cols: Vec<usize> = (0..m).chain(w.saturating_sub(m)..w).collect();
+    let (mut run, mut best) = (vec![0usize; cols.len()], vec![0usize; cols.len()]);
+    for row in seed.chunks_exact(w) {
+        for ((&x, r), b) in cols.iter().zip(&mut run).zip(&mut best) {
+            *r = if row[x] != 0 { *r + 1 } else { 0 };
+            *b = (*b).max(*r);
+        }
+    }
+    for (&x, &b) in cols.iter().zip(&best) {
+        if 10 * b >= 3 * h {
             for y in 0..h {
                 seed[y * w + x] = 0;
             }
@@ -330,7 +340,7 @@ const PLATE_CONTRAST: i32 = 25;
 /// that limit (at most 8× the mark's box) and its level differs by at least 25 from the film
 /// just outside it; it is then added, with a rim of one pixel per 1024 px of side.
 pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], list: &mut Vec<u32>) {
-    let marks = super::holes(keep, w, h);
+    let marks = super::holes_in_place(keep, w, h);
     let mut done = vec![false; w * h];
     let ext_min = (6.0 * scale).ceil() as usize;
     let rim = (scale.round() as usize).max(1);
@@ -360,7 +370,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let level = *levels.select_nth_unstable(k).1 as i32;
         let limit = 8 * bw * bh + 64;
         let mut region: Vec<usize> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = BoxFlags::new(lx0, ly0, lx1, ly1, w);
         let mut stack: Vec<usize> = Vec::new();
         for &q in &start {
             if (g[q] as i32 - level).abs() <= PLATE_TOL && seen.insert(q) {
@@ -395,7 +405,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let mut film = Vec::new();
         for &q in &region {
             for n in neighbours(q % w, q / w, w, h) {
-                if keep[n] == 0 && !seen.contains(&n) {
+                if keep[n] == 0 && !seen.contains(n) {
                     film.push(g[n]);
                 }
             }
@@ -469,7 +479,7 @@ pub fn add_strip_plates(
     keep: &mut [u8],
     list: &mut Vec<u32>,
 ) {
-    let marks: Vec<Hole> = super::holes(keep, w, h)
+    let marks: Vec<Hole> = super::holes_in_place(keep, w, h)
         .into_iter()
         .filter(|c| !is_central(c, w, h))
         .collect();
@@ -578,6 +588,40 @@ fn groups(marks: &[Hole], reach: usize) -> Vec<(usize, usize, usize, usize)> {
         *e = (e.0.min(m.x0), e.1.min(m.y0), e.2.max(m.x1), e.3.max(m.y1));
     }
     boxes.into_values().collect()
+}
+
+/// A set of image pixels inside one box, as a flag per box pixel: what a plate flood has
+/// visited (it never leaves the mark's widened box). A hashed set cost more than the flood.
+struct BoxFlags {
+    x0: usize,
+    y0: usize,
+    bw: usize,
+    w: usize,
+    flags: Vec<bool>,
+}
+
+impl BoxFlags {
+    fn new(x0: usize, y0: usize, x1: usize, y1: usize, w: usize) -> Self {
+        let bw = x1 - x0 + 1;
+        BoxFlags {
+            x0,
+            y0,
+            bw,
+            w,
+            flags: vec![false; bw * (y1 - y0 + 1)],
+        }
+    }
+    fn at(&self, q: usize) -> usize {
+        (q / self.w - self.y0) * self.bw + q % self.w - self.x0
+    }
+    /// Adds `q`; whether it was new.
+    fn insert(&mut self, q: usize) -> bool {
+        let i = self.at(q);
+        !std::mem::replace(&mut self.flags[i], true)
+    }
+    fn contains(&self, q: usize) -> bool {
+        self.flags[self.at(q)]
+    }
 }
 
 fn neighbours(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {

@@ -43,11 +43,7 @@ pub fn build_mask(img: &DynamicImage, user: Option<Vec<u8>>, detect_on: bool) ->
     let mut mask = if detect_on {
         let t = Instant::now();
         // 8-bit grey images are read in place, not copied.
-        let grey: std::borrow::Cow<[u8]> = match img.as_luma8() {
-            Some(g) => std::borrow::Cow::Borrowed(g.as_raw().as_slice()),
-            None => std::borrow::Cow::Owned(io::grey8(img)),
-        };
-        let spread = colour_spread(img);
+        let (grey, spread) = io::grey_and_spread(img);
         let d = detect::detect(&grey, spread.as_deref(), w, h);
         components = d.components;
         let mut mask = d.mask;
@@ -73,22 +69,6 @@ pub fn build_mask(img: &DynamicImage, user: Option<Vec<u8>>, detect_on: bool) ->
         pixels,
         detect_ms,
     }
-}
-
-/// max - min over R, G, B (8-bit) for colour images; None for grey ones.
-fn colour_spread(img: &DynamicImage) -> Option<Vec<u8>> {
-    if !img.color().has_color() {
-        return None;
-    }
-    let rgb = img.to_rgb8();
-    Some(
-        rgb.pixels()
-            .map(|p| {
-                let [r, g, b] = p.0;
-                r.max(g).max(b) - r.min(g).min(b)
-            })
-            .collect(),
-    )
 }
 
 /// Fill the masked pixels of `img` in place.
