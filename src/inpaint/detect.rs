@@ -137,7 +137,7 @@ fn detect_with(
 }
 
 /// Whether to print why each component was kept or dropped (`PREP_DETECT_TRACE` set).
-pub(super) fn trace() -> bool {
+fn trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some())
 }
@@ -496,9 +496,6 @@ fn marks(
     // region closed around the marks, when it differs from the film outside it.
     tick("grown");
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
-    if contrast && polarity == Polarity::Bright {
-        shapes::add_strip_plates(g, w, h, scale, &mut keep, &mut list);
-    }
     tick("plates");
     (list, kept)
 }
