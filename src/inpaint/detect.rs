@@ -506,8 +506,10 @@ const DISK_RISE: u8 = 25;
 /// The lead disks NIH films carry beside their L/R glyph: flat light ellipses (24–80 px per
 /// 1024 px of side) in the film's outer band, only 25–40 levels above the film, too low and too
 /// wide for the top-hat seeds. Components of flat pixels at least [`DISK_RISE`] above the wide
-/// opening, at most half of them seeds (a disk's rim can clear the seed threshold), kept when [`shapes::is_marker_disk`] holds; returned with the
-/// film level around each.
+/// opening, at most half of them seeds (a disk's rim can clear the seed threshold), kept when
+/// [`shapes::is_marker_disk`] holds; returned with the film level around each. Looked for on
+/// a 4× coarser grid first (a whole-image flood of smooth raised film cost more than the rest
+/// of the pass), then measured at work size in each candidate's box.
 fn marker_disks(
     g: &[u8],
     w: usize,
@@ -516,35 +518,78 @@ fn marker_disks(
     scale: f32,
     seed: &[u8],
 ) -> Vec<(super::Hole, u8)> {
+    const S: usize = 4;
     // Flat (within 6 levels of the pixels left and above) as well as raised: the disk's steep
     // rim then parts its inside from film that happens to be raised too.
-    let mut up = vec![0u8; w];
-    let mut rise = vec![0u8; w * h];
-    for y in 1..h {
-        wide.row_into(y, &mut up);
-        let (above, row) = g[(y - 1) * w..(y + 1) * w].split_at(w);
-        let out = &mut rise[y * w..(y + 1) * w];
-        for x in 1..w {
-            let v = row[x];
-            let flat = v.abs_diff(row[x - 1]) <= 6 && v.abs_diff(above[x]) <= 6;
-            out[x] = (flat && v.saturating_sub(up[x]) >= DISK_RISE) as u8;
+    let raised = |x: usize, y: usize| {
+        let v = g[y * w + x];
+        let flat = v.abs_diff(g[y * w + x - 1]) <= 6 && v.abs_diff(g[(y - 1) * w + x]) <= 6;
+        flat && v.saturating_sub(wide.at(x, y)) >= DISK_RISE
+    };
+    let (cw, ch) = (w / S, h / S);
+    let mut coarse = vec![0u8; cw * ch];
+    let (mx0, mx1) = ((0.15 * w as f32) as usize, (0.85 * w as f32) as usize);
+    let (my0, my1) = ((0.15 * h as f32) as usize, (0.85 * h as f32) as usize);
+    for by in 0..ch {
+        for bx in 0..cw {
+            let (x, y) = (bx * S + S / 2, by * S + S / 2);
+            let central = (mx0..mx1).contains(&x) && (my0..my1).contains(&y);
+            coarse[by * cw + bx] = (!central && raised(x, y)) as u8;
         }
     }
-    components(&mut rise, w, h)
-        .into_iter()
-        .filter(|c| {
-            2 * c.pixels.iter().filter(|&&p| seed[p as usize] != 0).count() < c.pixels.len()
-        })
-        .filter(|c| !shapes::is_central(c, w, h))
-        .filter_map(|c| {
-            let level = shapes::is_marker_disk(g, w, h, &c, scale);
-            if trace() && c.pixels.len() as f32 >= 400.0 * scale * scale {
-                let at = (c.x0, c.y0, c.x1, c.y1);
-                eprintln!("detect disk {at:?} area {}: {level:?}", c.pixels.len());
-            }
-            level.map(|level| (c, level))
-        })
-        .collect()
+    let (lo, hi) = (24.0 * scale, 80.0 * scale);
+    let mut out = Vec::new();
+    for c in components(&mut coarse, cw, ch) {
+        let (bw, bh) = ((c.x1 - c.x0 + 1) * S, (c.y1 - c.y0 + 1) * S);
+        if (bw.min(bh) as f32) < lo - 2.0 * S as f32 || bw.max(bh) as f32 > hi + 2.0 * S as f32 {
+            continue;
+        }
+        // The candidate's box at work size, with a margin: its component must not reach it.
+        let m = S + 2;
+        let (x0, y0) = (
+            (c.x0 * S).saturating_sub(m).max(1),
+            (c.y0 * S).saturating_sub(m).max(1),
+        );
+        let (x1, y1) = (
+            ((c.x1 + 1) * S + m).min(w - 1),
+            ((c.y1 + 1) * S + m).min(h - 1),
+        );
+        let (rw, rh) = (x1 - x0, y1 - y0);
+        let mut fine: Vec<u8> = (0..rw * rh)
+            .map(|i| raised(x0 + i % rw, y0 + i / rw) as u8)
+            .collect();
+        let Some(mut disk) = super::holes_in_place(&mut fine, rw, rh)
+            .into_iter()
+            .max_by_key(|d| d.pixels.len())
+        else {
+            continue;
+        };
+        if disk.x0 == 0 || disk.y0 == 0 || disk.x1 + 1 == rw || disk.y1 + 1 == rh {
+            continue; // cut by the box: part of something larger
+        }
+        for p in &mut disk.pixels {
+            *p = ((y0 + *p as usize / rw) * w + x0 + *p as usize % rw) as u32;
+        }
+        (disk.x0, disk.x1, disk.y0, disk.y1) =
+            (disk.x0 + x0, disk.x1 + x0, disk.y0 + y0, disk.y1 + y0);
+        let seeded = disk
+            .pixels
+            .iter()
+            .filter(|&&p| seed[p as usize] != 0)
+            .count();
+        if 2 * seeded >= disk.pixels.len() || shapes::is_central(&disk, w, h) {
+            continue;
+        }
+        let level = shapes::is_marker_disk(g, w, h, &disk, scale);
+        if trace() {
+            let at = (disk.x0, disk.y0, disk.x1, disk.y1);
+            eprintln!("detect disk {at:?} area {}: {level:?}", disk.pixels.len());
+        }
+        if let Some(level) = level {
+            out.push((disk, level));
+        }
+    }
+    out
 }
 
 /// Least mean top-hat of a faint component that may be kept beside a mark.
