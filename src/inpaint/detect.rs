@@ -324,10 +324,13 @@ fn marks(
             rej!("anatomy-or-blurred");
         }
         // Devices are radiopaque (bright); a dark mark in the middle is drawn.
-        // A bright mark wholly in the middle of the film that is not an arrow is the patient's
-        // (a port, a pacemaker, an electrode) unless it continues a line of clear marks.
+        // A bright mark wholly in the middle of the film that is not an arrow, nor drawn at full
+        // white, is the patient's (a port, a pacemaker, an electrode) unless it continues a
+        // line of clear marks.
+        let saturated = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area;
         let central = polarity == Polarity::Bright
             && !coloured
+            && !saturated
             && shapes::is_central(c, w, h)
             && !shapes::has_head(w, c);
         // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
@@ -381,7 +384,7 @@ fn marks(
         // such candidates were those, 1 in 40 marks): kept only beside a clear mark too.
         // Saturated marks are exempt (anatomy rarely reaches full white), and so are sizeable
         // crisp ones that are bright seeds throughout (above the film's 99th percentile).
-        let white = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area
+        let white = saturated
             || area as f32 >= 100.0 * scale * scale
                 && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
                 && sharp_fraction(g, &seed, w, h, c) >= 0.75;
@@ -1376,19 +1379,23 @@ mod tests {
         );
     }
 
-    /// A small bright solid shape is a label at the film's margin and the patient's (a port,
-    /// an electrode) in its middle.
+    /// A small bright (not full-white) solid shape is a label at the film's margin and the
+    /// patient's (a port, an electrode) in its middle; drawn at full white, it is a mark there
+    /// too.
     #[test]
     fn a_bright_shape_in_the_middle_of_the_film_is_left_alone() {
         let side = 512;
         let mut margin = plain_film(side);
-        paint(&mut margin, side, (30, 440, 44, 454), 250);
+        paint(&mut margin, side, (30, 440, 44, 454), 235);
         assert_eq!(detect(&margin, None, side, side).mask[447 * side + 37], 255);
         let mut middle = plain_film(side);
-        paint(&mut middle, side, (250, 250, 264, 264), 250);
-        assert!(detect(&middle, None, side, side)
-            .mask
-            .iter()
-            .all(|&m| m == 0));
+        paint(&mut middle, side, (250, 250, 264, 264), 235);
+        let d = detect(&middle, None, side, side);
+        assert!(d.mask.iter().all(|&m| m == 0));
+        paint(&mut middle, side, (250, 250, 264, 264), 255);
+        assert_eq!(
+            detect(&middle, None, side, side).mask[257 * side + 257],
+            255
+        );
     }
 }
