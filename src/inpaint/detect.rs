@@ -221,31 +221,15 @@ fn marks(
         let area = c.pixels.len();
         let at = (c.x0, c.y0, c.x1, c.y1);
         if trace_features() && area >= 2 {
-            let (sw, sl) = shapes::stroke(&seed, w, h, c);
             let wd = wide.as_ref().unwrap_or(&opening);
-            let th: u32 = c
-                .pixels
-                .iter()
-                .map(|&p| {
-                    let (x, y) = (p as usize % w, p as usize / w);
-                    let v = g[p as usize];
-                    v.saturating_sub(opening.at(x, y))
-                        .max(v.saturating_sub(wd.at(x, y))) as u32
-                })
-                .sum();
-            let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-            let rg = ring(g, w, h, c, 2);
-            let strong = c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count();
-            let pr = shapes::profile(w, c);
-            eprintln!(
-                "feat {polarity:?} {at:?} area {area} strong {strong} th {} sharp {:.2} sw {sw:.1} sl {sl:.0} in {mean_in:.0} ring {:?} sides {:?} head {} sol {:.2} encl {}",
-                th / area as u32,
-                sharp_fraction(g, &seed, w, h, c),
-                rg.mean.map(|m| m.round()),
-                rg.sides.map(|s| s.map(|v| v.round() as i32)),
-                pr.head,
-                pr.solidity,
-                shapes::enclosed(w, c)
+            print_features(
+                g,
+                &seed,
+                w,
+                h,
+                c,
+                polarity,
+                mean_tophat(g, w, c, &opening, wd),
             );
         }
         // Why a component was dropped, when PREP_DETECT_TRACE is set (tuning on real films).
@@ -501,6 +485,34 @@ fn marks(
     shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
     tick("plates");
     (list, kept)
+}
+
+/// One component's figures, for `PREP_DETECT_TRACE=feat`: what the rules below judge.
+fn print_features(
+    g: &[u8],
+    seed: &[u8],
+    w: usize,
+    h: usize,
+    c: &super::Hole,
+    polarity: Polarity,
+    mean_th: u32,
+) {
+    let area = c.pixels.len();
+    let (sw, sl) = shapes::stroke(seed, w, h, c);
+    let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
+    let rg = ring(g, w, h, c, 2);
+    let strong = c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count();
+    let pr = shapes::profile(w, c);
+    eprintln!(
+        "feat {polarity:?} {:?} area {area} strong {strong} th {mean_th} sharp {:.2} sw {sw:.1} sl {sl:.0} in {mean_in:.0} ring {:?} sides {:?} head {} sol {:.2} encl {}",
+        (c.x0, c.y0, c.x1, c.y1),
+        sharp_fraction(g, seed, w, h, c),
+        rg.mean.map(|m| m.round()),
+        rg.sides.map(|s| s.map(|v| v.round() as i32)),
+        pr.head,
+        pr.solidity,
+        shapes::enclosed(w, c)
+    );
 }
 
 /// Least rise of a marker disk over the wide opening.
