@@ -326,6 +326,10 @@ fn card(
                     esc(&id)
                 );
             }
+            // A film the detector found nothing on is passed through without a mask file.
+            None if what == "mask" && r.get("mask_pixels").is_some_and(|n| n == "0") => {
+                s.push_str("<span>nothing masked</span>");
+            }
             None => {
                 let _ = write!(s, "<span class=bad>{what} missing</span>");
             }
@@ -548,4 +552,31 @@ fn find_confusion(v: &serde_json::Value, classes: &[String]) -> Option<String> {
         .collect();
     let head: Vec<&str> = head.iter().map(String::as_str).collect();
     Some(table(&head, &rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A film passed through untouched has no mask file: its card says so, and only a record
+    /// that claims masked pixels without a readable mask is flagged.
+    #[test]
+    fn a_film_with_nothing_masked_is_not_flagged_as_missing_its_mask() {
+        let dir = std::env::temp_dir();
+        let rec = |px: &str| -> BTreeMap<String, String> {
+            [("id", "f1"), ("mask_pixels", px), ("mask_path", "")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let mut s = String::new();
+        card(&mut s, &dir, None, &BTreeMap::new(), &rec("0"), None);
+        assert!(
+            s.contains("nothing masked") && !s.contains("mask missing"),
+            "{s}"
+        );
+        let mut s = String::new();
+        card(&mut s, &dir, None, &BTreeMap::new(), &rec("120"), None);
+        assert!(s.contains("mask missing"), "{s}");
+    }
 }
