@@ -297,8 +297,15 @@ fn marks(
         // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
         // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
         let anatomy_sized = area > big && !boxy && !coloured;
+        // Contrast-only bright marks need 60 % of their boundary crisp: on the real films the
+        // contrast-only candidates under that were film edges, bone and devices (82 of 85).
+        let crisp = if weak && polarity == Polarity::Bright && !anatomy_sized {
+            0.6
+        } else {
+            0.5
+        };
         if anatomy_sized && !stroke_like(&seed, w, h, c, window)
-            || (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < 0.5
+            || (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < crisp
         {
             if anatomy_sized {
                 if let Some(parts) = split(c) {
