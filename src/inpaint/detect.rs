@@ -342,7 +342,7 @@ fn marks(
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        let ring = ring(g, w, h, c, 2);
+        let ring = shapes::ring(g, w, h, c, 2);
         // Dark marks must stand out twice as far, on every side (dark film between bright
         // vessels clears the film on some sides only).
         let need = if polarity == Polarity::Dark {
@@ -507,7 +507,7 @@ fn print_features(
     let area = c.pixels.len();
     let (sw, sl) = shapes::stroke(seed, w, h, c);
     let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-    let rg = ring(g, w, h, c, 2);
+    let rg = shapes::ring(g, w, h, c, 2);
     let strong = c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count();
     let pr = shapes::profile(w, c);
     eprintln!(
@@ -931,41 +931,6 @@ fn grey_opening(
     }
     bufs.tmp = eroded;
     Opening { o, ow, step }
-}
-
-/// The rectangle `gap` pixels outside a component's bounding box: the mean grey level over its
-/// sides that lie inside the image (None when fewer than 8 pixels do), and the mean of each
-/// side (top, bottom, left, right; None when outside the image).
-struct Ring {
-    mean: Option<f32>,
-    sides: [Option<f32>; 4],
-}
-
-fn ring(g: &[u8], w: usize, h: usize, c: &super::Hole, gap: usize) -> Ring {
-    let (x0, y0) = (c.x0 as isize - gap as isize, c.y0 as isize - gap as isize);
-    let (x1, y1) = ((c.x1 + gap) as isize, (c.y1 + gap) as isize);
-    let mut sums = [(0f64, 0usize); 4];
-    let mut add = |side: usize, x: isize, y: isize| {
-        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
-            sums[side].0 += g[y as usize * w + x as usize] as f64;
-            sums[side].1 += 1;
-        }
-    };
-    for x in x0..=x1 {
-        add(0, x, y0);
-        add(1, x, y1);
-    }
-    for y in y0 + 1..y1 {
-        add(2, x0, y);
-        add(3, x1, y);
-    }
-    let (s, n) = sums
-        .iter()
-        .fold((0f64, 0usize), |(s, n), &(a, b)| (s + a, n + b));
-    Ring {
-        mean: (n >= 8).then(|| (s / n as f64) as f32),
-        sides: sums.map(|(s, n)| (n > 0).then(|| (s / n as f64) as f32)),
-    }
 }
 
 fn percentile(hist: &[usize; 256], q: f64) -> u8 {

@@ -154,25 +154,49 @@ pub fn is_marker_disk(g: &[u8], w: usize, h: usize, c: &Hole, scale: f32) -> Opt
         return None;
     }
     // Film on each side of the box, 2 px out (sides outside the image do not count).
-    let gap = 2;
-    let mut sides = Vec::new();
-    let mut side = |pts: &mut dyn Iterator<Item = (isize, isize)>| {
-        let v: Vec<f64> = pts
-            .filter(|&(x, y)| x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h)
-            .map(|(x, y)| g[y as usize * w + x as usize] as f64)
-            .collect();
-        if !v.is_empty() {
-            sides.push(v.iter().sum::<f64>() / v.len() as f64);
-        }
-    };
-    let (x0, y0) = (c.x0 as isize - gap, c.y0 as isize - gap);
-    let (x1, y1) = ((c.x1 + 2) as isize, (c.y1 + 2) as isize);
-    side(&mut (x0..=x1).map(|x| (x, y0)));
-    side(&mut (x0..=x1).map(|x| (x, y1)));
-    side(&mut (y0..=y1).map(|y| (x0, y)));
-    side(&mut (y0..=y1).map(|y| (x1, y)));
+    let sides: Vec<f64> = ring(g, w, h, c, 2)
+        .sides
+        .iter()
+        .flatten()
+        .map(|&f| f as f64)
+        .collect();
     let clear = !sides.is_empty() && sides.iter().all(|&f| mean - f >= 25.0);
     clear.then(|| (sides.iter().sum::<f64>() / sides.len() as f64).round() as u8)
+}
+
+/// The rectangle `gap` pixels outside a component's bounding box: the mean grey level over its
+/// sides that lie inside the image (None when fewer than 8 pixels do), and the mean of each
+/// side (top, bottom, left, right; None when outside the image).
+pub(crate) struct Ring {
+    pub mean: Option<f32>,
+    pub sides: [Option<f32>; 4],
+}
+
+pub(crate) fn ring(g: &[u8], w: usize, h: usize, c: &Hole, gap: usize) -> Ring {
+    let (x0, y0) = (c.x0 as isize - gap as isize, c.y0 as isize - gap as isize);
+    let (x1, y1) = ((c.x1 + gap) as isize, (c.y1 + gap) as isize);
+    let mut sums = [(0f64, 0usize); 4];
+    let mut add = |side: usize, x: isize, y: isize| {
+        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
+            sums[side].0 += g[y as usize * w + x as usize] as f64;
+            sums[side].1 += 1;
+        }
+    };
+    for x in x0..=x1 {
+        add(0, x, y0);
+        add(1, x, y1);
+    }
+    for y in y0 + 1..y1 {
+        add(2, x0, y);
+        add(3, x1, y);
+    }
+    let (s, n) = sums
+        .iter()
+        .fold((0f64, 0usize), |(s, n), &(a, b)| (s + a, n + b));
+    Ring {
+        mean: (n >= 8).then(|| (s / n as f64) as f32),
+        sides: sums.map(|(s, n)| (n > 0).then(|| (s / n as f64) as f32)),
+    }
 }
 
 /// What the wire rule must not take: a closed loop (a ring drawn around a marker's letter:
