@@ -7,8 +7,8 @@
 //! The rule for a found mark (text, marker, arrow, other), stated in docs/inpaint.md: the film
 //! level under each box pixel is interpolated (inverse-distance weights) from the four sides of
 //! a band 3 px wide that starts 2 px outside the box (per row for the left and right sides, per
-//! column for top and bottom, the median across the band; sides outside the image are left
-//! out); each box pixel's contrast is |grey − film level|; the mark's pixels are those with
+//! column for top and bottom, the median across the band; pixels outside the image or inside
+//! the film's other mark boxes are left out, unless that leaves a box pixel no side at all); each box pixel's contrast is |grey − film level|; the mark's pixels are those with
 //! contrast ≥ max(12, 0.4 × the box's 99th-percentile contrast), i.e. its bright or dark
 //! strokes AND a backing plate that differs from the film (a black disk, a white label); the
 //! box is found when the mask covers at least 90 % of them. A box with no contrast above 12 is
@@ -179,38 +179,76 @@ fn median(v: &mut [u8]) -> u8 {
 }
 
 /// Median of the band from 2 to 4 px outside the box on one side, for each row (left, right)
-/// or column (top, bottom) of the box; None where that side is outside the image.
+/// or column (top, bottom) of the box; None where that side is outside the image or wholly
+/// inside another mark's box (`film` says which pixels may be read).
 fn side_levels(
     g: &[u8],
     w: usize,
     h: usize,
     b: (usize, usize, usize, usize),
+    film: &dyn Fn(usize, usize) -> bool,
 ) -> [Vec<Option<u8>>; 4] {
     let (x0, y0, x1, y1) = b;
     let med = |mut v: Vec<u8>| (!v.is_empty()).then(|| median(&mut v));
-    let col = |x: isize, y: usize| (x >= 0 && (x as usize) < w).then(|| g[y * w + x as usize]);
-    let row = |x: usize, y: isize| (y >= 0 && (y as usize) < h).then(|| g[y as usize * w + x]);
+    let at = |x: isize, y: isize| {
+        (x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h && film(x as usize, y as usize))
+            .then(|| g[y as usize * w + x as usize])
+    };
     let left = (y0..y1)
-        .map(|y| med((2..5).filter_map(|d| col(x0 as isize - d, y)).collect()))
+        .map(|y| med((2..5).filter_map(|d| at(x0 as isize - d, y as isize)).collect()))
         .collect();
     let right = (y0..y1)
-        .map(|y| med((1..4).filter_map(|d| col((x1 + d) as isize, y)).collect()))
+        .map(|y| med((1..4).filter_map(|d| at((x1 + d) as isize, y as isize)).collect()))
         .collect();
     let top = (x0..x1)
-        .map(|x| med((2..5).filter_map(|d| row(x, y0 as isize - d)).collect()))
+        .map(|x| med((2..5).filter_map(|d| at(x as isize, y0 as isize - d)).collect()))
         .collect();
     let bottom = (x0..x1)
-        .map(|x| med((1..4).filter_map(|d| row(x, (y1 + d) as isize)).collect()))
+        .map(|x| med((1..4).filter_map(|d| at(x as isize, (y1 + d) as isize)).collect()))
         .collect();
     [left, right, top, bottom]
 }
 
-/// Whether the mask covers a mark (the rule in the module comment).
-pub fn mark_found(grey: &[u8], mask: &[u8], w: usize, h: usize, b: &AnnotBox) -> bool {
+/// Inverse-distance mean of the side levels at box pixel (x, y) of a bw×bh box; None when no
+/// side has a level there.
+fn film_level(sides: &[Vec<Option<u8>>; 4], x: usize, y: usize, bw: usize, bh: usize) -> Option<f32> {
+    let [left, right, top, bottom] = sides;
+    let near = [
+        (left[y], x as f32 + 3.0),
+        (right[y], (bw - x) as f32 + 2.0),
+        (top[x], y as f32 + 3.0),
+        (bottom[x], (bh - y) as f32 + 2.0),
+    ];
+    let (mut s, mut n) = (0f32, 0f32);
+    for (v, d) in near {
+        if let Some(v) = v {
+            s += v as f32 / d;
+            n += 1.0 / d;
+        }
+    }
+    (n > 0.0).then(|| s / n)
+}
+
+/// Whether the mask covers a mark (the rule in the module comment). `others`: the film's other
+/// mark boxes, whose pixels are not read as film (a marker's L just above a text box).
+pub fn mark_found(
+    grey: &[u8],
+    mask: &[u8],
+    w: usize,
+    h: usize,
+    b: &AnnotBox,
+    others: &[&AnnotBox],
+) -> bool {
     let Some((x0, y0, x1, y1)) = clip(b, w, h) else {
         return true; // nothing of it is in the image
     };
-    let [left, right, top, bottom] = side_levels(grey, w, h, (x0, y0, x1, y1));
+    let inside = |o: &AnnotBox, x: usize, y: usize| {
+        (o.x0 as usize..o.x1 as usize).contains(&x) && (o.y0 as usize..o.y1 as usize).contains(&y)
+    };
+    let film = |x: usize, y: usize| !others.iter().any(|o| inside(o, x, y));
+    let sides = side_levels(grey, w, h, (x0, y0, x1, y1), &film);
+    // Where every side there lies in other marks, those sides are read after all.
+    let any = side_levels(grey, w, h, (x0, y0, x1, y1), &|_, _| true);
     // The film level under each box pixel, interpolated from the four sides (inverse-distance
     // weights), so a box across a film gradient does not count the gradient as the mark.
     let (bw, bh) = (x1 - x0, y1 - y0);
@@ -218,34 +256,20 @@ pub fn mark_found(grey: &[u8], mask: &[u8], w: usize, h: usize, b: &AnnotBox) ->
     let mut whole: Vec<u8> = Vec::new();
     for y in 0..bh {
         for x in 0..bw {
-            let sides = [
-                (left[y], x as f32 + 3.0),
-                (right[y], (bw - x) as f32 + 2.0),
-                (top[x], y as f32 + 3.0),
-                (bottom[x], (bh - y) as f32 + 2.0),
-            ];
-            let (mut s, mut n) = (0f32, 0f32);
-            for (v, d) in sides {
-                if let Some(v) = v {
-                    s += v as f32 / d;
-                    n += 1.0 / d;
+            let v = grey[(y0 + y) * w + x0 + x];
+            match film_level(&sides, x, y, bw, bh).or_else(|| film_level(&any, x, y, bw, bh)) {
+                Some(f) => contrast.push((v as f32 - f).abs()),
+                None => {
+                    whole.push(v);
+                    contrast.push(f32::NAN);
                 }
             }
-            let v = grey[(y0 + y) * w + x0 + x];
-            if n == 0.0 {
-                whole.push(v);
-            }
-            contrast.push(if n > 0.0 {
-                (v as f32 - s / n).abs()
-            } else {
-                f32::NAN
-            });
         }
     }
     if !whole.is_empty() {
         // The box covers the whole image: its median is the film.
         let m = median(&mut whole.clone()) as f32;
-        for (c, v) in contrast.iter_mut().zip(&whole) {
+        for (c, v) in contrast.iter_mut().filter(|c| c.is_nan()).zip(&whole) {
             *c = (*v as f32 - m).abs();
         }
     }
@@ -305,10 +329,15 @@ pub fn score_film(
     boxes: &[&AnnotBox],
 ) -> FilmScore {
     let mut marks = BTreeMap::new();
-    for b in boxes.iter().filter(|b| b.class.is_mark()) {
+    let all: Vec<&AnnotBox> = boxes.iter().copied().filter(|b| b.class.is_mark()).collect();
+    for (i, b) in all.iter().enumerate() {
+        let others: Vec<&AnnotBox> = (all.iter().enumerate())
+            .filter(|&(j, _)| j != i)
+            .map(|(_, o)| *o)
+            .collect();
         let e = marks.entry(b.class).or_insert((0, 0));
         e.1 += 1;
-        e.0 += mark_found(grey, mask, w, h, b) as usize;
+        e.0 += mark_found(grey, mask, w, h, b, &others) as usize;
     }
     let of = |c: BoxClass| boxes.iter().copied().filter(move |b| b.class == c);
     FilmScore {
@@ -642,12 +671,41 @@ mod tests {
             }
         }
         let b = bx(BoxClass::Marker, 19, 19, 46, 46);
-        assert!(!mark_found(&g, &glyph, w, h, &b));
-        assert!(mark_found(&g, &plate, w, h, &b));
-        assert!(!mark_found(&g, &vec![0; w * h], w, h, &b));
+        assert!(!mark_found(&g, &glyph, w, h, &b, &[]));
+        assert!(mark_found(&g, &plate, w, h, &b, &[]));
+        assert!(!mark_found(&g, &vec![0; w * h], w, h, &b, &[]));
         let s = score_film("a.png", &g, &glyph, w, h, &[&b]);
         assert_eq!(s.marks[&BoxClass::Marker], (0, 1));
         assert!(s.annotated());
+    }
+
+    /// A text box drawn tight under a marker's white bar: the bar is not the film around the
+    /// text, so the dark film between bar and text is not counted as the text's plate.
+    #[test]
+    fn another_marks_pixels_are_not_film() {
+        let (w, h) = (64, 64);
+        let mut g = vec![60u8; w * h];
+        let mut mask = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let bar = (10..50).contains(&x) && (10..20).contains(&y);
+                let glyph = (25..30).contains(&x) && (30..40).contains(&y);
+                if bar || glyph {
+                    g[y * w + x] = 240;
+                }
+                if glyph {
+                    mask[y * w + x] = 255;
+                }
+            }
+        }
+        let marker = bx(BoxClass::Marker, 10, 10, 50, 20);
+        let text = bx(BoxClass::Text, 15, 21, 45, 45);
+        assert!(!mark_found(&g, &mask, w, h, &text, &[]));
+        assert!(mark_found(&g, &mask, w, h, &text, &[&marker]));
+        // The text alone is found; the marker, unmasked, is not.
+        let s = score_film("a.png", &g, &mask, w, h, &[&marker, &text]);
+        assert_eq!(s.marks[&BoxClass::Text], (1, 1));
+        assert_eq!(s.marks[&BoxClass::Marker], (0, 1));
     }
 
     #[test]

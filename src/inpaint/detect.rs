@@ -329,11 +329,25 @@ fn marks(
         // letter beside white ones, a low-contrast NIH marker) is kept only beside a mark that
         // is kept (see below): text and markers come in groups, vessels do not.
         let mean_th = mean_tophat(g, w, c, &opening, wide.as_ref().unwrap_or(&opening));
-        let faint_tophat = weak && polarity == Polarity::Bright && !coloured && mean_th < 72;
+        // A lead letter or a printed glyph is one flat plateau with crisp sides, whatever its
+        // contrast (an NIH L on dark film clears it by 50 levels only); vessels, bone edges and
+        // device fragments are graded or thin. Outside the film's middle, such a shape is a
+        // clear mark, not a faint one. (At least 60 pixels, whatever the scale: a plateau of
+        // fewer is a fleck of bone on a small film.)
+        let flat_glyph = polarity == Polarity::Bright
+            && !shapes::is_central(c, w, h)
+            && area as f32 >= 60f32.max(60.0 * scale * scale)
+            && area <= big
+            && shapes::stroke(&seed, w, h, c).0 >= 3.0 * scale
+            && sharp_fraction(g, &seed, w, h, c) >= 0.7
+            && shapes::plateau(g, c) >= 0.8;
+        let faint_tophat =
+            weak && polarity == Polarity::Bright && !coloured && !flat_glyph && mean_th < 72;
         if faint_tophat && mean_th < FAINT_TOPHAT {
             rej!("faint");
         }
         if !coloured
+            && !flat_glyph
             && !shapes::is_glyph_not_wire(w, h, c, scale, mean_th)
             && shapes::is_wire(&seed, w, h, c, scale)
         {
@@ -376,6 +390,7 @@ fn marks(
         // Saturated marks are exempt (anatomy rarely reaches full white), and so are sizeable
         // crisp ones that are bright seeds throughout (above the film's 99th percentile).
         let white = saturated
+            || flat_glyph
             || area as f32 >= 100.0 * scale * scale
                 && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
                 && sharp_fraction(g, &seed, w, h, c) >= 0.75;
@@ -511,14 +526,15 @@ fn print_features(
     let strong = c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count();
     let pr = shapes::profile(w, c);
     eprintln!(
-        "feat {polarity:?} {:?} area {area} strong {strong} th {mean_th} sharp {:.2} sw {sw:.1} sl {sl:.0} in {mean_in:.0} ring {:?} sides {:?} head {} sol {:.2} encl {}",
+        "feat {polarity:?} {:?} area {area} strong {strong} th {mean_th} sharp {:.2} sw {sw:.1} sl {sl:.0} in {mean_in:.0} ring {:?} sides {:?} head {} sol {:.2} encl {} flat {:.2}",
         (c.x0, c.y0, c.x1, c.y1),
         sharp_fraction(g, seed, w, h, c),
         rg.mean.map(|m| m.round()),
         rg.sides.map(|s| s.map(|v| v.round() as i32)),
         pr.head,
         pr.solidity,
-        shapes::enclosed(w, c)
+        shapes::enclosed(w, c),
+        shapes::plateau(g, c)
     );
 }
 

@@ -318,6 +318,16 @@ pub fn is_ring_electrode(
         .any(|(i, b)| i != me && b.0 <= x1 && b.2 >= x0 && b.1 <= y1 && b.3 >= y0)
 }
 
+/// Share of a component's pixels within 6 levels of its median grey: a burned-in glyph is a
+/// flat plateau (the lead letter or the printed text at one level), bone and devices are not.
+pub(crate) fn plateau(g: &[u8], c: &Hole) -> f32 {
+    let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
+    let k = v.len() / 2;
+    let m = *v.select_nth_unstable(k).1 as i32;
+    let near = v.iter().filter(|&&x| (x as i32 - m).abs() <= 6).count();
+    near as f32 / v.len().max(1) as f32
+}
+
 /// Pixels of a component's box not reachable from the box's edge without crossing the
 /// component (its holes).
 pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
