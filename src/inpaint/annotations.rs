@@ -195,23 +195,45 @@ fn side_levels(
             .then(|| g[y as usize * w + x as usize])
     };
     let left = (y0..y1)
-        .map(|y| med((2..5).filter_map(|d| at(x0 as isize - d, y as isize)).collect()))
+        .map(|y| {
+            med((2..5)
+                .filter_map(|d| at(x0 as isize - d, y as isize))
+                .collect())
+        })
         .collect();
     let right = (y0..y1)
-        .map(|y| med((1..4).filter_map(|d| at((x1 + d) as isize, y as isize)).collect()))
+        .map(|y| {
+            med((1..4)
+                .filter_map(|d| at((x1 + d) as isize, y as isize))
+                .collect())
+        })
         .collect();
     let top = (x0..x1)
-        .map(|x| med((2..5).filter_map(|d| at(x as isize, y0 as isize - d)).collect()))
+        .map(|x| {
+            med((2..5)
+                .filter_map(|d| at(x as isize, y0 as isize - d))
+                .collect())
+        })
         .collect();
     let bottom = (x0..x1)
-        .map(|x| med((1..4).filter_map(|d| at(x as isize, (y1 + d) as isize)).collect()))
+        .map(|x| {
+            med((1..4)
+                .filter_map(|d| at(x as isize, (y1 + d) as isize))
+                .collect())
+        })
         .collect();
     [left, right, top, bottom]
 }
 
 /// Inverse-distance mean of the side levels at box pixel (x, y) of a bw×bh box; None when no
 /// side has a level there.
-fn film_level(sides: &[Vec<Option<u8>>; 4], x: usize, y: usize, bw: usize, bh: usize) -> Option<f32> {
+fn film_level(
+    sides: &[Vec<Option<u8>>; 4],
+    x: usize,
+    y: usize,
+    bw: usize,
+    bh: usize,
+) -> Option<f32> {
     let [left, right, top, bottom] = sides;
     let near = [
         (left[y], x as f32 + 3.0),
@@ -329,7 +351,11 @@ pub fn score_film(
     boxes: &[&AnnotBox],
 ) -> FilmScore {
     let mut marks = BTreeMap::new();
-    let all: Vec<&AnnotBox> = boxes.iter().copied().filter(|b| b.class.is_mark()).collect();
+    let all: Vec<&AnnotBox> = boxes
+        .iter()
+        .copied()
+        .filter(|b| b.class.is_mark())
+        .collect();
     for (i, b) in all.iter().enumerate() {
         let others: Vec<&AnnotBox> = (all.iter().enumerate())
             .filter(|&(j, _)| j != i)

@@ -431,6 +431,21 @@ fn marks(
             }
         }
     }
+    if contrast && polarity == Polarity::Dark {
+        for (shape, around) in drawn_shapes(g, w, h, &opening, scale) {
+            let n = shape.pixels.len() as f32;
+            levels.push(
+                shape
+                    .pixels
+                    .iter()
+                    .map(|&p| g[p as usize] as f32)
+                    .sum::<f32>()
+                    / n,
+            );
+            cands.push((comps.len(), around, false));
+            comps.push(shape);
+        }
+    }
     promote_faint(&comps, &mut cands, &levels, &faints);
     tick("judged");
     let cands: Vec<(&super::Hole, u8, bool)> = cands
@@ -536,6 +551,154 @@ fn print_features(
         shapes::enclosed(w, c),
         shapes::plateau(g, c)
     );
+}
+
+/// Least top-hat of a drawn shape's seed pixels, its least step over the film on every side
+/// of it (drawn to be seen: the dark-grey arrows on the real figures clear the film by 83+
+/// levels, the dark film between bright device parts by 57 at most), and the widest 3×3
+/// spread (JPEG noise included) of a pixel inside its flat fill.
+const DRAWN_SEED: u8 = 40;
+const DRAWN_STEP: f32 = 70.0;
+const DRAWN_FLAT: u8 = 8;
+
+/// Shapes drawn on journal figures at one mid-grey level (an arrow filled dark grey on the
+/// lung): too light for the dark seeds, which take near-black only (so a near-black shape is
+/// left to them). On the inverted film (`g`): pixels at least [`DRAWN_SEED`] above the
+/// opening whose 3×3 neighbourhood is flat, grown over the pixels at their level (an
+/// arrowhead wider than the window), kept when the shape is big (200 px per 1024² px of
+/// film), one plateau ([`shapes::plateau`] ≥ 0.9), and clears the film by [`DRAWN_STEP`] on
+/// every side. Returned with the film level around each.
+fn drawn_shapes(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    opening: &Opening,
+    scale: f32,
+) -> Vec<(super::Hole, u8)> {
+    let flat = |p: usize| {
+        let (mut lo, mut hi) = (255u8, 0u8);
+        for row in [p - w, p, p + w] {
+            for &v in &g[row - 1..=row + 1] {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        hi - lo <= DRAWN_FLAT
+    };
+    // Seeds on every other row and column (the shapes sought are big; this pass cost a
+    // quarter of the detector at full density), mapped back to work pixels.
+    let (cw, ch) = (w / 2, h / 2);
+    let mut seed = vec![0u8; cw * ch];
+    let mut up = vec![0u8; w];
+    for cy in 1..ch.saturating_sub(1) {
+        opening.row_into(2 * cy, &mut up);
+        let row = &g[2 * cy * w..];
+        for cx in 1..cw.saturating_sub(1) {
+            if row[2 * cx].saturating_sub(up[2 * cx]) >= DRAWN_SEED && flat(2 * cy * w + 2 * cx) {
+                seed[cy * cw + cx] = 1;
+            }
+        }
+    }
+    let min_area = (200.0 * scale * scale).max(60.0) as usize;
+    let mut out = Vec::new();
+    let mut on = vec![false; w * h];
+    for mut c in super::holes_in_place(&mut seed, cw, ch) {
+        // Judged on the seed first (cheap), then grown: mid-grey and one plateau.
+        if 16 * c.pixels.len() < min_area {
+            continue;
+        }
+        for p in &mut c.pixels {
+            let (x, y) = (*p as usize % cw, *p as usize / cw);
+            *p = (2 * y * w + 2 * x) as u32;
+        }
+        (c.x0, c.y0, c.x1, c.y1) = (2 * c.x0, 2 * c.y0, 2 * c.x1, 2 * c.y1);
+        if shapes::plateau(g, &c) < 0.9 {
+            continue;
+        }
+        let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
+        let k = v.len() / 2;
+        let level = *v.select_nth_unstable(k).1;
+        if level >= 225 {
+            continue; // near-black: the dark seeds' own
+        }
+        // A plateau of film (which would grow to the size limit) is at the level of the film
+        // around its seed; a drawn shape's seed already clears it by half the step.
+        if shapes::ring(g, w, h, &c, 2)
+            .mean
+            .is_none_or(|m| (level as f32) - m < DRAWN_STEP / 2.0)
+        {
+            continue;
+        }
+        let c = grow_plateau(g, w, h, c, level, w * h / 100 + 1, &mut on);
+        let area = c.pixels.len();
+        if area < min_area || area > w * h / 100 || shapes::is_border(&c, w, h, scale) {
+            continue;
+        }
+        if shapes::plateau(g, &c) < 0.9 {
+            continue;
+        }
+        let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
+        let ring = shapes::ring(g, w, h, &c, 2);
+        let sides: Vec<f32> = ring.sides.iter().flatten().copied().collect();
+        let (Some(around), true) = (ring.mean, sides.len() >= 3) else {
+            continue;
+        };
+        if sides.iter().all(|&s| mean_in - s >= DRAWN_STEP) {
+            if trace() {
+                eprintln!(
+                    "detect drawn {:?} area {area}: candidate",
+                    (c.x0, c.y0, c.x1, c.y1)
+                );
+            }
+            out.push((c, around.round() as u8));
+        }
+    }
+    out
+}
+
+/// A component grown (4-connected) over the pixels within 8 levels of `level`, up to `cap`
+/// pixels (a plateau that keeps growing is film, and the caller drops it as too large).
+/// `on`: a w×h scratch of false, left so.
+fn grow_plateau(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    mut c: super::Hole,
+    level: u8,
+    cap: usize,
+    on: &mut [bool],
+) -> super::Hole {
+    for &p in &c.pixels {
+        on[p as usize] = true;
+    }
+    let mut i = 0;
+    while i < c.pixels.len() && c.pixels.len() < cap {
+        let p = c.pixels[i] as usize;
+        i += 1;
+        let (x, y) = (p % w, p / w);
+        let near = [
+            (x > 0, p.wrapping_sub(1)),
+            (x + 1 < w, p + 1),
+            (y > 0, p.wrapping_sub(w)),
+            (y + 1 < h, p + w),
+        ];
+        for (ok, q) in near {
+            if ok && !on[q] && g[q].abs_diff(level) <= 8 {
+                on[q] = true;
+                c.pixels.push(q as u32);
+                let (qx, qy) = (q % w, q / w);
+                c.x0 = c.x0.min(qx);
+                c.x1 = c.x1.max(qx);
+                c.y0 = c.y0.min(qy);
+                c.y1 = c.y1.max(qy);
+            }
+        }
+    }
+    for &p in &c.pixels {
+        on[p as usize] = false;
+    }
+    c.pixels.sort_unstable();
+    c
 }
 
 /// Least rise of a marker disk over the wide opening.
@@ -1397,5 +1560,53 @@ mod tests {
             detect(&middle, None, side, side).mask[257 * side + 257],
             255
         );
+    }
+
+    /// A dark-grey arrow drawn on a journal figure (one flat level, 100 below the film, too
+    /// light for the dark seeds) is found; the same shape only 50 below the film (the step of
+    /// dark film between bright device parts) is not.
+    #[test]
+    fn a_dark_grey_drawn_arrow_is_found_not_a_shallow_plateau() {
+        let side = 512;
+        let arrow = |level: u8| {
+            let mut g: Vec<u8> = (0..side * side)
+                .map(|i| 170 + (i % side * 20 / side) as u8)
+                .collect();
+            paint(&mut g, side, (200, 300, 250, 306), level); // shaft
+            for k in 0..14 {
+                paint(&mut g, side, (250 + k, 289 + k, 251 + k, 317 - k), level); // head
+            }
+            detect(&g, None, side, side)
+        };
+        let d = arrow(80);
+        assert_eq!(d.mask[303 * side + 220], 255, "shaft");
+        assert_eq!(d.mask[303 * side + 255], 255, "head");
+        let d = arrow(130);
+        assert!(d.mask.iter().all(|&m| m == 0), "a shallow plateau is film");
+    }
+
+    /// A lone lead L only 62 levels above the film (NIH's low-contrast markers) is kept: one
+    /// flat plateau with crisp sides. The same L graded along its length (as bone and vessels
+    /// are) is a faint component with no clear mark beside it, and left alone.
+    #[test]
+    fn a_flat_lone_glyph_is_a_mark_a_graded_one_is_not() {
+        let side = 512;
+        let film = |graded: bool| {
+            let mut g = plain_film(side);
+            let base = g[40 * side + 460];
+            for y in 30..52 {
+                for x in 455..470 {
+                    let stem = x < 460;
+                    let foot = y >= 47;
+                    if stem || foot {
+                        let level = if graded { 56 + ((y - 30) * 18 / 21) as u8 } else { 62 };
+                        g[y * side + x] = base + level;
+                    }
+                }
+            }
+            detect(&g, None, side, side)
+        };
+        assert_eq!(film(false).mask[40 * side + 457], 255);
+        assert!(film(true).mask.iter().all(|&m| m == 0));
     }
 }
