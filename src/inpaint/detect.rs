@@ -1574,7 +1574,8 @@ mod tests {
                 .collect();
             paint(&mut g, side, (200, 300, 250, 306), level); // shaft
             for k in 0..14 {
-                paint(&mut g, side, (250 + k, 289 + k, 251 + k, 317 - k), level); // head
+                paint(&mut g, side, (250 + k, 289 + k, 251 + k, 317 - k), level);
+                // head
             }
             detect(&g, None, side, side)
         };
@@ -1599,7 +1600,11 @@ mod tests {
                     let stem = x < 460;
                     let foot = y >= 47;
                     if stem || foot {
-                        let level = if graded { 56 + ((y - 30) * 18 / 21) as u8 } else { 62 };
+                        let level = if graded {
+                            56 + ((y - 30) * 18 / 21) as u8
+                        } else {
+                            62
+                        };
                         g[y * side + x] = base + level;
                     }
                 }

@@ -363,6 +363,43 @@ pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
     (0..bw * bh).filter(|&i| !outside[i] && !mine[i]).count()
 }
 
+/// The box of each mark's group: marks are grouped (transitively) with those within the
+/// larger one's size of them, as the letters of a line and the marker beside it are, so that
+/// one plate behind a whole line is seen from each letter.
+fn group_boxes(marks: &[Hole]) -> Vec<(usize, usize, usize, usize)> {
+    let n = marks.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn root(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    let size = |c: &Hole| (c.x1 - c.x0 + 1).max(c.y1 - c.y0 + 1);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (a, b) = (&marks[i], &marks[j]);
+            let reach = size(a).max(size(b));
+            let near = a.x0 <= b.x1 + reach
+                && b.x0 <= a.x1 + reach
+                && a.y0 <= b.y1 + reach
+                && b.y0 <= a.y1 + reach;
+            if near {
+                let (ri, rj) = (root(&mut parent, i), root(&mut parent, j));
+                parent[ri] = rj;
+            }
+        }
+    }
+    let mut boxes = vec![(usize::MAX, usize::MAX, 0, 0); n];
+    for (i, c) in marks.iter().enumerate() {
+        let r = root(&mut parent, i);
+        let b = &mut boxes[r];
+        *b = (b.0.min(c.x0), b.1.min(c.y0), b.2.max(c.x1), b.3.max(c.y1));
+    }
+    (0..n).map(|i| boxes[root(&mut parent, i)]).collect()
+}
+
 /// Grey levels a plate may vary by around its median.
 const PLATE_TOL: i32 = 22;
 /// Least difference between a plate and the film around it.
@@ -375,14 +412,19 @@ const PLATE_CONTRAST: i32 = 25;
 /// just outside it; it is then added, with a rim of one pixel per 1024 px of side.
 pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], list: &mut Vec<u32>) {
     let marks = super::holes_in_place(keep, w, h);
+    let groups = group_boxes(&marks);
     let mut done = vec![false; w * h];
     let ext_min = (6.0 * scale).ceil() as usize;
     let rim = (scale.round() as usize).max(1);
-    for c in &marks {
+    for (c, &(gx0, gy0, gx1, gy1)) in marks.iter().zip(&groups) {
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
         let ext = bw.max(bh).max(ext_min);
-        let (lx0, ly0) = (c.x0.saturating_sub(ext), c.y0.saturating_sub(ext));
-        let (lx1, ly1) = ((c.x1 + ext).min(w - 1), (c.y1 + ext).min(h - 1));
+        // The flood may reach the image's edge (a label in a figure's corner), not the limit
+        // inside the image.
+        let (lx0, ly0) = (gx0.saturating_sub(ext), gy0.saturating_sub(ext));
+        let (lx1, ly1) = ((gx1 + ext).min(w - 1), (gy1 + ext).min(h - 1));
+        let (el, et) = (gx0 < ext, gy0 < ext);
+        let (er, eb) = (gx1 + ext > w - 1, gy1 + ext > h - 1);
         // Pixels just outside the mark: the plate's level.
         let mut start = Vec::new();
         for &p in &c.pixels {
@@ -402,7 +444,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let mut levels: Vec<u8> = start.iter().map(|&q| g[q]).collect();
         let k = levels.len() / 2;
         let level = *levels.select_nth_unstable(k).1 as i32;
-        let limit = 8 * bw * bh + 64;
+        let limit = (8 * bw * bh).max(2 * (gx1 - gx0 + 1) * (gy1 - gy0 + 1)) + 64;
         let mut region: Vec<usize> = Vec::new();
         let mut seen = BoxFlags::new(lx0, ly0, lx1, ly1, w);
         let mut stack: Vec<usize> = Vec::new();
@@ -414,7 +456,7 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         let mut open = false;
         while let Some(q) = stack.pop() {
             let (x, y) = (q % w, q / w);
-            if x <= lx0 || y <= ly0 || x >= lx1 || y >= ly1 {
+            if x <= lx0 && !el || y <= ly0 && !et || x >= lx1 && !er || y >= ly1 && !eb {
                 open = true;
                 break;
             }
