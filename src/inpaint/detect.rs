@@ -701,6 +701,85 @@ fn grow_plateau(
     c
 }
 
+/// Share of a component's boundary pixels whose grey drops by at least 15 levels two pixels
+/// outward (across the boundary).
+fn rim_drop_share(g: &[u8], w: usize, h: usize, c: &super::Hole) -> f32 {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let mut mine = vec![false; bw * bh];
+    for &p in &c.pixels {
+        mine[(p as usize / w - c.y0) * bw + p as usize % w - c.x0] = true;
+    }
+    let inside = |x: isize, y: isize| {
+        x >= c.x0 as isize
+            && y >= c.y0 as isize
+            && x <= c.x1 as isize
+            && y <= c.y1 as isize
+            && mine[(y as usize - c.y0) * bw + x as usize - c.x0]
+    };
+    let (mut edge, mut drop) = (0usize, 0usize);
+    for &p in &c.pixels {
+        let (x, y) = ((p as usize % w) as isize, (p as usize / w) as isize);
+        let mut on_edge = false;
+        let mut best = i32::MIN;
+        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+            if inside(x + dx, y + dy) {
+                continue;
+            }
+            on_edge = true;
+            let (fx, fy) = (x + 2 * dx, y + 2 * dy);
+            if fx >= 0 && fy >= 0 && (fx as usize) < w && (fy as usize) < h {
+                best = best.max(g[p as usize] as i32 - g[fy as usize * w + fx as usize] as i32);
+            }
+        }
+        if on_edge {
+            edge += 1;
+            drop += (best >= 15) as usize;
+        }
+    }
+    drop as f32 / edge.max(1) as f32
+}
+
+/// The parts of a component (of a grid `w` wide) left by an opening of radius `r` (square):
+/// eroded, split into 8-connected parts, and each part dilated back within the component.
+fn opened_parts(c: &super::Hole, w: usize, r: usize) -> Vec<super::Hole> {
+    let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+    let mut on = vec![false; bw * bh];
+    for &p in &c.pixels {
+        on[(p as usize / w - c.y0) * bw + p as usize % w - c.x0] = true;
+    }
+    let all = |x: usize, y: usize| {
+        (y.saturating_sub(r)..(y + r + 1).min(bh))
+            .all(|yy| (x.saturating_sub(r)..(x + r + 1).min(bw)).all(|xx| on[yy * bw + xx]))
+            && x >= r
+            && y >= r
+            && x + r < bw
+            && y + r < bh
+    };
+    let mut core: Vec<u8> = (0..bw * bh).map(|i| all(i % bw, i / bw) as u8).collect();
+    let mut parts = super::holes_in_place(&mut core, bw, bh);
+    for part in &mut parts {
+        // Dilate back by r, inside the component.
+        let mut mine = vec![false; bw * bh];
+        for &p in &part.pixels {
+            let (x, y) = (p as usize % bw, p as usize / bw);
+            for yy in y.saturating_sub(r)..(y + r + 1).min(bh) {
+                for xx in x.saturating_sub(r)..(x + r + 1).min(bw) {
+                    mine[yy * bw + xx] |= on[yy * bw + xx];
+                }
+            }
+        }
+        part.pixels.clear();
+        (part.x0, part.y0, part.x1, part.y1) = (usize::MAX, usize::MAX, 0, 0);
+        for (i, _) in mine.iter().enumerate().filter(|(_, &m)| m) {
+            let (x, y) = (i % bw + c.x0, i / bw + c.y0);
+            part.pixels.push((y * w + x) as u32);
+            (part.x0, part.y0) = (part.x0.min(x), part.y0.min(y));
+            (part.x1, part.y1) = (part.x1.max(x), part.y1.max(y));
+        }
+    }
+    parts
+}
+
 /// Least rise of a marker disk over the wide opening.
 const DISK_RISE: u8 = 25;
 
@@ -710,7 +789,9 @@ const DISK_RISE: u8 = 25;
 /// opening, at most half of them seeds (a disk's rim can clear the seed threshold), kept when
 /// [`shapes::is_marker_disk`] holds; returned with the film level around each. Looked for on
 /// a 4× coarser grid first (a whole-image flood of smooth raised film cost more than the rest
-/// of the pass), then measured at work size in each candidate's box.
+/// of the pass), then measured at work size in each candidate's box. Coarse regions too large
+/// for a disk are opened ([`opened_parts`]); a part is measured within its cells and needs a
+/// rim ([`rim_drop_share`] ≥ 0.5) instead of the seed and box tests.
 fn marker_disks(
     g: &[u8],
     w: usize,
@@ -740,7 +821,21 @@ fn marker_disks(
     }
     let (lo, hi) = (24.0 * scale, 80.0 * scale);
     let mut out = Vec::new();
-    for c in components(&mut coarse, cw, ch) {
+    let mut cands = components(&mut coarse, cw, ch);
+    // A disk beside raised flat film (a marker holder's band, the L on it) joins it on the
+    // coarse grid: what is too large is opened by 2 cells, which parts the disk from thin
+    // joins, and its parts are judged too.
+    let too_large =
+        |c: &super::Hole| (c.x1 - c.x0 + 1).max(c.y1 - c.y0 + 1) * S > hi as usize + 2 * S;
+    let parts: Vec<super::Hole> = cands
+        .iter()
+        .filter(|c| too_large(c))
+        .flat_map(|c| opened_parts(c, cw, 1))
+        .collect();
+    let whole = cands.len();
+    cands.extend(parts);
+    for (ci, c) in cands.into_iter().enumerate() {
+        let part = ci >= whole;
         let (bw, bh) = ((c.x1 - c.x0 + 1) * S, (c.y1 - c.y0 + 1) * S);
         if (bw.min(bh) as f32) < lo - 2.0 * S as f32 || bw.max(bh) as f32 > hi + 2.0 * S as f32 {
             continue;
@@ -756,8 +851,25 @@ fn marker_disks(
             ((c.y1 + 1) * S + m).min(h - 1),
         );
         let (rw, rh) = (x1 - x0, y1 - y0);
+        // A part is measured within its cells (and the cells beside them: the disk's rim).
+        let mut cells = vec![false; cw * ch];
+        if part {
+            for &p in &c.pixels {
+                let (x, y) = (p as usize % cw, p as usize / cw);
+                for yy in y.saturating_sub(1)..(y + 2).min(ch) {
+                    for xx in x.saturating_sub(1)..(x + 2).min(cw) {
+                        cells[yy * cw + xx] = true;
+                    }
+                }
+            }
+        }
+        let inside =
+            |x: usize, y: usize| !part || cells[(y / S).min(ch - 1) * cw + (x / S).min(cw - 1)];
         let mut fine: Vec<u8> = (0..rw * rh)
-            .map(|i| raised(x0 + i % rw, y0 + i / rw) as u8)
+            .map(|i| {
+                let (x, y) = (x0 + i % rw, y0 + i / rw);
+                (inside(x, y) && raised(x, y)) as u8
+            })
             .collect();
         let Some(mut disk) = super::holes_in_place(&mut fine, rw, rh)
             .into_iter()
@@ -765,7 +877,7 @@ fn marker_disks(
         else {
             continue;
         };
-        if disk.x0 == 0 || disk.y0 == 0 || disk.x1 + 1 == rw || disk.y1 + 1 == rh {
+        if !part && (disk.x0 == 0 || disk.y0 == 0 || disk.x1 + 1 == rw || disk.y1 + 1 == rh) {
             continue; // cut by the box: part of something larger
         }
         for p in &mut disk.pixels {
@@ -778,10 +890,25 @@ fn marker_disks(
             .iter()
             .filter(|&&p| seed[p as usize] != 0)
             .count();
-        if 2 * seeded >= disk.pixels.len() || shapes::is_central(&disk, w, h) {
+        if !part && 2 * seeded >= disk.pixels.len() || shapes::is_central(&disk, w, h) {
             continue;
         }
-        let level = shapes::is_marker_disk(g, w, h, &disk, scale);
+        // A part carved from raised film by the opening has cut sides with no rim: a disk's
+        // rim drops on most of its boundary.
+        let rim = if part {
+            rim_drop_share(g, w, h, &disk)
+        } else {
+            1.0
+        };
+        if trace() && part {
+            eprintln!(
+                "detect disk part {:?} rim {rim:.2}",
+                (disk.x0, disk.y0, disk.x1, disk.y1)
+            );
+        }
+        let level = (rim >= 0.5)
+            .then(|| shapes::is_marker_disk(g, w, h, &disk, scale))
+            .flatten();
         if trace() {
             let at = (disk.x0, disk.y0, disk.x1, disk.y1);
             eprintln!("detect disk {at:?} area {}: {level:?}", disk.pixels.len());
@@ -1613,5 +1740,28 @@ mod tests {
         };
         assert_eq!(film(false).mask[40 * side + 457], 255);
         assert!(film(true).mask.iter().all(|&m| m == 0));
+    }
+
+    /// A light lead disk joined to a raised marker-holder band: the flat raised region is too
+    /// large for a disk, and opening it parts the disk from the band.
+    #[test]
+    fn a_disk_joined_to_a_holder_band_is_found() {
+        let side = 512;
+        let mut g = plain_film(side);
+        let base = g[60 * side + 470];
+        let (cx, cy, r) = (470.0f32, 60.0f32, 13.0f32);
+        for y in 40..220 {
+            for x in 450..490 {
+                let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
+                if d <= r {
+                    g[y * side + x] = base + 45;
+                } else if (470..478).contains(&x) && y > 60 {
+                    g[y * side + x] = base + 30; // the band, 8 px wide, down from the disk
+                }
+            }
+        }
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[60 * side + 470], 255, "disk centre");
+        assert_eq!(d.mask[180 * side + 474], 0, "the band far from the disk");
     }
 }
