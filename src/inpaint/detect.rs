@@ -364,8 +364,11 @@ fn marks(
         } else {
             30.0
         };
+        // A coloured shape of some size (a yellow or red arrow on a figure) is a mark by its
+        // colour alone: its grey level may be the film's.
+        let colour_mark = coloured && area >= 100;
         let around = match ring.mean {
-            Some(m) if mean_in - m >= need => m,
+            Some(m) if mean_in - m >= need || colour_mark => m,
             _ => {
                 rej!("no-contrast");
             }
@@ -381,7 +384,7 @@ fn marks(
             .flatten()
             .filter(|&&side| mean_in - side >= need)
             .count();
-        if 2 * clear < present || polarity == Polarity::Dark && clear < present {
+        if !colour_mark && (2 * clear < present || polarity == Polarity::Dark && clear < present) {
             rej!("one-sided");
         }
         // Marks of middling top-hat that barely clear the film around them are what bone edges
@@ -515,6 +518,32 @@ fn marks(
             }
         }
         from = to;
+    }
+    // A coloured mark's JPEG colour bleeds a few pixels past its edge, at the film's grey:
+    // left as film, the fill would carry the tint into the hole. Grown over pixels with some
+    // colour (spread ≥ 12; a grey radiograph has none), a few pixels at most.
+    if let Some(s) = sp {
+        let mut frontier: Vec<usize> = list.iter().map(|&p| p as usize).collect();
+        for _ in 0..2 * grow + 1 {
+            let mut next = Vec::new();
+            for &p in &frontier {
+                let (x, y) = (p % w, p / w);
+                let near = [
+                    (x > 0, p.wrapping_sub(1)),
+                    (x + 1 < w, p + 1),
+                    (y > 0, p.wrapping_sub(w)),
+                    (y + 1 < h, p + w),
+                ];
+                for (ok, q) in near {
+                    if ok && keep[q] == 0 && s[q] >= 12 {
+                        keep[q] = 1;
+                        list.push(q as u32);
+                        next.push(q);
+                    }
+                }
+            }
+            frontier = next;
+        }
     }
     // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
     // region closed around the marks, when it differs from the film outside it.
@@ -1763,5 +1792,24 @@ mod tests {
         let d = detect(&g, None, side, side);
         assert_eq!(d.mask[60 * side + 470], 255, "disk centre");
         assert_eq!(d.mask[180 * side + 474], 0, "the band far from the disk");
+    }
+
+    /// A yellow arrow whose grey level is the film's (a coloured mark on a figure) is found by
+    /// its colour, and so is the colour bleeding a pixel past its edge.
+    #[test]
+    fn a_coloured_mark_at_the_films_grey_is_found() {
+        let side = 512;
+        let g = vec![150u8; side * side];
+        let mut spread = vec![0u8; side * side];
+        paint(&mut spread, side, (100, 200, 140, 210), 200); // shaft
+        for k in 0..10 {
+            paint(&mut spread, side, (140 + k, 192 + k, 141 + k, 218 - k), 200);
+            // head
+        }
+        paint(&mut spread, side, (100, 199, 140, 200), 20); // the bleed above the shaft
+        let d = detect(&g, Some(&spread), side, side);
+        assert_eq!(d.mask[205 * side + 120], 255, "shaft");
+        assert_eq!(d.mask[199 * side + 120], 255, "bleed");
+        assert_eq!(d.mask[100 * side + 300], 0, "film");
     }
 }
