@@ -213,6 +213,9 @@ fn marks(
     // Mean grey level of each candidate, and the faint components waiting for a neighbour.
     let mut levels: Vec<f32> = Vec::new();
     let mut faints: Vec<(usize, u8, bool, f32)> = Vec::new();
+    // Components split off a graded one's flat top ([`top_plateau`]): kept only as flat
+    // glyphs, and not split again.
+    let mut tops: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
     let mut next = 0;
     while next < comps.len() {
         let ci = next;
@@ -307,10 +310,14 @@ fn marks(
         if anatomy_sized && !stroke_like(&seed, w, h, c, window)
             || (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < crisp
         {
-            if anatomy_sized {
-                if let Some(parts) = split(c) {
-                    comps.extend(parts);
-                }
+            if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
+                comps.extend(parts);
+            } else if let Some(parts) = (!tops.contains(&ci))
+                .then(|| top_plateau(g, w, c))
+                .flatten()
+            {
+                tops.extend(comps.len()..comps.len() + parts.len());
+                comps.extend(parts);
             }
             rej!("anatomy-or-blurred");
         }
@@ -341,6 +348,11 @@ fn marks(
             && shapes::stroke(&seed, w, h, c).0 >= 3.0 * scale
             && sharp_fraction(g, &seed, w, h, c) >= 0.7
             && shapes::plateau(g, c) >= 0.8;
+        if tops.contains(&ci) {
+            if !flat_glyph {
+                rej!("top of graded film, not a glyph");
+            }
+        }
         let faint_tophat =
             weak && polarity == Polarity::Bright && !coloured && !flat_glyph && mean_th < 72;
         if faint_tophat && mean_th < FAINT_TOPHAT {
@@ -373,6 +385,17 @@ fn marks(
                 rej!("no-contrast");
             }
         };
+        // A flat top split off graded film must stand far out of the film around it: a glyph
+        // printed over bone clears it by 100+ levels, the flat tops of electrodes, tubes and
+        // film edges found on the real films by 40–58.
+        if tops.contains(&ci) {
+            if mean_in - around < 80.0 {
+                rej!("flat top of graded film, too faint for a glyph");
+            }
+            if trace() {
+                eprintln!("detect {polarity:?} {at:?} area {area}: flat top of a graded component");
+            }
+        }
         // It must also stand out on at least half of the sides of that ring: a bright band of
         // film along a dark border (the ramp of an edge-enhanced CR plate) is far brighter than
         // the border on one side only, while a mark crossing bright anatomy still clears the
@@ -580,6 +603,22 @@ fn print_features(
         shapes::enclosed(w, c),
         shapes::plateau(g, c)
     );
+}
+
+/// The flat top of a graded component, as its own components: a mark merged with the bone it
+/// crosses (a light L printed over a rib) is the plateau at the component's top, within 8
+/// levels of its 90th-percentile grey, while bone has no such plateau with crisp sides (the
+/// parts are judged like any component). None when the component is one plateau already, or
+/// its top is most of it (so splitting ends).
+fn top_plateau(g: &[u8], w: usize, c: &super::Hole) -> Option<Vec<super::Hole>> {
+    if shapes::plateau(g, c) >= 0.8 {
+        return None;
+    }
+    let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
+    let k = (v.len() - 1) * 9 / 10;
+    let level = v.select_nth_unstable(k).1.saturating_sub(8);
+    let top = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
+    (5 * top < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
 }
 
 /// Least top-hat of a drawn shape's seed pixels, its least step over the film on every side
@@ -1811,5 +1850,35 @@ mod tests {
         assert_eq!(d.mask[205 * side + 120], 255, "shaft");
         assert_eq!(d.mask[199 * side + 120], 255, "bleed");
         assert_eq!(d.mask[100 * side + 300], 0, "film");
+    }
+
+    /// A light L printed over a graded bright bone band merges with it into one component too
+    /// soft-edged to keep; its flat top, far above the film, is the L, and is kept. The bone
+    /// alone stays.
+    #[test]
+    fn a_flat_glyph_merged_with_graded_bone_is_split_off() {
+        let side = 512;
+        let film = |with_l: bool| {
+            let mut g = plain_film(side);
+            for y in 0..120 {
+                for x in 380..500 {
+                    // A bone band along the diagonal, 24 px across, ramping up to 200.
+                    let d = (x as f32 - 380.0 - y as f32).abs();
+                    if d < 12.0 {
+                        let base = g[y * side + x] as f32;
+                        g[y * side + x] = (base + (200.0 - base) * (1.0 - d / 12.0)) as u8;
+                    }
+                }
+            }
+            if with_l {
+                paint(&mut g, side, (436, 30, 442, 64), 240);
+                paint(&mut g, side, (436, 58, 458, 64), 240);
+            }
+            detect(&g, None, side, side)
+        };
+        let d = film(true);
+        assert_eq!(d.mask[40 * side + 439], 255, "the L's stem");
+        assert_eq!(d.mask[100 * side + 480], 0, "the bone away from the L");
+        assert!(film(false).mask.iter().all(|&m| m == 0), "bone alone");
     }
 }
