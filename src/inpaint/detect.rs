@@ -550,15 +550,8 @@ fn marks(
         for _ in 0..2 * grow + 1 {
             let mut next = Vec::new();
             for &p in &frontier {
-                let (x, y) = (p % w, p / w);
-                let near = [
-                    (x > 0, p.wrapping_sub(1)),
-                    (x + 1 < w, p + 1),
-                    (y > 0, p.wrapping_sub(w)),
-                    (y + 1 < h, p + w),
-                ];
-                for (ok, q) in near {
-                    if ok && keep[q] == 0 && s[q] >= 12 {
+                for q in shapes::neighbours(p % w, p / w, w, h) {
+                    if keep[q] == 0 && s[q] >= 12 {
                         keep[q] = 1;
                         list.push(q as u32);
                         next.push(q);
@@ -743,15 +736,8 @@ fn grow_plateau(
     while i < c.pixels.len() && c.pixels.len() < cap {
         let p = c.pixels[i] as usize;
         i += 1;
-        let (x, y) = (p % w, p / w);
-        let near = [
-            (x > 0, p.wrapping_sub(1)),
-            (x + 1 < w, p + 1),
-            (y > 0, p.wrapping_sub(w)),
-            (y + 1 < h, p + w),
-        ];
-        for (ok, q) in near {
-            if ok && !on[q] && g[q].abs_diff(level) <= 8 {
+        for q in shapes::neighbours(p % w, p / w, w, h) {
+            if !on[q] && g[q].abs_diff(level) <= 8 {
                 on[q] = true;
                 c.pixels.push(q as u32);
                 let (qx, qy) = (q % w, q / w);

@@ -569,7 +569,8 @@ impl BoxFlags {
     }
 }
 
-fn neighbours(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+/// The 4-neighbours of (x, y) inside a w×h image, as indices: left, right, up, down.
+pub(crate) fn neighbours(x: usize, y: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
     let p = y * w + x;
     [
         (x > 0).then(|| p - 1),
