@@ -440,36 +440,23 @@ fn marks(
         levels.push(mean_in);
         cands.push((ci, around.round() as u8, boxy));
     }
-    // Marker disks are clear marks too: the faint glyph beside one is kept with it.
     if contrast {
+        // Marker disks (a faint glyph beside one is kept with it) and drawn shapes join the
+        // candidates as clear marks.
+        let mut extra: Vec<(super::Hole, u8, bool)> = Vec::new();
         if let Some(wide) = &wide {
-            for (disk, around) in marker_disks(g, w, h, wide, scale, &seed) {
-                let n = disk.pixels.len() as f32;
-                levels.push(
-                    disk.pixels
-                        .iter()
-                        .map(|&p| g[p as usize] as f32)
-                        .sum::<f32>()
-                        / n,
-                );
-                cands.push((comps.len(), around, true));
-                comps.push(disk);
-            }
+            let disks = marker_disks(g, w, h, wide, scale, &seed);
+            extra.extend(disks.into_iter().map(|(d, around)| (d, around, true)));
         }
-    }
-    if contrast && polarity == Polarity::Dark {
-        for (shape, around) in drawn_shapes(g, w, h, &opening, scale) {
-            let n = shape.pixels.len() as f32;
-            levels.push(
-                shape
-                    .pixels
-                    .iter()
-                    .map(|&p| g[p as usize] as f32)
-                    .sum::<f32>()
-                    / n,
-            );
-            cands.push((comps.len(), around, false));
-            comps.push(shape);
+        if polarity == Polarity::Dark {
+            let drawn = drawn_shapes(g, w, h, &opening, scale);
+            extra.extend(drawn.into_iter().map(|(s, around)| (s, around, false)));
+        }
+        for (c, around, boxy) in extra {
+            let sum: f32 = c.pixels.iter().map(|&p| g[p as usize] as f32).sum();
+            levels.push(sum / c.pixels.len() as f32);
+            cands.push((comps.len(), around, boxy));
+            comps.push(c);
         }
     }
     promote_faint(&comps, &mut cands, &levels, &faints);
