@@ -287,9 +287,12 @@ fn marks(
         // Dark marks are small, except drawn arrows and other drawn shapes (a head, or crisp
         // edges all round; up to the bright pass's anatomy size): dark anatomy that clears the
         // dark seeds is air, in large pockets with soft edges.
+        // The share of crisp boundary, which up to four rules below ask for: measured once.
+        let sharp_cell = std::cell::OnceCell::new();
+        let sharp = || *sharp_cell.get_or_init(|| sharp_fraction(g, &seed, w, h, c));
         if polarity == Polarity::Dark
             && area > big / 4
-            && (area > big || !shapes::has_head(w, c) && sharp_fraction(g, &seed, w, h, c) < 0.9)
+            && (area > big || !shapes::has_head(w, c) && sharp() < 0.9)
         {
             rej!("dark-too-big");
         }
@@ -308,7 +311,7 @@ fn marks(
             0.5
         };
         if anatomy_sized && !stroke_like(&seed, w, h, c, window)
-            || (anatomy_sized || weak && !coloured) && sharp_fraction(g, &seed, w, h, c) < crisp
+            || (anatomy_sized || weak && !coloured) && sharp() < crisp
         {
             if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
                 comps.extend(parts);
@@ -346,12 +349,10 @@ fn marks(
             && area as f32 >= 60f32.max(60.0 * scale * scale)
             && area <= big
             && shapes::stroke(&seed, w, h, c).0 >= 3.0 * scale
-            && sharp_fraction(g, &seed, w, h, c) >= 0.7
+            && sharp() >= 0.7
             && shapes::plateau(g, c) >= 0.8;
-        if tops.contains(&ci) {
-            if !flat_glyph {
-                rej!("top of graded film, not a glyph");
-            }
+        if tops.contains(&ci) && !flat_glyph {
+            rej!("top of graded film, not a glyph");
         }
         let faint_tophat =
             weak && polarity == Polarity::Bright && !coloured && !flat_glyph && mean_th < 72;
@@ -419,7 +420,7 @@ fn marks(
             || flat_glyph
             || area as f32 >= 100.0 * scale * scale
                 && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
-                && sharp_fraction(g, &seed, w, h, c) >= 0.75;
+                && sharp() >= 0.75;
         let faint = faint_tophat
             || central
             || polarity == Polarity::Bright
