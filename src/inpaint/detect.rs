@@ -84,6 +84,17 @@ enum Polarity {
     Dark,
 }
 
+impl Polarity {
+    /// How far a mark's mean must clear the film around it. Dark marks must stand out twice as
+    /// far, on every side (dark film between bright vessels clears the film on some sides only).
+    fn need(self) -> f32 {
+        match self {
+            Polarity::Bright => 30.0,
+            Polarity::Dark => 60.0,
+        }
+    }
+}
+
 /// Detect annotations on a `width`×`height` image given as 8-bit grey, plus, for colour images,
 /// the per-pixel channel spread (max - min over R, G, B).
 pub fn detect(grey: &[u8], spread: Option<&[u8]>, width: usize, height: usize) -> Detection {
@@ -197,7 +208,7 @@ fn marks(
     if !contrast {
         seed.iter_mut().for_each(|v| *v &= 2);
     }
-    shapes::clear_edge_bands(&mut seed, w, h, scale);
+    let cleared = shapes::clear_edge_bands(&mut seed, w, h, scale);
     let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
     let comps = components(&mut seed, w, h);
     tick("components");
@@ -216,6 +227,8 @@ fn marks(
     // Components split off a graded one's flat top ([`top_plateau`]): kept only as flat
     // glyphs, and not split again.
     let mut tops: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    // Components split off a wire (its saturated pixels): faint, kept only beside a mark.
+    let mut off_wire: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
     let mut next = 0;
     while next < comps.len() {
         let ci = next;
@@ -364,25 +377,31 @@ fn marks(
             && !shapes::is_glyph_not_wire(w, h, c, scale, mean_th)
             && shapes::is_wire(&seed, w, h, c, scale)
         {
-            rej!("wire"); // ECG lead, tube, line: the patient's, not an annotation
+            // ECG lead, tube, line: the patient's, not an annotation. A glyph the contrast
+            // seeds joined to a line of bright anatomy (a white letter on a rib's edge) is its
+            // saturated pixels: judged alone, and kept only beside a clear mark (a wire's
+            // saturated stretch, an electrode's tip, is alone).
+            if let Some(parts) = split(c) {
+                off_wire.extend(comps.len()..comps.len() + parts.len());
+                comps.extend(parts);
+            }
+            rej!("wire");
         }
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
         let ring = shapes::ring(g, w, h, c, 2);
-        // Dark marks must stand out twice as far, on every side (dark film between bright
-        // vessels clears the film on some sides only).
-        let need = if polarity == Polarity::Dark {
-            60.0
-        } else {
-            30.0
-        };
+        let need = polarity.need();
         // A coloured shape of some size (a yellow or red arrow on a figure) is a mark by its
         // colour alone: its grey level may be the film's.
         let colour_mark = coloured && area >= 100;
         let around = match ring.mean {
             Some(m) if mean_in - m >= need || colour_mark => m,
             _ => {
+                // Anatomy-sized: white text the contrast seeds joined to the film around it.
+                if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
+                    comps.extend(parts);
+                }
                 rej!("no-contrast");
             }
         };
@@ -423,6 +442,7 @@ fn marks(
                 && sharp() >= 0.75;
         let faint = faint_tophat
             || central
+            || off_wire.contains(&ci)
             || polarity == Polarity::Bright
                 && !coloured
                 && !white
@@ -493,6 +513,11 @@ fn marks(
             bg[p as usize] = b;
         }
         list.extend_from_slice(&c.pixels);
+        for p in shapes::regrow_into_band(g, w, h, &cleared, &keep, c, b, polarity.need()) {
+            keep[p as usize] = 1;
+            bg[p as usize] = b;
+            list.push(p);
+        }
         if boxy {
             fill_holes(&mut keep, &mut list, w, c);
         }
@@ -1824,6 +1849,60 @@ mod tests {
         assert_eq!(d.mask[205 * side + 120], 255, "shaft");
         assert_eq!(d.mask[199 * side + 120], 255, "bleed");
         assert_eq!(d.mask[100 * side + 300], 0, "film");
+    }
+
+    /// A white letter the contrast seeds join to a thin line of bright film (a rib's edge
+    /// under a word) makes a wire-like component; its saturated pixels are judged alone and kept
+    /// beside the word's other letters. On the line alone, that white stretch is left (a wire's
+    /// saturated part, an electrode's tip).
+    #[test]
+    fn a_white_letter_on_a_line_of_film_is_split_off_beside_its_word() {
+        let side = 512;
+        let film = |word: bool| {
+            let mut g = plain_film(side);
+            let base = g[40 * side + 300];
+            for x in 250..350 {
+                // The line, 2 px thick, graded along its length as film is.
+                paint(
+                    &mut g,
+                    side,
+                    (x, 47, x + 1, 49),
+                    base + 70 + (x - 250) as u8 * 2 / 5,
+                );
+            }
+            paint(&mut g, side, (300, 40, 305, 48), 255); // the letter on it
+            if word {
+                paint(&mut g, side, (290, 40, 295, 46), 255);
+                paint(&mut g, side, (310, 40, 315, 46), 255);
+            }
+            detect(&g, None, side, side)
+        };
+        assert_eq!(
+            film(true).mask[42 * side + 302],
+            255,
+            "the letter on the line"
+        );
+        assert_eq!(
+            film(false).mask[42 * side + 302],
+            0,
+            "a white stretch of a line alone"
+        );
+    }
+
+    /// An L whose stem runs into a bright band along the film's top edge: the band's seeds are
+    /// cleared (it is film border), and the stem is grown back into it at the L's own level;
+    /// the band stays.
+    #[test]
+    fn a_marker_running_into_the_top_band_is_found_whole() {
+        let side = 512;
+        let mut g = plain_film(side);
+        paint(&mut g, side, (0, 0, side, 8), 205); // the band
+        paint(&mut g, side, (400, 0, 406, 24), 255); // stem, from the edge
+        paint(&mut g, side, (400, 18, 416, 24), 255); // foot
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[20 * side + 410], 255, "foot");
+        assert_eq!(d.mask[3 * side + 403], 255, "stem inside the band");
+        assert_eq!(d.mask[3 * side + 200], 0, "the band");
     }
 
     /// A light L printed over a graded bright bone band merges with it into one component too

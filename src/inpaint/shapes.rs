@@ -18,8 +18,11 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
     let bottom = (h - 1 - c.y1) as f32;
     let vertical_edge = left.min(right);
     let horizontal_edge = top.min(bottom);
-    (vertical_edge <= touch && bw <= thin && bh >= 2.0 * bw)
-        || (horizontal_edge <= touch && bh <= thin && bw >= 2.0 * bh)
+    // A short piece touching the edge is a border only if it is a line (1–2 px): a thicker
+    // one is a glyph the edge cuts (a letter half off an NIH film's side).
+    let (short, line) = (16.0 * scale, 2.0 * scale.max(1.0));
+    (vertical_edge <= touch && bw <= thin && bh >= 2.0 * bw && (bh >= short || bw <= line))
+        || (horizontal_edge <= touch && bh <= thin && bw >= 2.0 * bh && (bw >= short || bh <= line))
         || (vertical_edge <= near && bw <= thin && bh >= 6.0 * bw)
         || (horizontal_edge <= near && bh <= thin && bw >= 6.0 * bh)
 }
@@ -27,8 +30,10 @@ pub fn is_border(c: &Hole, w: usize, h: usize, scale: f32) -> bool {
 /// Clear the seeds of film border bands before components are formed, so text touching a
 /// bright band along the top of the film is not merged into it: within 30 px of each edge,
 /// every row (column) holding an unbroken run of seeds over 30 % of the image's width (height);
-/// a line of text is broken between its letters.
-pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
+/// a line of text is broken between its letters. Returns which pixels were seeds and are
+/// cleared (see [`regrow_into_band`]).
+pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) -> Vec<bool> {
+    let mut cleared = vec![false; w * h];
     let m = ((30.0 * scale).ceil() as usize).min(h / 4).min(w / 4);
     let longest = |row: &[u8]| {
         let (mut best, mut run) = (0usize, 0usize);
@@ -41,7 +46,10 @@ pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     for y in (0..m).chain(h.saturating_sub(m)..h) {
         let row = &mut seed[y * w..(y + 1) * w];
         if 10 * longest(row) >= 3 * w {
-            row.fill(0);
+            for (x, v) in row.iter_mut().enumerate() {
+                cleared[y * w + x] |= *v != 0;
+                *v = 0;
+            }
         }
     }
     // Columns: the runs of all edge columns at once, row by row (a walk down each column in
@@ -58,10 +66,57 @@ pub fn clear_edge_bands(seed: &mut [u8], w: usize, h: usize, scale: f32) {
     for (&x, &b) in cols.iter().zip(&best) {
         if 10 * b >= 3 * h {
             for y in 0..h {
+                cleared[y * w + x] |= seed[y * w + x] != 0;
                 seed[y * w + x] = 0;
             }
         }
     }
+    cleared
+}
+
+/// Grow a kept mark back into the edge-band seeds [`clear_edge_bands`] cleared (an NIH L whose
+/// bar runs into a bright band at the film's top edge, or along its side): the cleared pixels
+/// connected to it whose level stays within 20 of the mark pixel they grow from (the band's
+/// film is far from a white glyph's level) and clear of the film around the mark (`film`) by
+/// `need`. Abandoned when it would add more than 4× the mark's area: then it is a white border
+/// strip, not the rest of a glyph. Returns the pixels added (not yet in `keep`).
+pub fn regrow_into_band(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    cleared: &[bool],
+    keep: &[u8],
+    mark: &Hole,
+    film: u8,
+    need: f32,
+) -> Vec<u32> {
+    let mut seen: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    let mut frontier: Vec<(usize, u8)> = (mark.pixels.iter())
+        .map(|&p| (p as usize, g[p as usize]))
+        .collect();
+    let mut added = Vec::new();
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for (p, level) in frontier {
+            for q in neighbours(p % w, p / w, w, h) {
+                let v = g[q];
+                if cleared[q]
+                    && keep[q] == 0
+                    && (v as i32 - level as i32).abs() <= 20
+                    && v as f32 - film as f32 >= need
+                    && seen.insert(q)
+                {
+                    added.push(q as u32);
+                    next.push((q, level));
+                }
+            }
+        }
+        if added.len() > 4 * mark.pixels.len() {
+            return Vec::new();
+        }
+        frontier = next;
+    }
+    added
 }
 
 /// Mean stroke width (2·area / boundary pixels: a band of width t and length L has ~2L boundary
@@ -405,26 +460,35 @@ const PLATE_TOL: i32 = 22;
 /// Least difference between a plate and the film around it.
 const PLATE_CONTRAST: i32 = 25;
 
+/// Largest step between 4-neighbours inside a grain-free plate (a printed plate is a smooth
+/// ramp; film grain steps by more).
+const SMOOTH_STEP: i32 = 2;
+
 /// Add the backing plate of each kept mark: flood from the pixels just outside the mark over
 /// grey levels within ±22 of their median, passing over other marks, inside the mark's box
 /// widened by its own size (at least 6 px). The region is a plate when the flood closes before
 /// that limit (at most 8× the mark's box) and its level differs by at least 25 from the film
-/// just outside it; it is then added, with a rim of one pixel per 1024 px of side.
+/// just outside it. Failing that, a plate at the film's own level is told by its lack of grain
+/// ([`smooth_plate`]: a Hannover L on a grey ramp as bright as the film). It is then added
+/// with its outline and a rim of one pixel per 1024 px of side.
 pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], list: &mut Vec<u32>) {
     let marks = super::holes_in_place(keep, w, h);
     let groups = group_boxes(&marks);
     let mut done = vec![false; w * h];
     let ext_min = (6.0 * scale).ceil() as usize;
-    let rim = (scale.round() as usize).max(1);
     for (c, &(gx0, gy0, gx1, gy1)) in marks.iter().zip(&groups) {
         let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
         let ext = bw.max(bh).max(ext_min);
         // The flood may reach the image's edge (a label in a figure's corner), not the limit
         // inside the image.
-        let (lx0, ly0) = (gx0.saturating_sub(ext), gy0.saturating_sub(ext));
-        let (lx1, ly1) = ((gx1 + ext).min(w - 1), (gy1 + ext).min(h - 1));
-        let (el, et) = (gx0 < ext, gy0 < ext);
-        let (er, eb) = (gx1 + ext > w - 1, gy1 + ext > h - 1);
+        let bounds = FloodBounds {
+            x0: gx0.saturating_sub(ext),
+            y0: gy0.saturating_sub(ext),
+            x1: (gx1 + ext).min(w - 1),
+            y1: (gy1 + ext).min(h - 1),
+            edge: [gx0 < ext, gy0 < ext, gx1 + ext > w - 1, gy1 + ext > h - 1],
+            limit: (8 * bw * bh).max(2 * (gx1 - gx0 + 1) * (gy1 - gy0 + 1)) + 64,
+        };
         // Pixels just outside the mark: the plate's level.
         let mut start = Vec::new();
         for &p in &c.pixels {
@@ -441,97 +505,214 @@ pub fn add_plates(g: &[u8], w: usize, h: usize, scale: f32, keep: &mut [u8], lis
         }
         start.sort_unstable();
         start.dedup();
-        let mut levels: Vec<u8> = start.iter().map(|&q| g[q]).collect();
-        let k = levels.len() / 2;
-        let level = *levels.select_nth_unstable(k).1 as i32;
-        let limit = (8 * bw * bh).max(2 * (gx1 - gx0 + 1) * (gy1 - gy0 + 1)) + 64;
-        let mut region: Vec<usize> = Vec::new();
-        let mut seen = BoxFlags::new(lx0, ly0, lx1, ly1, w);
-        let mut stack: Vec<usize> = Vec::new();
-        for &q in &start {
-            if (g[q] as i32 - level).abs() <= PLATE_TOL && seen.insert(q) {
-                stack.push(q);
+        let plate = level_plate(g, w, h, keep, &start, &bounds)
+            .or_else(|| smooth_plate(g, w, h, keep, c, &start, &bounds));
+        if let Some((region, film)) = plate {
+            add_plate(g, w, h, scale, &region, film, keep, list, &mut done);
+        }
+    }
+}
+
+/// Where a plate flood may go: a box (reaching an image edge only where `edge` says the box
+/// was cut by it: left, top, right, bottom) and how many pixels it may gather.
+struct FloodBounds {
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
+    edge: [bool; 4],
+    limit: usize,
+}
+
+/// Flood from `start` over the pixels `pass(from, to)` allows, passing over kept marks when
+/// `over_marks`. The region gathered (kept marks excluded) and the pixels visited, or None when
+/// the flood reached its bounds (then it is film, not a plate).
+fn flood(
+    w: usize,
+    h: usize,
+    keep: &[u8],
+    start: &[usize],
+    b: &FloodBounds,
+    over_marks: bool,
+    pass: impl Fn(usize, usize) -> bool,
+) -> Option<(Vec<usize>, BoxFlags)> {
+    let mut region: Vec<usize> = Vec::new();
+    let mut seen = BoxFlags::new(b.x0, b.y0, b.x1, b.y1, w);
+    let mut stack: Vec<usize> = start.iter().copied().filter(|&q| seen.insert(q)).collect();
+    let [el, et, er, eb] = b.edge;
+    while let Some(q) = stack.pop() {
+        let (x, y) = (q % w, q / w);
+        if x <= b.x0 && !el || y <= b.y0 && !et || x >= b.x1 && !er || y >= b.y1 && !eb {
+            return None;
+        }
+        if keep[q] == 0 {
+            region.push(q);
+            if region.len() > b.limit {
+                return None;
             }
         }
-        let mut open = false;
-        while let Some(q) = stack.pop() {
-            let (x, y) = (q % w, q / w);
-            if x <= lx0 && !el || y <= ly0 && !et || x >= lx1 && !er || y >= ly1 && !eb {
-                open = true;
-                break;
-            }
-            if keep[q] == 0 {
-                region.push(q);
-                if region.len() > limit {
-                    open = true;
-                    break;
-                }
-            }
-            for n in neighbours(x, y, w, h) {
-                let passable = keep[n] != 0 || (g[n] as i32 - level).abs() <= PLATE_TOL;
-                if passable && seen.insert(n) {
-                    stack.push(n);
-                }
+        for n in neighbours(x, y, w, h) {
+            let passable = if keep[n] != 0 { over_marks } else { pass(q, n) };
+            if passable && seen.insert(n) {
+                stack.push(n);
             }
         }
-        if open || region.is_empty() {
-            continue;
+    }
+    (!region.is_empty()).then_some((region, seen))
+}
+
+/// Median level of the film just outside a flooded region (pixels next to it neither kept nor
+/// visited).
+fn film_outside(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    keep: &[u8],
+    region: &[usize],
+    seen: &BoxFlags,
+) -> Option<i32> {
+    let mut film = Vec::new();
+    for &q in region {
+        for n in neighbours(q % w, q / w, w, h) {
+            if keep[n] == 0 && !seen.contains(n) {
+                film.push(g[n]);
+            }
         }
-        // Film just outside the plate.
-        let mut film = Vec::new();
-        for &q in &region {
+    }
+    let k = film.len() / 2;
+    (!film.is_empty()).then(|| *film.select_nth_unstable(k).1 as i32)
+}
+
+/// A plate of one level: the flood over levels within ±[`PLATE_TOL`] of the start pixels'
+/// median, closed, at least [`PLATE_CONTRAST`] from the film outside it. (region, film level).
+fn level_plate(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    keep: &[u8],
+    start: &[usize],
+    b: &FloodBounds,
+) -> Option<(Vec<usize>, i32)> {
+    let mut levels: Vec<u8> = start.iter().map(|&q| g[q]).collect();
+    let k = levels.len() / 2;
+    let level = *levels.select_nth_unstable(k).1 as i32;
+    let near = |q: usize| (g[q] as i32 - level).abs() <= PLATE_TOL;
+    let start: Vec<usize> = start.iter().copied().filter(|&q| near(q)).collect();
+    let (region, seen) = flood(w, h, keep, &start, b, true, |_, n| near(n))?;
+    let film = film_outside(g, w, h, keep, &region, &seen)?;
+    ((film - level).abs() >= PLATE_CONTRAST).then_some((region, film))
+}
+
+/// A grain-free plate at any level: the flood over steps of at most [`SMOOTH_STEP`] between
+/// neighbours, closed, solid (with the mark, at least 70 % of its box; a chance path through
+/// film grain is thin and branching), at least the mark's size, on film whose own steps are
+/// at least 3 levels and 3× the plate's. A smooth (JPEG-softened) film lets the flood out: no
+/// plate. (region, film level).
+fn smooth_plate(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    keep: &[u8],
+    mark: &Hole,
+    start: &[usize],
+    b: &FloodBounds,
+) -> Option<(Vec<usize>, i32)> {
+    let step = |a: usize, n: usize| (g[a] as i32 - g[n] as i32).abs();
+    let (region, seen) = flood(w, h, keep, start, b, false, |q, n| {
+        step(q, n) <= SMOOTH_STEP
+    })?;
+    if region.len() < mark.pixels.len() {
+        return None;
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (mark.x0, mark.y0, mark.x1, mark.y1);
+    for &q in &region {
+        let (x, y) = (q % w, q / w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    let solid = region.len() + mark.pixels.len();
+    if 10 * solid < 7 * (x1 - x0 + 1) * (y1 - y0 + 1) {
+        return None;
+    }
+    // Mean step to the right neighbour: inside the plate, and over the film in a band 2 to 5
+    // px outside the plate's box.
+    let roughness = |pixels: &mut dyn Iterator<Item = usize>| {
+        let (mut s, mut n) = (0u64, 0u64);
+        for q in pixels {
+            if q % w + 1 < w && keep[q] == 0 && keep[q + 1] == 0 {
+                s += step(q, q + 1) as u64;
+                n += 1;
+            }
+        }
+        (n > 0).then(|| s as f32 / n as f32)
+    };
+    let in_region = |q: usize| q % w < b.x1 && seen.contains(q + 1);
+    let inside = roughness(&mut region.iter().copied().filter(|&q| in_region(q)))?;
+    let (bx0, by0) = (x0.saturating_sub(5), y0.saturating_sub(5));
+    let (bx1, by1) = ((x1 + 5).min(w - 1), (y1 + 5).min(h - 1));
+    let in_band = |q: usize| {
+        let (x, y) = (q % w, q / w);
+        x + 2 <= x0 || y + 2 <= y0 || x >= x1 + 2 || y >= y1 + 2
+    };
+    let mut band = (by0..=by1)
+        .flat_map(|y| (bx0..=bx1).map(move |x| y * w + x))
+        .filter(|&q| in_band(q));
+    let outside = roughness(&mut band)?;
+    if outside < 3.0 || outside < 3.0 * inside {
+        return None;
+    }
+    let film = film_outside(g, w, h, keep, &region, &seen)?;
+    Some((region, film))
+}
+
+/// Add a plate's region to the kept marks, with its outline (a dark ring drawn around a disk:
+/// up to 3 px of pixels still far from the film level) and a rim.
+#[allow(clippy::too_many_arguments)]
+fn add_plate(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    scale: f32,
+    region: &[usize],
+    film: i32,
+    keep: &mut [u8],
+    list: &mut Vec<u32>,
+    done: &mut [bool],
+) {
+    let mut frontier = Vec::new();
+    for &q in region {
+        done[q] = true;
+        keep[q] = 1;
+        list.push(q as u32);
+        frontier.push(q);
+    }
+    for _ in 0..(3.0 * scale).ceil() as usize {
+        let mut next = Vec::new();
+        for &q in &frontier {
             for n in neighbours(q % w, q / w, w, h) {
-                if keep[n] == 0 && !seen.contains(n) {
-                    film.push(g[n]);
+                if keep[n] == 0 && (g[n] as i32 - film).abs() >= PLATE_CONTRAST {
+                    keep[n] = 1;
+                    list.push(n as u32);
+                    next.push(n);
                 }
             }
         }
-        if film.is_empty() {
-            continue;
+        if next.is_empty() {
+            break;
         }
-        let k = film.len() / 2;
-        let film = *film.select_nth_unstable(k).1 as i32;
-        if (film - level).abs() < PLATE_CONTRAST {
-            continue;
-        }
-        let mut frontier = Vec::new();
-        for &q in &region {
-            done[q] = true;
-            keep[q] = 1;
-            list.push(q as u32);
-            frontier.push(q);
-        }
-        // The plate's outline (a dark ring drawn around a disk): up to 3 px of pixels still far
-        // from the film level.
-        for _ in 0..(3.0 * scale).ceil() as usize {
-            let mut next = Vec::new();
-            for &q in &frontier {
-                for n in neighbours(q % w, q / w, w, h) {
-                    if keep[n] == 0 && (g[n] as i32 - film).abs() >= PLATE_CONTRAST {
-                        keep[n] = 1;
-                        list.push(n as u32);
-                        next.push(n);
-                    }
+        frontier.extend(next);
+    }
+    for _ in 0..(scale.round() as usize).max(1) {
+        let mut next = Vec::new();
+        for &q in &frontier {
+            for n in neighbours(q % w, q / w, w, h) {
+                if keep[n] == 0 {
+                    keep[n] = 1;
+                    list.push(n as u32);
+                    next.push(n);
                 }
             }
-            if next.is_empty() {
-                break;
-            }
-            frontier.extend(next);
         }
-        for _ in 0..rim {
-            let mut next = Vec::new();
-            for &q in &frontier {
-                for n in neighbours(q % w, q / w, w, h) {
-                    if keep[n] == 0 {
-                        keep[n] = 1;
-                        list.push(n as u32);
-                        next.push(n);
-                    }
-                }
-            }
-            frontier = next;
-        }
+        frontier = next;
     }
 }
 
@@ -609,6 +790,66 @@ mod tests {
             .flat_map(|y| (94..100).map(move |x| y * 100 + x))
             .collect();
         assert!(!is_border(&hole(glyph, w), w, h, 1.0));
+        // A letter the right edge cuts (4 px of it left, 10 tall) is a glyph; a 1-px line of
+        // the same length there is a piece of border.
+        let cut: Vec<u32> = (40..50)
+            .flat_map(|y| (96..100).map(move |x| y * 100 + x))
+            .collect();
+        assert!(!is_border(&hole(cut, w), w, h, 1.0));
+        let line: Vec<u32> = (40..50).map(|y| y * 100 + 99).collect();
+        assert!(is_border(&hole(line, w), w, h, 1.0));
+    }
+
+    /// Film grain: a deterministic ±12-level pattern.
+    fn grainy(w: usize, h: usize, level: u8) -> Vec<u8> {
+        let mut s = 12345u32;
+        (0..w * h)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (level as i32 + (s >> 24) as i32 % 25 - 12) as u8
+            })
+            .collect()
+    }
+
+    /// A grain-free plate at the film's own level (a Hannover L on a smooth grey ramp) is added
+    /// by its smoothness; the same glyph on the grainy film alone gets no plate, and neither
+    /// does it on a film as smooth as the plate (nothing tells them apart).
+    #[test]
+    fn a_grain_free_plate_at_the_films_level_is_added() {
+        let w = 100;
+        let glyph = |g: &mut [u8], keep: &mut [u8], list: &mut Vec<u32>| {
+            for y in 38..58 {
+                for x in 44..56 {
+                    if x < 48 || y >= 54 {
+                        g[y * w + x] = 235; // an L, 12 × 20
+                        keep[y * w + x] = 1;
+                        list.push((y * w + x) as u32);
+                    }
+                }
+            }
+        };
+        let run = |g: &mut Vec<u8>| {
+            let (mut keep, mut list) = (vec![0u8; w * w], Vec::new());
+            glyph(g, &mut keep, &mut list);
+            let n = list.len();
+            add_plates(g, w, w, 1.0, &mut keep, &mut list);
+            (keep, list.len() - n)
+        };
+        let mut plated = grainy(w, w, 150);
+        for y in 30..70 {
+            for x in 38..62 {
+                plated[y * w + x] = 138 + (x - 38) as u8; // a ramp 138..161, steps of 1
+            }
+        }
+        let (keep, added) = run(&mut plated);
+        assert!(added > 700, "plate added: {added}");
+        assert_eq!(keep[32 * w + 40], 1, "plate corner");
+        assert_eq!(keep[10 * w + 10], 0, "film");
+        let (_, added) = run(&mut grainy(w, w, 150));
+        assert_eq!(added, 0, "no plate on grainy film");
+        let mut smooth: Vec<u8> = (0..w * w).map(|i| 120 + (i % w / 4) as u8).collect();
+        let (_, added) = run(&mut smooth);
+        assert_eq!(added, 0, "no plate on smooth film");
     }
 
     #[test]
