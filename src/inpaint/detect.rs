@@ -390,7 +390,7 @@ fn marks(
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        let ring = shapes::ring(g, w, h, c, 2);
+        let ring = shapes::ring_of_film(g, w, h, c, 2, |p| seed[p] < 2);
         let need = polarity.need();
         // A coloured shape of some size (a yellow or red arrow on a figure) is a mark by its
         // colour alone: its grey level may be the film's.

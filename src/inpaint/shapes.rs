@@ -228,11 +228,45 @@ pub(crate) struct Ring {
 }
 
 pub(crate) fn ring(g: &[u8], w: usize, h: usize, c: &Hole, gap: usize) -> Ring {
+    ring_of_film(g, w, h, c, gap, |_| true)
+}
+
+/// [`ring`] over the pixels `film` admits only (not another mark's seeds: the next letter of
+/// a word, 2 px to the right, is not the film an outlined letter must clear); the plain ring
+/// when fewer than 8 of its pixels are admitted.
+pub(crate) fn ring_of_film(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    c: &Hole,
+    gap: usize,
+    film: impl Fn(usize) -> bool,
+) -> Ring {
+    let r = ring_over(g, w, h, c, gap, &film);
+    if r.mean.is_none() {
+        return ring_over(g, w, h, c, gap, &|_| true);
+    }
+    r
+}
+
+fn ring_over(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    c: &Hole,
+    gap: usize,
+    film: &dyn Fn(usize) -> bool,
+) -> Ring {
     let (x0, y0) = (c.x0 as isize - gap as isize, c.y0 as isize - gap as isize);
     let (x1, y1) = ((c.x1 + gap) as isize, (c.y1 + gap) as isize);
     let mut sums = [(0f64, 0usize); 4];
     let mut add = |side: usize, x: isize, y: isize| {
-        if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
+        if x >= 0
+            && y >= 0
+            && (x as usize) < w
+            && (y as usize) < h
+            && film(y as usize * w + x as usize)
+        {
             sums[side].0 += g[y as usize * w + x as usize] as f64;
             sums[side].1 += 1;
         }
@@ -798,6 +832,28 @@ mod tests {
         assert!(!is_border(&hole(cut, w), w, h, 1.0));
         let line: Vec<u32> = (40..50).map(|y| y * 100 + 99).collect();
         assert!(is_border(&hole(line, w), w, h, 1.0));
+    }
+
+    /// The film ring around a letter leaves out the next letter's pixels (2 px to its right),
+    /// and falls back to the whole ring when nothing else is left.
+    #[test]
+    fn the_film_ring_leaves_out_other_marks() {
+        let w = 40;
+        let mut g = vec![100u8; w * w];
+        let letter: Vec<u32> = (10..20)
+            .flat_map(|y| (10..16).map(move |x| (y * w + x) as u32))
+            .collect();
+        for y in 5..25 {
+            g[y * w + 17] = 250; // the next letter's stem, on the ring's right side
+        }
+        let c = hole(letter, w);
+        let plain = ring(&g, w, w, &c, 2);
+        let film = ring_of_film(&g, w, w, &c, 2, |p| g[p] < 200);
+        assert!(plain.sides[3].unwrap() > 200.0);
+        assert_eq!(film.sides[3], None);
+        assert_eq!(film.mean, Some(100.0));
+        let all = ring_of_film(&g, w, w, &c, 2, |_| false);
+        assert_eq!(all.mean, plain.mean);
     }
 
     /// Film grain: a deterministic ±12-level pattern.
