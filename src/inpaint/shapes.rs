@@ -296,12 +296,15 @@ fn ring_over(
 /// apart later, by being alone ([`is_ring_electrode`]).
 pub fn is_glyph_not_wire(w: usize, h: usize, c: &Hole, scale: f32, mean_tophat: u32) -> bool {
     let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
-    let closed =
-        bw.min(bh) as f32 >= 6.0 * scale && enclosed(w, c) as f32 >= 0.3 * (bw * bh) as f32;
+    let (inside, holes) = enclosure(w, c);
+    let closed = bw.min(bh) as f32 >= 6.0 * scale && inside as f32 >= 0.3 * (bw * bh) as f32;
+    // A line of text merged into one component (small letters touching): the counters of
+    // its letters are several holes; a lead or tube crossing itself makes one.
+    let counters = holes >= 3;
     let central = |a0: usize, a1: usize, n: usize| 5 * a1 >= n && 5 * a0 <= 4 * n;
     let outer = !(central(c.x0, c.x1, w) && central(c.y0, c.y1, h));
     let short = bw.max(bh) as f32 <= 110.0 * scale;
-    closed || mean_tophat >= 100 && short && outer
+    closed || counters || mean_tophat >= 100 && short && outer
 }
 
 /// Along a component's main axis: whether one end is a head, and how solid it is (area over
@@ -420,6 +423,12 @@ pub(crate) fn plateau(g: &[u8], c: &Hole) -> f32 {
 /// Pixels of a component's box not reachable from the box's edge without crossing the
 /// component (its holes).
 pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
+    enclosure(w, c).0
+}
+
+/// The enclosed pixels of a component (as [`enclosed`]) and how many separate holes they
+/// form (4-connected).
+pub(crate) fn enclosure(w: usize, c: &Hole) -> (usize, usize) {
     let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
     let mut mine = vec![false; bw * bh];
     for &p in &c.pixels {
@@ -449,7 +458,32 @@ pub(crate) fn enclosed(w: usize, c: &Hole) -> usize {
             }
         }
     }
-    (0..bw * bh).filter(|&i| !outside[i] && !mine[i]).count()
+    let mut pixels = 0;
+    let mut holes = 0;
+    for start in 0..bw * bh {
+        if outside[start] || mine[start] {
+            continue;
+        }
+        // A new hole: flood it (marking it as seen through `outside`).
+        holes += 1;
+        outside[start] = true;
+        stack.push((start % bw, start / bw));
+        while let Some((x, y)) = stack.pop() {
+            pixels += 1;
+            for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+                let (nx, ny) = (x as isize + dx, y as isize + dy);
+                if nx < 0 || ny < 0 || nx >= bw as isize || ny >= bh as isize {
+                    continue;
+                }
+                let q = ny as usize * bw + nx as usize;
+                if !outside[q] && !mine[q] {
+                    outside[q] = true;
+                    stack.push((nx as usize, ny as usize));
+                }
+            }
+        }
+    }
+    (pixels, holes)
 }
 
 /// The box of each mark's group: marks are grouped (transitively) with those within the
@@ -832,6 +866,28 @@ mod tests {
         assert!(!is_border(&hole(cut, w), w, h, 1.0));
         let line: Vec<u32> = (40..50).map(|y| y * 100 + 99).collect();
         assert!(is_border(&hole(line, w), w, h, 1.0));
+    }
+
+    /// A line of small letters that touch (one thin component, like a lead) is not a wire
+    /// when it holds several letter counters; a line with one loop is judged as a wire.
+    #[test]
+    fn merged_small_text_with_counters_is_not_a_wire() {
+        let w = 200;
+        // Bold 9×12 "o"s (3-px strokes) side by side, sharing their sides, at (20, 20).
+        let text = |n: usize| -> Vec<u32> {
+            let mut px = Vec::new();
+            for y in 20..32 {
+                for x in 20..20 + 6 * n + 3 {
+                    let (cx, cy) = ((x - 20) % 6, y - 20);
+                    if cx < 3 || cy < 3 || cy >= 9 {
+                        px.push((y * w + x) as u32);
+                    }
+                }
+            }
+            px
+        };
+        assert!(is_glyph_not_wire(w, w, &hole(text(5), w), 1.0, 60));
+        assert!(!is_glyph_not_wire(w, w, &hole(text(2), w), 1.0, 60));
     }
 
     /// The film ring around a letter leaves out the next letter's pixels (2 px to its right),
