@@ -337,11 +337,16 @@ fn marks(
             }
             rej!("anatomy-or-blurred");
         }
+        // The film's brightest pixels (bright seeds by the 99th percentile, not saturated) with
+        // hardly a crisp edge are film next to a dark border or bone, not a printed mark.
+        let saturated = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area;
+        if polarity == Polarity::Bright && !weak && !coloured && !saturated && sharp() < 0.3 {
+            rej!("bright film, not crisp");
+        }
         // Devices are radiopaque (bright); a dark mark in the middle is drawn.
         // A bright mark wholly in the middle of the film that is not an arrow, nor drawn at full
         // white, is the patient's (a port, a pacemaker, an electrode) unless it continues a
         // line of clear marks.
-        let saturated = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area;
         let central = polarity == Polarity::Bright
             && !coloured
             && !saturated
@@ -1903,6 +1908,36 @@ mod tests {
         assert_eq!(d.mask[20 * side + 410], 255, "foot");
         assert_eq!(d.mask[3 * side + 403], 255, "stem inside the band");
         assert_eq!(d.mask[3 * side + 200], 0, "the band");
+    }
+
+    /// A soft bright blob of film (the brightest pixels of the film, not saturated, fading
+    /// over many pixels, as film beside a dark border does) is not a mark; the same blob cut
+    /// with crisp sides is.
+    #[test]
+    fn a_soft_bright_blob_of_film_is_not_a_mark() {
+        let side = 512;
+        let film = |crisp: bool| {
+            let mut g = plain_film(side);
+            for y in 20..80 {
+                for x in 20..80 {
+                    let d2 = (x as f32 - 50.0).powi(2) + (y as f32 - 50.0).powi(2);
+                    let base = g[y * side + x] as f32;
+                    let v = if crisp {
+                        if d2 <= 100.0 {
+                            225.0
+                        } else {
+                            base
+                        }
+                    } else {
+                        base + (225.0 - base) * (-d2 / 128.0).exp()
+                    };
+                    g[y * side + x] = v as u8;
+                }
+            }
+            detect(&g, None, side, side)
+        };
+        assert!(film(false).mask.iter().all(|&m| m == 0), "soft blob");
+        assert_eq!(film(true).mask[50 * side + 50], 255, "crisp disk");
     }
 
     /// A light L printed over a graded bright bone band merges with it into one component too
