@@ -159,6 +159,10 @@ fn trace_features() -> bool {
     *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some_and(|v| v == "feat"))
 }
 
+/// A soft glyph ([`marks`]): the least crisp-boundary share and the least plateau share.
+const SOFT_SHARP: f32 = 0.45;
+const SOFT_PLATEAU: f32 = 0.85;
+
 /// One pass of the detector at work size: the work pixels of the marks kept (with their plates
 /// and rims) and how many marks.
 /// `contrast`: also the contrast-only seeds (else only near-saturated and coloured ones);
@@ -323,8 +327,17 @@ fn marks(
         } else {
             0.5
         };
+        // A flat plateau whose edges are a little soft (a lead letter blurred on bright film,
+        // NIH's) is glyph-like but not clear: kept only beside a clear mark (as faint).
+        let soft_glyph = polarity == Polarity::Bright
+            && weak
+            && !anatomy_sized
+            && !coloured
+            && (SOFT_SHARP..crisp).contains(&sharp())
+            && !shapes::is_central(c, w, h)
+            && shapes::plateau(g, c) >= SOFT_PLATEAU;
         if anatomy_sized && !stroke_like(&seed, w, h, c, window)
-            || (anatomy_sized || weak && !coloured) && sharp() < crisp
+            || (anatomy_sized || weak && !coloured) && sharp() < crisp && !soft_glyph
         {
             if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
                 comps.extend(parts);
@@ -446,6 +459,7 @@ fn marks(
                 && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
                 && sharp() >= 0.75;
         let faint = faint_tophat
+            || soft_glyph
             || central
             || off_wire.contains(&ci)
             || polarity == Polarity::Bright
@@ -1908,6 +1922,48 @@ mod tests {
         assert_eq!(d.mask[20 * side + 410], 255, "foot");
         assert_eq!(d.mask[3 * side + 403], 255, "stem inside the band");
         assert_eq!(d.mask[3 * side + 200], 0, "the band");
+    }
+
+    /// A flat lead L whose stem has soft sides (left, and the lower half of its right) (a 4-px ramp: blurred on the film, as
+    /// NIH's are) is too soft to keep alone, and kept beside a clear mark.
+    #[test]
+    fn a_soft_edged_flat_glyph_is_kept_beside_a_mark_only() {
+        let side = 512;
+        let film = |company: bool| {
+            let mut g = plain_film(side);
+            let base = g[40 * side + 460];
+            for y in 26..52 {
+                for x in 451..470 {
+                    let in_l = (455..460).contains(&x) && y >= 30 || y >= 47 && x >= 455;
+                    // Distance outside the L to its left or the stem's right, for the ramp.
+                    let d = if x < 455 && y >= 30 {
+                        455 - x
+                    } else if (460..465).contains(&x) && (38..47).contains(&y) {
+                        x - 459
+                    } else {
+                        0
+                    };
+                    let v = if in_l {
+                        62
+                    } else if d > 0 && d <= 4 {
+                        62 - 12 * d as u8
+                    } else {
+                        0
+                    };
+                    g[y * side + x] = base + v;
+                }
+            }
+            if company {
+                paint(&mut g, side, (475, 36, 481, 52), 220); // a light letter beside it
+            }
+            detect(&g, None, side, side)
+        };
+        assert!(film(false).mask.iter().all(|&m| m == 0), "alone");
+        assert_eq!(
+            film(true).mask[40 * side + 457],
+            255,
+            "beside a light letter"
+        );
     }
 
     /// A soft bright blob of film (the brightest pixels of the film, not saturated, fading
