@@ -217,6 +217,9 @@ fn marks(
     let comps = components(&mut seed, w, h);
     tick("components");
     let min_area = ((4.0 * scale * scale).round() as usize).max(2);
+    // The least size of a letter (60 px at 1024, and in plain pixels on a smaller film: fewer
+    // is a fleck of bone).
+    let glyph_area = 60f32.max(60.0 * scale * scale);
     let max_area = w * h / 100;
     let big = w * h / 500;
     // Widest stroke the top-hat can see (its window); wider bright shapes are anatomy or boxes.
@@ -231,6 +234,9 @@ fn marks(
     // Components split off a graded one's flat top ([`top_plateau`]): kept only as flat
     // glyphs, and not split again.
     let mut tops: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    // Components split off an anatomy-sized one at its mid level ([`mid_split`]): not split
+    // so again.
+    let mut halves: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
     // Components split off a wire (its saturated pixels): faint, kept only beside a mark.
     let mut off_wire: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
     let mut next = 0;
@@ -339,7 +345,23 @@ fn marks(
         if anatomy_sized && !stroke_like(&seed, w, h, c, window)
             || (anatomy_sized || weak && !coloured) && sharp() < crisp && !soft_glyph
         {
-            if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
+            // Anatomy-sized: its saturated parts, and its light (not white) letters parted
+            // from the rest at its mid level.
+            let mut parts = Vec::new();
+            if anatomy_sized {
+                parts.extend(split(c).into_iter().flatten());
+                if !halves.contains(&ci) {
+                    let rest = super::Hole {
+                        pixels: c.pixels.iter().copied().filter(|&p| !white(p)).collect(),
+                        ..*c
+                    };
+                    let halved = mid_split(g, w, h, &rest).into_iter().flatten();
+                    let from = comps.len() + parts.len();
+                    parts.extend(halved);
+                    halves.extend(from..comps.len() + parts.len());
+                }
+            }
+            if !parts.is_empty() {
                 comps.extend(parts);
             } else if let Some(parts) = (!tops.contains(&ci))
                 .then(|| top_plateau(g, w, c))
@@ -377,13 +399,17 @@ fn marks(
         // fewer is a fleck of bone on a small film.)
         let flat_glyph = polarity == Polarity::Bright
             && !shapes::is_central(c, w, h)
-            && area as f32 >= 60f32.max(60.0 * scale * scale)
+            && area as f32 >= glyph_area
             && area <= big
             && shapes::stroke(&seed, w, h, c).0 >= 3.0 * scale
             && sharp() >= 0.7
             && shapes::plateau(g, c) >= 0.8;
         if tops.contains(&ci) && !flat_glyph {
             rej!("top of graded film, not a glyph");
+        }
+        // An upper half parted from anatomy must be a glyph: flat, or crisp almost all round.
+        if halves.contains(&ci) && !(flat_glyph || area <= big && sharp() >= 0.85) {
+            rej!("upper half of anatomy, not a glyph");
         }
         let faint_tophat =
             weak && polarity == Polarity::Bright && !coloured && !flat_glyph && mean_th < 72;
@@ -426,6 +452,9 @@ fn marks(
         // A flat top split off graded film must stand far out of the film around it: a glyph
         // printed over bone clears it by 100+ levels, the flat tops of electrodes, tubes and
         // film edges found on the real films by 40–58.
+        if halves.contains(&ci) && mean_in - around < 80.0 {
+            rej!("upper half of anatomy, too faint for a glyph");
+        }
         if tops.contains(&ci) {
             if mean_in - around < 80.0 {
                 rej!("flat top of graded film, too faint for a glyph");
@@ -644,6 +673,30 @@ fn top_plateau(g: &[u8], w: usize, c: &super::Hole) -> Option<Vec<super::Hole>> 
     let level = v.select_nth_unstable(k).1.saturating_sub(8);
     let top = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
     (5 * top < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
+}
+
+/// The parts of an anatomy-sized component above the level midway between the film around it
+/// and its own 90th percentile: light letters (NIH's, at 220–240, not saturated) touching a
+/// bright bone edge merge with it through the contrast seeds, and part from it there. Each
+/// part is judged as a component of its own: a letter keeps its crisp edges, a piece of bone
+/// cut at a level has none. None when nothing parts (the upper half is 80 % of it or more).
+fn mid_split(g: &[u8], w: usize, h: usize, c: &super::Hole) -> Option<Vec<super::Hole>> {
+    if c.pixels.is_empty() {
+        return None;
+    }
+    let film = shapes::ring(g, w, h, c, 2).mean?;
+    let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
+    let k = (v.len() - 1) * 9 / 10;
+    let top = *v.select_nth_unstable(k).1 as f32;
+    let level = ((film + top) / 2.0).round() as u8;
+    if trace() {
+        eprintln!(
+            "detect mid split {:?} at {level} (film {film:.0}, p90 {top})",
+            (c.x0, c.y0, c.x1, c.y1)
+        );
+    }
+    let upper = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
+    (5 * upper < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
 }
 
 /// Least top-hat of a drawn shape's seed pixels, its least step over the film on every side
@@ -1994,6 +2047,38 @@ mod tests {
         };
         assert!(film(false).mask.iter().all(|&m| m == 0), "soft blob");
         assert_eq!(film(true).mask[50 * side + 50], 255, "crisp disk");
+    }
+
+    /// A light letter graded across its width (205-245, as NIH's lead letters are) and a white
+    /// one, both on soft bright ridges of bone (up to 170): one anatomy-sized component. Its
+    /// saturated part is the white letter; the light one parts from the bone at the mid level,
+    /// crisp all round, and is kept too. The bone stays.
+    #[test]
+    fn a_light_graded_letter_merged_with_bone_parts_at_the_mid_level() {
+        let side = 512;
+        let mut g = vec![100u8; side * side];
+        // Soft ridges 13 px across, rising 12 levels a pixel to 170 on their crest.
+        let ridge = |d: usize| 170 - 12 * d.abs_diff(6) as u8;
+        for x in 360..500 {
+            for d in 0..13 {
+                g[(56 + d) * side + x] = ridge(d);
+            }
+        }
+        for y in 0..56 {
+            for d in 0..13 {
+                g[y * side + 476 + d] = ridge(d);
+            }
+        }
+        for y in 30..63 {
+            for x in 436..446 {
+                g[y * side + x] = 205 + (x - 436) as u8 * 4; // the light letter
+            }
+        }
+        paint(&mut g, side, (460, 40, 468, 63), 255); // the white letter
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[45 * side + 440], 255, "the light letter");
+        assert_eq!(d.mask[50 * side + 464], 255, "the white letter");
+        assert_eq!(d.mask[62 * side + 380], 0, "the bone away from the letters");
     }
 
     /// A light L printed over a graded bright bone band merges with it into one component too
