@@ -487,7 +487,19 @@ fn marks(
             || area as f32 >= 100.0 * scale * scale
                 && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
                 && sharp() >= 0.75;
+        // A thin graded line of middling top-hat (bone's cortical edge, a vessel wall: at
+        // most 2.5 px wide, not one plateau, not saturated, no head, mean top-hat under 80)
+        // is doubtful: printed strokes that thin stand further out, or come in words.
+        let thin_graded = polarity == Polarity::Bright
+            && !coloured
+            && !saturated
+            && !flat_glyph
+            && mean_th < 80
+            && shapes::stroke(&seed, w, h, c).0 <= 2.5
+            && shapes::plateau(g, c) < 0.8
+            && !shapes::has_head(w, c);
         let faint = faint_tophat
+            || thin_graded
             || soft_glyph
             || central
             || off_wire.contains(&ci)
@@ -2017,6 +2029,29 @@ mod tests {
             255,
             "beside a light letter"
         );
+    }
+
+    /// A lone short thin line graded along its length (a cortical edge of bone: 2 × 20 px, a mean
+    /// top-hat under 80) is doubtful, and left alone; the same line drawn at full white is a
+    /// mark.
+    #[test]
+    fn a_lone_thin_graded_line_is_left_alone() {
+        let side = 512;
+        let film = |white: bool| {
+            let mut g = plain_film(side);
+            for x in 100..120 {
+                let base = g[40 * side + x];
+                let v = if white {
+                    255
+                } else {
+                    base + 68 + (x - 100) as u8
+                };
+                paint(&mut g, side, (x, 40, x + 1, 42), v);
+            }
+            detect(&g, None, side, side)
+        };
+        assert!(film(false).mask.iter().all(|&m| m == 0), "graded line");
+        assert_eq!(film(true).mask[41 * side + 110], 255, "white line");
     }
 
     /// A soft bright blob of film (the brightest pixels of the film, not saturated, fading
