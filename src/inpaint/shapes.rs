@@ -769,7 +769,9 @@ fn add_plate(
         }
         frontier.extend(next);
     }
-    for _ in 0..(scale.round() as usize).max(1) {
+    // Two pixels per 1024 px of side: a plate's edge rings over more than one (JPEG), and a
+    // left ring draws the plate's box on the filled film.
+    for _ in 0..((2.0 * scale).round() as usize).max(1) {
         let mut next = Vec::new();
         for &q in &frontier {
             for n in neighbours(q % w, q / w, w, h) {
@@ -1042,6 +1044,9 @@ mod tests {
         assert!(list.len() > n + 400, "disk added: {}", list.len() - n);
         assert_eq!(keep[40 * w + 30], 1);
         assert_eq!(keep[5 * w + 5], 0);
+        // A rim of two pixels round the disk (its edge at x = 53 on this row), no more.
+        assert_eq!(keep[40 * w + 55], 1, "second rim pixel");
+        assert_eq!(keep[40 * w + 57], 0, "film beyond the rim");
         // The same glyph on plain film: no plate.
         let g2: Vec<u8> = g.iter().map(|&v| if v == 10 { 120 } else { v }).collect();
         let mut keep2 = vec![0u8; w * w];
