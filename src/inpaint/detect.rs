@@ -159,6 +159,9 @@ fn trace_features() -> bool {
     *ON.get_or_init(|| std::env::var_os("PREP_DETECT_TRACE").is_some_and(|v| v == "feat"))
 }
 
+/// How far below the film around a mark its dark outline (or drop shadow) lies.
+const SHADOW: i32 = 25;
+
 /// A soft glyph ([`marks`]): the least crisp-boundary share and the least plateau share.
 const SOFT_SHARP: f32 = 0.45;
 const SOFT_PLATEAU: f32 = 0.85;
@@ -587,14 +590,17 @@ fn marks(
     // mark). Frontier-based, so the cost follows the kept area.
     let grow = (scale.round() as usize).max(1);
     let mut from = 0;
-    for _ in 0..grow {
+    // The dark outline (a drop shadow offset below and right of NIH's white letters) runs up
+    // to twice as far as the anti-aliased edge: left, it dots the fill at each letter's foot.
+    for step in 0..2 * grow {
         let to = list.len();
         for k in from..to {
             let p = list[k] as usize;
             let (x, y) = (p % w, p / w);
             let b = bg[p];
             let mut try_add = |q: usize| {
-                if keep[q] == 0 && (tophat(q) >= 12 || (g[q] as i32) + 40 <= b as i32) {
+                let edge = step < grow && tophat(q) >= 12;
+                if keep[q] == 0 && (edge || (g[q] as i32) + SHADOW <= b as i32) {
                     keep[q] = 1;
                     bg[q] = b;
                     list.push(q as u32);
@@ -2052,6 +2058,20 @@ mod tests {
         };
         assert!(film(false).mask.iter().all(|&m| m == 0), "graded line");
         assert_eq!(film(true).mask[41 * side + 110], 255, "white line");
+    }
+
+    /// A white letter's drop shadow (2 px below it, 30 levels under the film) is masked with
+    /// it, so the fill does not carry the shadow into the hole; film 4 px below is not.
+    #[test]
+    fn a_white_letters_drop_shadow_is_masked_with_it() {
+        let side = 512;
+        let mut g = vec![120u8; side * side];
+        paint(&mut g, side, (100, 40, 106, 60), 255);
+        paint(&mut g, side, (101, 60, 107, 62), 90); // the shadow, offset right and down
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[50 * side + 103], 255, "letter");
+        assert_eq!(d.mask[61 * side + 104], 255, "shadow, 2 px below");
+        assert_eq!(d.mask[64 * side + 104], 0, "film below");
     }
 
     /// A soft bright blob of film (the brightest pixels of the film, not saturated, fading
