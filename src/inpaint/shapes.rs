@@ -445,19 +445,7 @@ pub(crate) fn enclosure(w: usize, c: &Hole) -> (usize, usize) {
             }
         }
     }
-    while let Some((x, y)) = stack.pop() {
-        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
-            let (nx, ny) = (x as isize + dx, y as isize + dy);
-            if nx < 0 || ny < 0 || nx >= bw as isize || ny >= bh as isize {
-                continue;
-            }
-            let q = ny as usize * bw + nx as usize;
-            if !outside[q] && !mine[q] {
-                outside[q] = true;
-                stack.push((nx as usize, ny as usize));
-            }
-        }
-    }
+    flood_box(&mut outside, &mine, bw, bh, &mut stack);
     let mut pixels = 0;
     let mut holes = 0;
     for start in 0..bw * bh {
@@ -468,22 +456,36 @@ pub(crate) fn enclosure(w: usize, c: &Hole) -> (usize, usize) {
         holes += 1;
         outside[start] = true;
         stack.push((start % bw, start / bw));
-        while let Some((x, y)) = stack.pop() {
-            pixels += 1;
-            for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
-                let (nx, ny) = (x as isize + dx, y as isize + dy);
-                if nx < 0 || ny < 0 || nx >= bw as isize || ny >= bh as isize {
-                    continue;
-                }
-                let q = ny as usize * bw + nx as usize;
-                if !outside[q] && !mine[q] {
-                    outside[q] = true;
-                    stack.push((nx as usize, ny as usize));
-                }
+        pixels += flood_box(&mut outside, &mine, bw, bh, &mut stack);
+    }
+    (pixels, holes)
+}
+
+/// 4-connected flood of a bw×bh box from the pixels on `stack` (already marked in `seen`)
+/// over those neither `seen` nor `mine`, marking them seen; how many pixels it popped.
+fn flood_box(
+    seen: &mut [bool],
+    mine: &[bool],
+    bw: usize,
+    bh: usize,
+    stack: &mut Vec<(usize, usize)>,
+) -> usize {
+    let mut n = 0;
+    while let Some((x, y)) = stack.pop() {
+        n += 1;
+        for (dx, dy) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
+            let (nx, ny) = (x as isize + dx, y as isize + dy);
+            if nx < 0 || ny < 0 || nx >= bw as isize || ny >= bh as isize {
+                continue;
+            }
+            let q = ny as usize * bw + nx as usize;
+            if !seen[q] && !mine[q] {
+                seen[q] = true;
+                stack.push((nx as usize, ny as usize));
             }
         }
     }
-    (pixels, holes)
+    n
 }
 
 /// The box of each mark's group: marks are grouped (transitively) with those within the
