@@ -686,11 +686,21 @@ fn top_plateau(g: &[u8], w: usize, c: &super::Hole) -> Option<Vec<super::Hole>> 
     if shapes::plateau(g, c) >= 0.8 {
         return None;
     }
+    parts_above(g, w, c, p90(g, c).saturating_sub(8))
+}
+
+/// The 90th-percentile grey level of a component's pixels (it has some).
+fn p90(g: &[u8], c: &super::Hole) -> u8 {
     let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
     let k = (v.len() - 1) * 9 / 10;
-    let level = v.select_nth_unstable(k).1.saturating_sub(8);
-    let top = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
-    (5 * top < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
+    *v.select_nth_unstable(k).1
+}
+
+/// The parts of a component at or above `level`, when they are under 80 % of it (else it does
+/// not part there).
+fn parts_above(g: &[u8], w: usize, c: &super::Hole, level: u8) -> Option<Vec<super::Hole>> {
+    let upper = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
+    (5 * upper < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
 }
 
 /// The parts of an anatomy-sized component above the level midway between the film around it
@@ -703,9 +713,7 @@ fn mid_split(g: &[u8], w: usize, h: usize, c: &super::Hole) -> Option<Vec<super:
         return None;
     }
     let film = shapes::ring(g, w, h, c, 2).mean?;
-    let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
-    let k = (v.len() - 1) * 9 / 10;
-    let top = *v.select_nth_unstable(k).1 as f32;
+    let top = p90(g, c) as f32;
     let level = ((film + top) / 2.0).round() as u8;
     if trace() {
         eprintln!(
@@ -713,8 +721,7 @@ fn mid_split(g: &[u8], w: usize, h: usize, c: &super::Hole) -> Option<Vec<super:
             (c.x0, c.y0, c.x1, c.y1)
         );
     }
-    let upper = c.pixels.iter().filter(|&&p| g[p as usize] >= level).count();
-    (5 * upper < 4 * c.pixels.len()).then(|| components_within(c, w, |p| g[p as usize] >= level))
+    parts_above(g, w, c, level)
 }
 
 /// Least top-hat of a drawn shape's seed pixels, its least step over the film on every side
@@ -1995,8 +2002,9 @@ mod tests {
         assert_eq!(d.mask[3 * side + 200], 0, "the band");
     }
 
-    /// A flat lead L whose stem has soft sides (left, and the lower half of its right) (a 4-px ramp: blurred on the film, as
-    /// NIH's are) is too soft to keep alone, and kept beside a clear mark.
+    /// A flat lead L whose stem has soft sides (a 4-px ramp on its left and the lower half of
+    /// its right: blurred on the film, as NIH's are) is too soft to keep alone, and kept beside
+    /// a clear mark.
     #[test]
     fn a_soft_edged_flat_glyph_is_kept_beside_a_mark_only() {
         let side = 512;
