@@ -166,6 +166,129 @@ const SHADOW: i32 = 25;
 const SOFT_SHARP: f32 = 0.45;
 const SOFT_PLATEAU: f32 = 0.85;
 
+/// Where a component came from, which decides the rules it is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A component of the seeds, or the saturated part of one: judged by every rule.
+    Seeds,
+    /// Split off a graded component's flat top ([`top_plateau`]): kept only as a flat glyph,
+    /// and not split so again.
+    Top,
+    /// Split off an anatomy-sized component at its mid level ([`mid_split`]): kept only as a
+    /// glyph, and not split so again.
+    Half,
+    /// The saturated part of a wire: faint, kept only beside a mark.
+    OffWire,
+}
+
+/// Why a component was dropped, and the parts of it to judge in its place.
+struct Rejected {
+    why: &'static str,
+    parts: Vec<(super::Hole, Origin)>,
+}
+
+impl Rejected {
+    fn new(why: &'static str) -> Self {
+        Rejected {
+            why,
+            parts: Vec::new(),
+        }
+    }
+
+    fn with(why: &'static str, parts: impl IntoIterator<Item = super::Hole>, o: Origin) -> Self {
+        Rejected {
+            why,
+            parts: parts.into_iter().map(|p| (p, o)).collect(),
+        }
+    }
+}
+
+/// A component that passed the rules: the film's level around it, whether it is a solid box
+/// (its holes are filled), its mean grey level, and whether it is faint (kept only beside a
+/// clear mark, [`promote_faint`]).
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    around: u8,
+    boxy: bool,
+    level: f32,
+    faint: bool,
+}
+
+/// One component's figures that several rules ask for. The crisp-boundary share is computed
+/// lazily: it walks the boundary, and most components are dropped before a rule asks for it.
+struct Look<'c> {
+    c: &'c super::Hole,
+    area: usize,
+    /// A solid box or disk: a label, a disk marker.
+    boxy: bool,
+    /// Most of it coloured, in a grey radiograph.
+    coloured: bool,
+    /// Contrast-only seeds throughout, or any dark mark: must show the crisp edges of a
+    /// burned-in mark.
+    weak: bool,
+    /// Larger than a mark usually is, and neither a box nor coloured.
+    anatomy_sized: bool,
+    /// The crisp-boundary share a weak or anatomy-sized one needs.
+    crisp: f32,
+    /// Half or more of it at full white.
+    saturated: bool,
+    /// A flat plateau with a little soft edges: kept only beside a clear mark.
+    soft_glyph: bool,
+    sharp: std::cell::OnceCell<f32>,
+}
+
+/// What the glyph rules found of a component that passed them.
+struct GlyphLook {
+    /// Mean top-hat over its pixels.
+    mean_th: u32,
+    /// One flat plateau with crisp sides, outside the film's middle: a clear mark.
+    flat_glyph: bool,
+    /// Contrast-only of middling top-hat: kept only beside a clear mark.
+    faint_tophat: bool,
+    /// Wholly in the middle of the film, not drawn: the patient's unless beside a mark.
+    central: bool,
+}
+
+/// Marks kept by one pass (work-size flags and the list of their pixels, which is all that is
+/// visited from there on), the film level around each (carried into its rim while growing),
+/// and how many marks.
+struct Kept {
+    keep: Vec<u8>,
+    list: Vec<u32>,
+    bg: Vec<u8>,
+    count: usize,
+}
+
+/// One pass of the detector at work size: the film, its openings and seeds, and the sizes the
+/// rules use.
+struct Pass<'a> {
+    g: &'a [u8],
+    sp: Option<&'a [u8]>,
+    w: usize,
+    h: usize,
+    polarity: Polarity,
+    /// Work pixels already kept by another pass (a mark entirely inside them is skipped).
+    skip: Option<&'a [bool]>,
+    /// Scale of the work image relative to a 1024-px radiograph.
+    scale: f32,
+    opening: Opening,
+    /// A wider opening (3× the window): it sees plates and disk markers too wide for the first.
+    wide: Option<Opening>,
+    seed: Vec<u8>,
+    /// Seed pixels cleared from the film's edge bands ([`shapes::clear_edge_bands`]).
+    cleared: Vec<bool>,
+    min_area: usize,
+    /// The least size of a letter (60 px at 1024, and in plain pixels on a smaller film: fewer
+    /// is a fleck of bone).
+    glyph_area: f32,
+    max_area: usize,
+    /// Anatomy size.
+    big: usize,
+    /// Widest stroke the top-hat can see (its window); wider bright shapes are anatomy or boxes.
+    window: f32,
+    t0: std::time::Instant,
+}
+
 /// One pass of the detector at work size: the work pixels of the marks kept (with their plates
 /// and rims) and how many marks.
 /// `contrast`: also the contrast-only seeds (else only near-saturated and coloured ones);
@@ -179,290 +302,449 @@ fn marks(
     contrast: bool,
     skip: Option<&[bool]>,
 ) -> (Vec<u32>, usize) {
-    let t0 = std::time::Instant::now();
-    let tick = |what: &str| {
-        if trace() {
-            eprintln!(
-                "time {polarity:?} {what}: {:.2} ms",
-                t0.elapsed().as_secs_f64() * 1e3
-            );
+    let (pass, comps) = Pass::new(g, sp, w, h, polarity, contrast, skip);
+    let (mut comps, judged) = pass.judge_all(comps);
+    let (faints, mut cands): (Vec<_>, Vec<_>) = judged.into_iter().partition(|(_, m)| m.faint);
+    if contrast {
+        // Marker disks (a faint glyph beside one is kept with it) and drawn shapes join the
+        // candidates as clear marks.
+        for (c, around, boxy) in pass.shapes_found() {
+            let sum: f32 = c.pixels.iter().map(|&p| g[p as usize] as f32).sum();
+            let level = sum / c.pixels.len() as f32;
+            let faint = false;
+            cands.push((
+                comps.len(),
+                Candidate {
+                    around,
+                    boxy,
+                    level,
+                    faint,
+                },
+            ));
+            comps.push(c);
         }
-    };
-    // Scale of the work image relative to a 1024-px radiograph.
-    let scale = w.max(h) as f32 / 1024.0;
-    let r = ((12.0 * scale).round() as usize).max(3);
-    // Pass 1: the 2×2 min-pool both openings start from, fused with the histogram (for p99,
-    // which only the bright seeds use).
-    let (hist, pool) = hist_and_pool(g, w, h, polarity == Polarity::Bright);
-    let mut bufs = MorphBufs::default();
-    let opening = grey_opening(g, &pool, w, h, r, &mut bufs);
-    tick("opening");
-    let hi = hist.map_or(255, |hist| percentile(&hist, 0.99).max(200));
-    // A wider opening (3× the window) sees plates and disk markers too wide for the first.
-    let wide =
-        (polarity == Polarity::Bright).then(|| grey_opening(g, &pool, w, h, 3 * r, &mut bufs));
-    drop((pool, bufs)); // freed before the seed buffer is allocated, which can reuse them
-    let mut seed = seeds(
-        g,
-        sp,
-        w,
-        h,
-        [&opening, wide.as_ref().unwrap_or(&opening)],
-        hi,
-        polarity,
-    );
-    tick("seeds");
-    if !contrast {
-        seed.iter_mut().for_each(|v| *v &= 2);
     }
-    let cleared = shapes::clear_edge_bands(&mut seed, w, h, scale);
-    let tophat = |p: usize| g[p].saturating_sub(opening.at(p % w, p / w));
-    let comps = components(&mut seed, w, h);
-    tick("components");
-    let min_area = ((4.0 * scale * scale).round() as usize).max(2);
-    // The least size of a letter (60 px at 1024, and in plain pixels on a smaller film: fewer
-    // is a fleck of bone).
-    let glyph_area = 60f32.max(60.0 * scale * scale);
-    let max_area = w * h / 100;
-    let big = w * h / 500;
-    // Widest stroke the top-hat can see (its window); wider bright shapes are anatomy or boxes.
-    let window = (2 * r + 1) as f32;
-    // Candidates that pass the shape and contrast tests, with their film level and whether
-    // they are a solid box; devices are told apart afterwards (a ring electrode is alone).
-    let mut comps = comps;
-    let mut cands: Vec<(usize, u8, bool)> = Vec::new();
-    // Mean grey level of each candidate, and the faint components waiting for a neighbour.
-    let mut levels: Vec<f32> = Vec::new();
-    let mut faints: Vec<(usize, u8, bool, f32)> = Vec::new();
-    // Components split off a graded one's flat top ([`top_plateau`]): kept only as flat
-    // glyphs, and not split again.
-    let mut tops: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
-    // Components split off an anatomy-sized one at its mid level ([`mid_split`]): not split
-    // so again.
-    let mut halves: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
-    // Components split off a wire (its saturated pixels): faint, kept only beside a mark.
-    let mut off_wire: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
-    let mut next = 0;
-    while next < comps.len() {
-        let ci = next;
-        next += 1;
-        let c = &comps[ci];
-        let area = c.pixels.len();
-        let at = (c.x0, c.y0, c.x1, c.y1);
-        if trace_features() && area >= 2 {
-            let wd = wide.as_ref().unwrap_or(&opening);
-            print_features(
-                g,
-                &seed,
-                w,
-                h,
-                c,
-                polarity,
-                mean_tophat(g, w, c, &opening, wd),
-            );
+    promote_faint(&comps, &mut cands, &faints);
+    pass.tick("judged");
+    let cands: Vec<(&super::Hole, u8, bool)> = cands
+        .iter()
+        .map(|(i, m)| (&comps[*i], m.around, m.boxy))
+        .collect();
+    let mut kept = pass.keep(&cands);
+    pass.grow_rims(&mut kept);
+    pass.grow_colour(&mut kept);
+    pass.tick("grown");
+    // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
+    // region closed around the marks, when it differs from the film outside it.
+    shapes::add_plates(g, w, h, pass.scale, &mut kept.keep, &mut kept.list);
+    pass.tick("plates");
+    (kept.list, kept.count)
+}
+
+impl<'a> Pass<'a> {
+    /// Read the film: its openings, its seeds (edge bands cleared) and their components.
+    fn new(
+        g: &'a [u8],
+        sp: Option<&'a [u8]>,
+        w: usize,
+        h: usize,
+        polarity: Polarity,
+        contrast: bool,
+        skip: Option<&'a [bool]>,
+    ) -> (Self, Vec<super::Hole>) {
+        let t0 = std::time::Instant::now();
+        let scale = w.max(h) as f32 / 1024.0;
+        let r = ((12.0 * scale).round() as usize).max(3);
+        // Pass 1: the 2×2 min-pool both openings start from, fused with the histogram (for
+        // p99, which only the bright seeds use).
+        let (hist, pool) = hist_and_pool(g, w, h, polarity == Polarity::Bright);
+        let mut bufs = MorphBufs::default();
+        let opening = grey_opening(g, &pool, w, h, r, &mut bufs);
+        let hi = hist.map_or(255, |hist| percentile(&hist, 0.99).max(200));
+        let wide =
+            (polarity == Polarity::Bright).then(|| grey_opening(g, &pool, w, h, 3 * r, &mut bufs));
+        drop((pool, bufs)); // freed before the seed buffer is allocated, which can reuse them
+        let openings = [&opening, wide.as_ref().unwrap_or(&opening)];
+        let mut seed = seeds(g, sp, w, h, openings, hi, polarity);
+        if !contrast {
+            seed.iter_mut().for_each(|v| *v &= 2);
         }
-        // Why a component was dropped, when PREP_DETECT_TRACE is set (tuning on real films).
-        macro_rules! rej {
-            ($why:expr) => {{
-                if trace() {
-                    eprintln!("detect {polarity:?} {at:?} area {area}: {}", $why);
-                }
-                continue;
-            }};
-        }
-        // A mark can touch bright film that only clears the contrast seeds (a boxed R on the
-        // body's edge, a white label on bright film): the merged component is too large or
-        // too anatomy-like, but its saturated bright-seed pixels alone are the mark (burned-in
-        // marks are drawn at full white; anatomy rarely saturates). Judge those instead.
-        let white = |p: u32| seed[p as usize] >= 2 && g[p as usize] >= 250;
-        let split = |c: &super::Hole| -> Option<Vec<super::Hole>> {
-            let strict = c.pixels.iter().filter(|&&p| white(p)).count();
-            if strict == 0 || strict == c.pixels.len() {
-                return None;
-            }
-            Some(components_within(c, w, |p| white(p)))
+        let cleared = shapes::clear_edge_bands(&mut seed, w, h, scale);
+        let comps = components(&mut seed, w, h);
+        let pass = Pass {
+            g,
+            sp,
+            w,
+            h,
+            polarity,
+            skip,
+            scale,
+            opening,
+            wide,
+            seed,
+            cleared,
+            min_area: ((4.0 * scale * scale).round() as usize).max(2),
+            glyph_area: 60f32.max(60.0 * scale * scale),
+            max_area: w * h / 100,
+            big: w * h / 500,
+            window: (2 * r + 1) as f32,
+            t0,
         };
-        let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
-        if area > max_area {
-            if let Some(parts) = split(c) {
-                comps.extend(parts);
+        pass.tick("components");
+        (pass, comps)
+    }
+
+    /// Time since the pass began, when PREP_DETECT_TRACE is set.
+    fn tick(&self, what: &str) {
+        if trace() {
+            let ms = self.t0.elapsed().as_secs_f64() * 1e3;
+            eprintln!("time {:?} {what}: {ms:.2} ms", self.polarity);
+        }
+    }
+
+    fn wide(&self) -> &Opening {
+        self.wide.as_ref().unwrap_or(&self.opening)
+    }
+
+    /// White top-hat of work pixel `p`.
+    fn tophat(&self, p: usize) -> u8 {
+        self.g[p].saturating_sub(self.opening.at(p % self.w, p / self.w))
+    }
+
+    /// A bright seed at full white: burned-in marks are drawn so, anatomy rarely saturates.
+    fn white(&self, p: u32) -> bool {
+        self.seed[p as usize] >= 2 && self.g[p as usize] >= 250
+    }
+
+    /// The parts of `c` at full white, when it has some pixels that are and some that are not.
+    fn white_parts(&self, c: &super::Hole) -> Option<Vec<super::Hole>> {
+        let strict = c.pixels.iter().filter(|&&p| self.white(p)).count();
+        if strict == 0 || strict == c.pixels.len() {
+            return None;
+        }
+        Some(components_within(c, self.w, |p| self.white(p)))
+    }
+
+    fn sharp(&self, look: &Look) -> f32 {
+        let (g, seed, w, h) = (self.g, &self.seed, self.w, self.h);
+        *look
+            .sharp
+            .get_or_init(|| sharp_fraction(g, seed, w, h, look.c))
+    }
+
+    /// Judge every component, and the parts split off those dropped, in turn: the candidates
+    /// (by index into the components returned) in the order found.
+    fn judge_all(&self, seeds: Vec<super::Hole>) -> (Vec<super::Hole>, Vec<(usize, Candidate)>) {
+        let mut comps: Vec<(super::Hole, Origin)> =
+            seeds.into_iter().map(|c| (c, Origin::Seeds)).collect();
+        let mut cands = Vec::new();
+        let mut next = 0;
+        while next < comps.len() {
+            let (c, origin) = &comps[next];
+            let (at, area) = ((c.x0, c.y0, c.x1, c.y1), c.pixels.len());
+            if trace_features() && area >= 2 {
+                let mean_th = mean_tophat(self.g, self.w, c, &self.opening, self.wide());
+                print_features(
+                    self.g,
+                    &self.seed,
+                    self.w,
+                    self.h,
+                    c,
+                    self.polarity,
+                    mean_th,
+                );
             }
-            rej!("too-large");
+            // Why a component was kept or dropped, when PREP_DETECT_TRACE is set (tuning on
+            // real films).
+            let polarity = self.polarity;
+            match self.judge(c, *origin) {
+                Ok(m) => {
+                    if trace() {
+                        let what = if m.faint {
+                            "faint, kept if beside a mark"
+                        } else {
+                            "candidate"
+                        };
+                        eprintln!("detect {polarity:?} {at:?} area {area}: {what}");
+                    }
+                    cands.push((next, m));
+                }
+                Err(r) => {
+                    if trace() {
+                        eprintln!("detect {polarity:?} {at:?} area {area}: {}", r.why);
+                    }
+                    comps.extend(r.parts);
+                }
+            }
+            next += 1;
         }
-        if area < min_area {
-            rej!("too-small");
+        (comps.into_iter().map(|(c, _)| c).collect(), cands)
+    }
+
+    /// The rules, in order: size and place, shape, glyph, contrast, then how sure.
+    fn judge(&self, c: &super::Hole, origin: Origin) -> Result<Candidate, Rejected> {
+        self.judge_size(c)?;
+        let look = self.look(c);
+        self.judge_shape(&look, origin)?;
+        let glyph = self.judge_glyph(&look, origin)?;
+        let (level, around) = self.judge_contrast(&look, origin)?;
+        Ok(Candidate {
+            around: around.round() as u8,
+            boxy: look.boxy,
+            level,
+            faint: origin == Origin::OffWire || self.is_faint(&look, &glyph, level, around),
+        })
+    }
+
+    /// Too large (its saturated parts are judged instead), too small, too long, or border.
+    fn judge_size(&self, c: &super::Hole) -> Result<(), Rejected> {
+        let (w, h) = (self.w, self.h);
+        let area = c.pixels.len();
+        if area > self.max_area {
+            let parts = self.white_parts(c).into_iter().flatten();
+            return Err(Rejected::with("too-large", parts, Origin::Seeds));
         }
+        if area < self.min_area {
+            return Err(Rejected::new("too-small"));
+        }
+        let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
         if bw.max(bh) as f32 > 0.35 * w.max(h) as f32 {
-            rej!("too-long"); // long bright structures: collimator edges, bones
+            // long bright structures: collimator edges, bones
+            return Err(Rejected::new("too-long"));
         }
-        if shapes::is_border(c, w, h, scale) {
-            rej!("border");
+        if shapes::is_border(c, w, h, self.scale) {
+            return Err(Rejected::new("border"));
         }
+        Ok(())
+    }
+
+    /// The figures the later rules share.
+    fn look<'c>(&self, c: &'c super::Hole) -> Look<'c> {
+        let (g, w, h, scale) = (self.g, self.w, self.h, self.scale);
+        let bright = self.polarity == Polarity::Bright;
+        let area = c.pixels.len();
+        let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
         let fill = area as f32 / (bw * bh) as f32;
-        // A solid box or disk: a label, a disk marker. Larger ones must be rectangles (labels,
-        // their dark text counted as filled): a pacemaker is a large rounded bright shape.
+        // Larger boxes must be rectangles (labels, their dark text counted as filled): a
+        // pacemaker is a large rounded bright shape.
         let boxy = bw as f32 > 8.0 * scale
             && bh as f32 > 8.0 * scale
             && fill > 0.75
             && (bw.max(bh) as f32 <= 80.0 * scale
                 || (area + shapes::enclosed(w, c)) as f32 > 0.9 * (bw * bh) as f32);
-        let coloured = sp
+        let coloured = self
+            .sp
             .is_some_and(|s| 2 * c.pixels.iter().filter(|&&p| s[p as usize] >= 60).count() > area);
-        // Seeds of the contrast-only kind (2 = bright or saturated, 1 = contrast only) and every
-        // dark mark must have the crisp edges of a burned-in mark.
-        // Dark marks are small, except drawn arrows and other drawn shapes (a head, or crisp
-        // edges all round; up to the bright pass's anatomy size): dark anatomy that clears the
-        // dark seeds is air, in large pockets with soft edges.
-        // The share of crisp boundary, which up to four rules below ask for: measured once.
-        let sharp_cell = std::cell::OnceCell::new();
-        let sharp = || *sharp_cell.get_or_init(|| sharp_fraction(g, &seed, w, h, c));
-        if polarity == Polarity::Dark
-            && area > big / 4
-            && (area > big || !shapes::has_head(w, c) && sharp() < 0.9)
-        {
-            rej!("dark-too-big");
-        }
-        if skip.is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize])) {
-            rej!("skip");
-        }
-        let weak = polarity == Polarity::Dark || c.pixels.iter().all(|&p| seed[p as usize] < 2);
+        let weak = !bright || c.pixels.iter().all(|&p| self.seed[p as usize] < 2);
         // Anatomy-sized: kept only if it is a stroke (bold marker, arrow) or a solid box, with
         // the crisp edges of a burned-in mark; colour in a grey radiograph is evidence enough.
-        let anatomy_sized = area > big && !boxy && !coloured;
+        let anatomy_sized = area > self.big && !boxy && !coloured;
         // Contrast-only bright marks need 60 % of their boundary crisp: on the real films the
         // contrast-only candidates under that were film edges, bone and devices (82 of 85).
-        let crisp = if weak && polarity == Polarity::Bright && !anatomy_sized {
+        let crisp = if weak && bright && !anatomy_sized {
             0.6
         } else {
             0.5
         };
+        let saturated = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area;
+        let mut look = Look {
+            c,
+            area,
+            boxy,
+            coloured,
+            weak,
+            anatomy_sized,
+            crisp,
+            saturated,
+            soft_glyph: false,
+            sharp: std::cell::OnceCell::new(),
+        };
         // A flat plateau whose edges are a little soft (a lead letter blurred on bright film,
         // NIH's) is glyph-like but not clear: kept only beside a clear mark (as faint).
-        let soft_glyph = polarity == Polarity::Bright
+        look.soft_glyph = bright
             && weak
             && !anatomy_sized
             && !coloured
-            && (SOFT_SHARP..crisp).contains(&sharp())
+            && (SOFT_SHARP..crisp).contains(&self.sharp(&look))
             && !shapes::is_central(c, w, h)
             && shapes::plateau(g, c) >= SOFT_PLATEAU;
-        if anatomy_sized && !stroke_like(&seed, w, h, c, window)
-            || (anatomy_sized || weak && !coloured) && sharp() < crisp && !soft_glyph
+        look
+    }
+
+    /// Dark marks too big for a drawn shape, marks another pass kept, anatomy and blurred
+    /// shapes (their saturated parts and light letters are judged instead), bright film.
+    fn judge_shape(&self, look: &Look, origin: Origin) -> Result<(), Rejected> {
+        let (c, area) = (look.c, look.area);
+        let bright = self.polarity == Polarity::Bright;
+        // Dark marks are small, except drawn arrows and other drawn shapes (a head, or crisp
+        // edges all round; up to the bright pass's anatomy size): dark anatomy that clears the
+        // dark seeds is air, in large pockets with soft edges.
+        if !bright
+            && area > self.big / 4
+            && (area > self.big || !shapes::has_head(self.w, c) && self.sharp(look) < 0.9)
         {
-            // Anatomy-sized: its saturated parts, and its light (not white) letters parted
-            // from the rest at its mid level.
-            let mut parts = Vec::new();
-            if anatomy_sized {
-                parts.extend(split(c).into_iter().flatten());
-                if !halves.contains(&ci) {
-                    let rest = super::Hole {
-                        pixels: c.pixels.iter().copied().filter(|&p| !white(p)).collect(),
-                        ..*c
-                    };
-                    let halved = mid_split(g, w, h, &rest).into_iter().flatten();
-                    let from = comps.len() + parts.len();
-                    parts.extend(halved);
-                    halves.extend(from..comps.len() + parts.len());
-                }
-            }
-            if !parts.is_empty() {
-                comps.extend(parts);
-            } else if let Some(parts) = (!tops.contains(&ci))
-                .then(|| top_plateau(g, w, c))
-                .flatten()
-            {
-                tops.extend(comps.len()..comps.len() + parts.len());
-                comps.extend(parts);
-            }
-            rej!("anatomy-or-blurred");
+            return Err(Rejected::new("dark-too-big"));
+        }
+        if self
+            .skip
+            .is_some_and(|on| c.pixels.iter().all(|&p| on[p as usize]))
+        {
+            return Err(Rejected::new("skip"));
+        }
+        let stroke = || stroke_like(&self.seed, self.w, self.h, c, self.window);
+        if look.anatomy_sized && !stroke()
+            || (look.anatomy_sized || look.weak && !look.coloured)
+                && self.sharp(look) < look.crisp
+                && !look.soft_glyph
+        {
+            let parts = self.anatomy_parts(look, origin);
+            return Err(Rejected {
+                why: "anatomy-or-blurred",
+                parts,
+            });
         }
         // The film's brightest pixels (bright seeds by the 99th percentile, not saturated) with
         // hardly a crisp edge are film next to a dark border or bone, not a printed mark.
-        let saturated = 2 * c.pixels.iter().filter(|&&p| g[p as usize] >= 250).count() >= area;
-        if polarity == Polarity::Bright && !weak && !coloured && !saturated && sharp() < 0.3 {
-            rej!("bright film, not crisp");
+        if bright && !look.weak && !look.coloured && !look.saturated && self.sharp(look) < 0.3 {
+            return Err(Rejected::new("bright film, not crisp"));
         }
-        // Devices are radiopaque (bright); a dark mark in the middle is drawn.
-        // A bright mark wholly in the middle of the film that is not an arrow, nor drawn at full
-        // white, is the patient's (a port, a pacemaker, an electrode) unless it continues a
-        // line of clear marks.
-        let central = polarity == Polarity::Bright
-            && !coloured
-            && !saturated
+        Ok(())
+    }
+
+    /// What to judge in place of a dropped anatomy-like component. Anatomy-sized: its
+    /// saturated parts, and its light (not white) letters parted from the rest at its mid
+    /// level. Otherwise, or when there are none: its flat top, if any.
+    fn anatomy_parts(&self, look: &Look, origin: Origin) -> Vec<(super::Hole, Origin)> {
+        let c = look.c;
+        let mut parts = Vec::new();
+        if look.anatomy_sized {
+            let white = self.white_parts(c).into_iter().flatten();
+            parts.extend(white.map(|p| (p, Origin::Seeds)));
+            if origin != Origin::Half {
+                let rest = super::Hole {
+                    pixels: c
+                        .pixels
+                        .iter()
+                        .copied()
+                        .filter(|&p| !self.white(p))
+                        .collect(),
+                    ..*c
+                };
+                let halves = mid_split(self.g, self.w, self.h, &rest)
+                    .into_iter()
+                    .flatten();
+                parts.extend(halves.map(|p| (p, Origin::Half)));
+            }
+        }
+        if parts.is_empty() && origin != Origin::Top {
+            let tops = top_plateau(self.g, self.w, c).into_iter().flatten();
+            parts.extend(tops.map(|p| (p, Origin::Top)));
+        }
+        parts
+    }
+
+    /// Tops and halves that are no glyph, faint top-hats, and wires (their saturated parts
+    /// are judged instead, as faint).
+    fn judge_glyph(&self, look: &Look, origin: Origin) -> Result<GlyphLook, Rejected> {
+        let (g, w, h, c, area) = (self.g, self.w, self.h, look.c, look.area);
+        let bright = self.polarity == Polarity::Bright;
+        // Devices are radiopaque (bright); a dark mark in the middle is drawn. A bright mark
+        // wholly in the middle of the film that is not an arrow, nor drawn at full white, is
+        // the patient's (a port, a pacemaker, an electrode) unless it continues a line of
+        // clear marks.
+        let central = bright
+            && !look.coloured
+            && !look.saturated
             && shapes::is_central(c, w, h)
             && !shapes::has_head(w, c);
         // Contrast-only marks stand far out of the film (glyphs: 100+ levels); vessels seen
         // end-on and bone edges only just clear the seed threshold. A fainter one (a grey
         // letter beside white ones, a low-contrast NIH marker) is kept only beside a mark that
-        // is kept (see below): text and markers come in groups, vessels do not.
-        let mean_th = mean_tophat(g, w, c, &opening, wide.as_ref().unwrap_or(&opening));
+        // is kept: text and markers come in groups, vessels do not.
+        let mean_th = mean_tophat(g, w, c, &self.opening, self.wide());
         // A lead letter or a printed glyph is one flat plateau with crisp sides, whatever its
         // contrast (an NIH L on dark film clears it by 50 levels only); vessels, bone edges and
         // device fragments are graded or thin. Outside the film's middle, such a shape is a
-        // clear mark, not a faint one. (At least 60 pixels, whatever the scale: a plateau of
-        // fewer is a fleck of bone on a small film.)
-        let flat_glyph = polarity == Polarity::Bright
+        // clear mark, not a faint one.
+        let flat_glyph = bright
             && !shapes::is_central(c, w, h)
-            && area as f32 >= glyph_area
-            && area <= big
-            && shapes::stroke(&seed, w, h, c).0 >= 3.0 * scale
-            && sharp() >= 0.7
+            && area as f32 >= self.glyph_area
+            && area <= self.big
+            && shapes::stroke(&self.seed, w, h, c).0 >= 3.0 * self.scale
+            && self.sharp(look) >= 0.7
             && shapes::plateau(g, c) >= 0.8;
-        if tops.contains(&ci) && !flat_glyph {
-            rej!("top of graded film, not a glyph");
+        if origin == Origin::Top && !flat_glyph {
+            return Err(Rejected::new("top of graded film, not a glyph"));
         }
         // An upper half parted from anatomy must be a glyph: flat, or crisp almost all round.
-        if halves.contains(&ci) && !(flat_glyph || area <= big && sharp() >= 0.85) {
-            rej!("upper half of anatomy, not a glyph");
+        if origin == Origin::Half && !(flat_glyph || area <= self.big && self.sharp(look) >= 0.85) {
+            return Err(Rejected::new("upper half of anatomy, not a glyph"));
         }
-        let faint_tophat =
-            weak && polarity == Polarity::Bright && !coloured && !flat_glyph && mean_th < 72;
+        let faint_tophat = look.weak && bright && !look.coloured && !flat_glyph && mean_th < 72;
         if faint_tophat && mean_th < FAINT_TOPHAT {
-            rej!("faint");
+            return Err(Rejected::new("faint"));
         }
-        if !coloured
+        if !look.coloured
             && !flat_glyph
-            && !shapes::is_glyph_not_wire(w, h, c, scale, mean_th)
-            && shapes::is_wire(&seed, w, h, c, scale)
+            && !shapes::is_glyph_not_wire(w, h, c, self.scale, mean_th)
+            && shapes::is_wire(&self.seed, w, h, c, self.scale)
         {
             // ECG lead, tube, line: the patient's, not an annotation. A glyph the contrast
             // seeds joined to a line of bright anatomy (a white letter on a rib's edge) is its
             // saturated pixels: judged alone, and kept only beside a clear mark (a wire's
             // saturated stretch, an electrode's tip, is alone).
-            if let Some(parts) = split(c) {
-                off_wire.extend(comps.len()..comps.len() + parts.len());
-                comps.extend(parts);
-            }
-            rej!("wire");
+            let parts = self.white_parts(c).into_iter().flatten();
+            return Err(Rejected::with("wire", parts, Origin::OffWire));
         }
+        Ok(GlyphLook {
+            mean_th,
+            flat_glyph,
+            faint_tophat,
+            central,
+        })
+    }
+
+    /// Whether it stands out of the film around it, on enough sides: (its mean level, the
+    /// film's).
+    fn judge_contrast(&self, look: &Look, origin: Origin) -> Result<(f32, f32), Rejected> {
+        let (g, c, area) = (self.g, look.c, look.area);
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
         let mean_in = c.pixels.iter().map(|&p| g[p as usize] as f32).sum::<f32>() / area as f32;
-        let ring = shapes::ring_of_film(g, w, h, c, 2, |p| seed[p] < 2);
-        let need = polarity.need();
+        let ring = shapes::ring_of_film(g, self.w, self.h, c, 2, |p| self.seed[p] < 2);
+        let need = self.polarity.need();
         // A coloured shape of some size (a yellow or red arrow on a figure) is a mark by its
         // colour alone: its grey level may be the film's.
-        let colour_mark = coloured && area >= 100;
+        let colour_mark = look.coloured && area >= 100;
         let around = match ring.mean {
             Some(m) if mean_in - m >= need || colour_mark => m,
             _ => {
                 // Anatomy-sized: white text the contrast seeds joined to the film around it.
-                if let Some(parts) = anatomy_sized.then(|| split(c)).flatten() {
-                    comps.extend(parts);
-                }
-                rej!("no-contrast");
+                let parts = look.anatomy_sized.then(|| self.white_parts(c)).flatten();
+                return Err(Rejected::with(
+                    "no-contrast",
+                    parts.into_iter().flatten(),
+                    Origin::Seeds,
+                ));
             }
         };
         // A flat top split off graded film must stand far out of the film around it: a glyph
         // printed over bone clears it by 100+ levels, the flat tops of electrodes, tubes and
         // film edges found on the real films by 40–58.
-        if halves.contains(&ci) && mean_in - around < 80.0 {
-            rej!("upper half of anatomy, too faint for a glyph");
+        if origin == Origin::Half && mean_in - around < 80.0 {
+            return Err(Rejected::new(
+                "upper half of anatomy, too faint for a glyph",
+            ));
         }
-        if tops.contains(&ci) {
+        if origin == Origin::Top {
             if mean_in - around < 80.0 {
-                rej!("flat top of graded film, too faint for a glyph");
+                return Err(Rejected::new(
+                    "flat top of graded film, too faint for a glyph",
+                ));
             }
             if trace() {
+                let at = (c.x0, c.y0, c.x1, c.y1);
+                let polarity = self.polarity;
                 eprintln!("detect {polarity:?} {at:?} area {area}: flat top of a graded component");
             }
         }
@@ -477,162 +759,150 @@ fn marks(
             .flatten()
             .filter(|&&side| mean_in - side >= need)
             .count();
-        if !colour_mark && (2 * clear < present || polarity == Polarity::Dark && clear < present) {
-            rej!("one-sided");
+        let dark = self.polarity == Polarity::Dark;
+        if !colour_mark && (2 * clear < present || dark && clear < present) {
+            return Err(Rejected::new("one-sided"));
         }
+        Ok((mean_in, around))
+    }
+
+    /// Whether a component that passed is doubtful: kept only beside a clear mark.
+    fn is_faint(&self, look: &Look, glyph: &GlyphLook, mean_in: f32, around: f32) -> bool {
+        let (c, area, scale) = (look.c, look.area, self.scale);
+        let bright = self.polarity == Polarity::Bright;
         // Marks of middling top-hat that barely clear the film around them are what bone edges
         // of an edge-enhanced film and device fragments look like (on the real films, 2 in 3
-        // such candidates were those, 1 in 40 marks): kept only beside a clear mark too.
-        // Saturated marks are exempt (anatomy rarely reaches full white), and so are sizeable
-        // crisp ones that are bright seeds throughout (above the film's 99th percentile).
-        let white = saturated
-            || flat_glyph
+        // such candidates were those, 1 in 40 marks). Saturated marks are exempt (anatomy
+        // rarely reaches full white), and so are sizeable crisp ones that are bright seeds
+        // throughout (above the film's 99th percentile).
+        let white = look.saturated
+            || glyph.flat_glyph
             || area as f32 >= 100.0 * scale * scale
-                && 10 * c.pixels.iter().filter(|&&p| seed[p as usize] >= 2).count() >= 9 * area
-                && sharp() >= 0.75;
+                && 10
+                    * c.pixels
+                        .iter()
+                        .filter(|&&p| self.seed[p as usize] >= 2)
+                        .count()
+                    >= 9 * area
+                && self.sharp(look) >= 0.75;
         // A thin graded line of middling top-hat (bone's cortical edge, a vessel wall: at
         // most 2.5 px wide, not one plateau, not saturated, no head, mean top-hat under 80)
         // is doubtful: printed strokes that thin stand further out, or come in words.
-        let thin_graded = polarity == Polarity::Bright
-            && !coloured
-            && !saturated
-            && !flat_glyph
-            && mean_th < 80
-            && shapes::stroke(&seed, w, h, c).0 <= 2.5
-            && shapes::plateau(g, c) < 0.8
-            && !shapes::has_head(w, c);
-        let faint = faint_tophat
+        let thin_graded = bright
+            && !look.coloured
+            && !look.saturated
+            && !glyph.flat_glyph
+            && glyph.mean_th < 80
+            && shapes::stroke(&self.seed, self.w, self.h, c).0 <= 2.5
+            && shapes::plateau(self.g, c) < 0.8
+            && !shapes::has_head(self.w, c);
+        glyph.faint_tophat
             || thin_graded
-            || soft_glyph
-            || central
-            || off_wire.contains(&ci)
-            || polarity == Polarity::Bright
-                && !coloured
-                && !white
-                && mean_th < 80
-                && mean_in - around < 50.0;
-        if faint {
-            if trace() {
-                eprintln!("detect {polarity:?} {at:?} area {area}: faint, kept if beside a mark");
-            }
-            faints.push((ci, around.round() as u8, boxy, mean_in));
-            continue;
-        }
-        if trace() {
-            eprintln!("detect {polarity:?} {at:?} area {area}: candidate");
-        }
-        levels.push(mean_in);
-        cands.push((ci, around.round() as u8, boxy));
+            || look.soft_glyph
+            || glyph.central
+            || bright && !look.coloured && !white && glyph.mean_th < 80 && mean_in - around < 50.0
     }
-    if contrast {
-        // Marker disks (a faint glyph beside one is kept with it) and drawn shapes join the
-        // candidates as clear marks.
-        let mut extra: Vec<(super::Hole, u8, bool)> = Vec::new();
-        if let Some(wide) = &wide {
-            let disks = marker_disks(g, w, h, wide, scale, &seed);
-            extra.extend(disks.into_iter().map(|(d, around)| (d, around, true)));
+
+    /// Marker disks (a faint glyph beside one is kept with it) and, on the dark pass, drawn
+    /// shapes: (shape, film level around it, solid box).
+    fn shapes_found(&self) -> Vec<(super::Hole, u8, bool)> {
+        let (g, w, h, scale) = (self.g, self.w, self.h, self.scale);
+        let mut found = Vec::new();
+        if let Some(wide) = &self.wide {
+            let disks = marker_disks(g, w, h, wide, scale, &self.seed);
+            found.extend(disks.into_iter().map(|(d, around)| (d, around, true)));
         }
-        if polarity == Polarity::Dark {
-            let drawn = drawn_shapes(g, w, h, &opening, scale);
-            extra.extend(drawn.into_iter().map(|(s, around)| (s, around, false)));
+        if self.polarity == Polarity::Dark {
+            let drawn = drawn_shapes(g, w, h, &self.opening, scale);
+            found.extend(drawn.into_iter().map(|(s, around)| (s, around, false)));
         }
-        for (c, around, boxy) in extra {
-            let sum: f32 = c.pixels.iter().map(|&p| g[p as usize] as f32).sum();
-            levels.push(sum / c.pixels.len() as f32);
-            cands.push((comps.len(), around, boxy));
-            comps.push(c);
-        }
+        found
     }
-    promote_faint(&comps, &mut cands, &levels, &faints);
-    tick("judged");
-    let cands: Vec<(&super::Hole, u8, bool)> = cands
-        .into_iter()
-        .map(|(i, b, boxy)| (&comps[i], b, boxy))
-        .collect();
-    let boxes: Vec<(usize, usize, usize, usize)> = cands
-        .iter()
-        .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
-        .collect();
-    // Marks kept (work-size flags) and the list of their pixels, which is all that is visited
-    // from here on.
-    let mut keep = vec![0u8; w * h];
-    let mut list: Vec<u32> = Vec::new();
-    let mut kept = 0usize;
-    // Film level around each kept component, carried into its rim while growing.
-    let mut bg = vec![0u8; w * h];
-    for (i, &(c, b, boxy)) in cands.iter().enumerate() {
-        if shapes::is_ring_electrode(w, c, scale, &boxes, i) {
-            if trace() {
-                eprintln!(
-                    "detect {polarity:?} {:?}: ring electrode",
-                    (c.x0, c.y0, c.x1, c.y1)
-                );
-            }
-            continue;
-        }
-        kept += 1;
-        for &p in &c.pixels {
-            keep[p as usize] = 1;
-            bg[p as usize] = b;
-        }
-        list.extend_from_slice(&c.pixels);
-        for p in shapes::regrow_into_band(g, w, h, &cleared, &keep, c, b, polarity.need()) {
-            keep[p as usize] = 1;
-            bg[p as usize] = b;
-            list.push(p);
-        }
-        if boxy {
-            fill_holes(&mut keep, &mut list, w, c);
-        }
-    }
-    // Grow into the rims: anti-aliased edges (clearly brighter than their surroundings) and the
-    // dark outline some scanners draw around white text (far darker than the film around the
-    // mark). Frontier-based, so the cost follows the kept area.
-    let grow = (scale.round() as usize).max(1);
-    let mut from = 0;
-    // The dark outline (a drop shadow offset below and right of NIH's white letters) runs up
-    // to twice as far as the anti-aliased edge: left, it dots the fill at each letter's foot.
-    for step in 0..2 * grow {
-        let to = list.len();
-        for k in from..to {
-            let p = list[k] as usize;
-            let (x, y) = (p % w, p / w);
-            let b = bg[p];
-            let mut try_add = |q: usize| {
-                let edge = step < grow && tophat(q) >= 12;
-                if keep[q] == 0 && (edge || (g[q] as i32) + SHADOW <= b as i32) {
-                    keep[q] = 1;
-                    bg[q] = b;
-                    list.push(q as u32);
+
+    /// Keep the candidates but ring electrodes (a device, alone), each regrown into the edge
+    /// band it was cut at, a solid box with its holes filled.
+    fn keep(&self, cands: &[(&super::Hole, u8, bool)]) -> Kept {
+        let (w, h) = (self.w, self.h);
+        let boxes: Vec<(usize, usize, usize, usize)> = cands
+            .iter()
+            .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
+            .collect();
+        let mut k = Kept {
+            keep: vec![0u8; w * h],
+            list: Vec::new(),
+            bg: vec![0u8; w * h],
+            count: 0,
+        };
+        for (i, &(c, b, boxy)) in cands.iter().enumerate() {
+            if shapes::is_ring_electrode(w, c, self.scale, &boxes, i) {
+                if trace() {
+                    let at = (c.x0, c.y0, c.x1, c.y1);
+                    eprintln!("detect {:?} {at:?}: ring electrode", self.polarity);
                 }
+                continue;
+            }
+            k.count += 1;
+            let add = |k: &mut Kept, p: u32| {
+                k.keep[p as usize] = 1;
+                k.bg[p as usize] = b;
+                k.list.push(p);
             };
-            if x > 0 {
-                try_add(p - 1);
-            }
-            if x + 1 < w {
-                try_add(p + 1);
-            }
-            if y > 0 {
-                try_add(p - w);
-            }
-            if y + 1 < h {
-                try_add(p + w);
+            c.pixels.iter().for_each(|&p| add(&mut k, p));
+            // After the mark's own pixels: the regrowth leaves out what is kept.
+            let need = self.polarity.need();
+            let regrown =
+                shapes::regrow_into_band(self.g, w, h, &self.cleared, &k.keep, c, b, need);
+            regrown.into_iter().for_each(|p| add(&mut k, p));
+            if boxy {
+                fill_holes(&mut k.keep, &mut k.list, w, c);
             }
         }
-        from = to;
+        k
     }
-    // A coloured mark's JPEG colour bleeds a few pixels past its edge, at the film's grey:
-    // left as film, the fill would carry the tint into the hole. Grown over pixels with some
-    // colour (spread ≥ 12; a grey radiograph has none), a few pixels at most.
-    if let Some(s) = sp {
-        let mut frontier: Vec<usize> = list.iter().map(|&p| p as usize).collect();
+
+    /// Grow the marks into their rims: anti-aliased edges (clearly brighter than their
+    /// surroundings) and the dark outline some scanners draw around white text (far darker
+    /// than the film around the mark). Frontier-based, so the cost follows the kept area.
+    fn grow_rims(&self, k: &mut Kept) {
+        let (g, w, h) = (self.g, self.w, self.h);
+        let grow = (self.scale.round() as usize).max(1);
+        let mut from = 0;
+        // The dark outline (a drop shadow offset below and right of NIH's white letters) runs
+        // up to twice as far as the anti-aliased edge: left, it dots the fill at each letter's
+        // foot.
+        for step in 0..2 * grow {
+            let to = k.list.len();
+            for i in from..to {
+                let p = k.list[i] as usize;
+                let b = k.bg[p];
+                for q in shapes::neighbours(p % w, p / w, w, h) {
+                    let edge = step < grow && self.tophat(q) >= 12;
+                    if k.keep[q] == 0 && (edge || (g[q] as i32) + SHADOW <= b as i32) {
+                        k.keep[q] = 1;
+                        k.bg[q] = b;
+                        k.list.push(q as u32);
+                    }
+                }
+            }
+            from = to;
+        }
+    }
+
+    /// A coloured mark's JPEG colour bleeds a few pixels past its edge, at the film's grey:
+    /// left as film, the fill would carry the tint into the hole. Grown over pixels with some
+    /// colour (spread ≥ 12; a grey radiograph has none), a few pixels at most.
+    fn grow_colour(&self, k: &mut Kept) {
+        let Some(s) = self.sp else { return };
+        let (w, h) = (self.w, self.h);
+        let grow = (self.scale.round() as usize).max(1);
+        let mut frontier: Vec<usize> = k.list.iter().map(|&p| p as usize).collect();
         for _ in 0..2 * grow + 1 {
             let mut next = Vec::new();
             for &p in &frontier {
                 for q in shapes::neighbours(p % w, p / w, w, h) {
-                    if keep[q] == 0 && s[q] >= 12 {
-                        keep[q] = 1;
-                        list.push(q as u32);
+                    if k.keep[q] == 0 && s[q] >= 12 {
+                        k.keep[q] = 1;
+                        k.list.push(q as u32);
                         next.push(q);
                     }
                 }
@@ -640,12 +910,6 @@ fn marks(
             frontier = next;
         }
     }
-    // The plate behind a glyph (an NIH white L on a black disk, a white label): the uniform
-    // region closed around the marks, when it differs from the film outside it.
-    tick("grown");
-    shapes::add_plates(g, w, h, scale, &mut keep, &mut list);
-    tick("plates");
-    (list, kept)
 }
 
 /// One component's figures, for `PREP_DETECT_TRACE=feat`: what the rules below judge.
@@ -1109,23 +1373,18 @@ fn mean_tophat(g: &[u8], w: usize, c: &super::Hole, opening: &Opening, wide: &Op
 /// order the faint components are looked at.
 fn promote_faint(
     comps: &[super::Hole],
-    cands: &mut Vec<(usize, u8, bool)>,
-    levels: &[f32],
-    faints: &[(usize, u8, bool, f32)],
+    cands: &mut Vec<(usize, Candidate)>,
+    faints: &[(usize, Candidate)],
 ) {
-    let mut kept: Vec<(usize, f32)> = cands
-        .iter()
-        .map(|c| c.0)
-        .zip(levels.iter().copied())
-        .collect();
-    let mut waiting: Vec<&(usize, u8, bool, f32)> = faints.iter().collect();
+    let mut kept: Vec<(usize, f32)> = cands.iter().map(|(i, m)| (*i, m.level)).collect();
+    let mut waiting: Vec<&(usize, Candidate)> = faints.iter().collect();
     loop {
-        let beside = |&&(fi, _, _, level): &&(usize, u8, bool, f32)| {
+        let beside = |&&(fi, m): &&(usize, Candidate)| {
             let f = &comps[fi];
             kept.iter().any(|&(ki, kl)| {
                 let k = &comps[ki];
                 let reach = (f.y1 - f.y0 + 1).min(k.y1 - k.y0 + 1);
-                (level - kl).abs() <= 40.0
+                (m.level - kl).abs() <= 40.0
                     && f.x0 <= k.x1 + reach
                     && k.x0 <= f.x1 + reach
                     && f.y0 <= k.y1 + reach
@@ -1136,7 +1395,7 @@ fn promote_faint(
         if now.is_empty() {
             break;
         }
-        for &&(fi, around, boxy, level) in &now {
+        for &&(fi, m) in &now {
             if trace() {
                 let f = &comps[fi];
                 eprintln!(
@@ -1144,8 +1403,8 @@ fn promote_faint(
                     (f.x0, f.y0, f.x1, f.y1)
                 );
             }
-            cands.push((fi, around, boxy));
-            kept.push((fi, level));
+            cands.push((fi, m));
+            kept.push((fi, m.level));
         }
         waiting = still;
     }
