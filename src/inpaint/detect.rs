@@ -162,6 +162,11 @@ fn trace_features() -> bool {
 /// How far below the film around a mark its dark outline (or drop shadow) lies.
 const SHADOW: i32 = 25;
 
+/// A lone marker ([`Pass::is_lone_marker`]): the least area (px per 1024² of film) and the least
+/// clearance of the film on every side.
+const LONE_AREA: f32 = 100.0;
+const LONE_CLEAR: f32 = 45.0;
+
 /// A soft glyph ([`marks`]): the least crisp-boundary share and the least plateau share.
 const SOFT_SHARP: f32 = 0.45;
 const SOFT_PLATEAU: f32 = 0.85;
@@ -212,6 +217,8 @@ struct Candidate {
     boxy: bool,
     level: f32,
     faint: bool,
+    /// A lone marker ([`Pass::is_lone_marker`]): its dimmer parts are grown into it.
+    lone: bool,
 }
 
 /// One component's figures that several rules ask for. The crisp-boundary share is computed
@@ -235,6 +242,16 @@ struct Look<'c> {
     /// A flat plateau with a little soft edges: kept only beside a clear mark.
     soft_glyph: bool,
     sharp: std::cell::OnceCell<f32>,
+}
+
+/// How far a component stands out of the film around it.
+struct Contrast {
+    /// Its mean grey level.
+    level: f32,
+    /// The film's, on the ring around it.
+    around: f32,
+    /// The least clearance over the ring's four sides, when all four are there.
+    least: Option<f32>,
 }
 
 /// What the glyph rules found of a component that passed them.
@@ -319,6 +336,7 @@ fn marks(
                     boxy,
                     level,
                     faint,
+                    lone: false,
                 },
             ));
             comps.push(c);
@@ -326,10 +344,8 @@ fn marks(
     }
     promote_faint(&comps, &mut cands, &faints);
     pass.tick("judged");
-    let cands: Vec<(&super::Hole, u8, bool)> = cands
-        .iter()
-        .map(|(i, m)| (&comps[*i], m.around, m.boxy))
-        .collect();
+    let cands: Vec<(&super::Hole, Candidate)> =
+        cands.iter().map(|&(i, m)| (&comps[i], m)).collect();
     let mut kept = pass.keep(&cands);
     pass.grow_rims(&mut kept);
     pass.grow_colour(&mut kept);
@@ -462,6 +478,8 @@ impl<'a> Pass<'a> {
                     if trace() {
                         let what = if m.faint {
                             "faint, kept if beside a mark"
+                        } else if m.lone {
+                            "lone marker in a corner: candidate"
                         } else {
                             "candidate"
                         };
@@ -487,12 +505,16 @@ impl<'a> Pass<'a> {
         let look = self.look(c);
         self.judge_shape(&look, origin)?;
         let glyph = self.judge_glyph(&look, origin)?;
-        let (level, around) = self.judge_contrast(&look, origin)?;
+        let contrast = self.judge_contrast(&look, origin)?;
+        let lone = self.is_faint(&look, &glyph, &contrast)
+            && self.is_lone_marker(&look, &glyph, &contrast);
+        let doubtful = self.is_faint(&look, &glyph, &contrast) && !lone;
         Ok(Candidate {
-            around: around.round() as u8,
+            around: contrast.around.round() as u8,
             boxy: look.boxy,
-            level,
-            faint: origin == Origin::OffWire || self.is_faint(&look, &glyph, level, around),
+            level: contrast.level,
+            faint: origin == Origin::OffWire || doubtful,
+            lone: origin != Origin::OffWire && lone,
         })
     }
 
@@ -704,9 +726,8 @@ impl<'a> Pass<'a> {
         })
     }
 
-    /// Whether it stands out of the film around it, on enough sides: (its mean level, the
-    /// film's).
-    fn judge_contrast(&self, look: &Look, origin: Origin) -> Result<(f32, f32), Rejected> {
+    /// Whether it stands out of the film around it, on enough sides.
+    fn judge_contrast(&self, look: &Look, origin: Origin) -> Result<Contrast, Rejected> {
         let (g, c, area) = (self.g, look.c, look.area);
         // Burned-in marks are far brighter than the film around them; saturated anatomy fades
         // into bright surroundings.
@@ -763,12 +784,23 @@ impl<'a> Pass<'a> {
         if !colour_mark && (2 * clear < present || dark && clear < present) {
             return Err(Rejected::new("one-sided"));
         }
-        Ok((mean_in, around))
+        let least = (present == 4).then(|| {
+            let sides = ring.sides.iter().flatten();
+            sides
+                .map(|&side| mean_in - side)
+                .fold(f32::INFINITY, f32::min)
+        });
+        Ok(Contrast {
+            level: mean_in,
+            around,
+            least,
+        })
     }
 
     /// Whether a component that passed is doubtful: kept only beside a clear mark.
-    fn is_faint(&self, look: &Look, glyph: &GlyphLook, mean_in: f32, around: f32) -> bool {
+    fn is_faint(&self, look: &Look, glyph: &GlyphLook, contrast: &Contrast) -> bool {
         let (c, area, scale) = (look.c, look.area, self.scale);
+        let (mean_in, around) = (contrast.level, contrast.around);
         let bright = self.polarity == Polarity::Bright;
         // Marks of middling top-hat that barely clear the film around them are what bone edges
         // of an edge-enhanced film and device fragments look like (on the real films, 2 in 3
@@ -803,6 +835,25 @@ impl<'a> Pass<'a> {
             || bright && !look.coloured && !white && glyph.mean_th < 80 && mean_in - around < 50.0
     }
 
+    /// A lone lead marker (an NIH L or R, alone in its corner: nothing beside it vouches for
+    /// it). A flat glyph of some size and stroke in a corner of the film, crisp almost all
+    /// round, clear of the film by 45+ levels on all four sides, without holes: of the 498
+    /// doubtful components left alone on the 123 real films, the three like that were NIH
+    /// markers (two lone Ls, a plate too far below its text to be beside it), while the devices near a corner (ECG clips) enclose holes or lie
+    /// outside the corners.
+    fn is_lone_marker(&self, look: &Look, glyph: &GlyphLook, contrast: &Contrast) -> bool {
+        let (c, area, scale) = (look.c, look.area, self.scale);
+        self.polarity == Polarity::Bright
+            && !look.coloured
+            && shapes::is_in_corner(c, self.w, self.h)
+            && area as f32 >= LONE_AREA * scale * scale
+            && glyph.mean_th >= 60
+            && contrast.least.is_some_and(|least| least >= LONE_CLEAR)
+            && self.sharp(look) >= 0.75
+            && shapes::stroke(&self.seed, self.w, self.h, c).0 >= 5.0 * scale
+            && shapes::enclosed(self.w, c) as f32 <= 0.05 * area as f32
+    }
+
     /// Marker disks (a faint glyph beside one is kept with it) and, on the dark pass, drawn
     /// shapes: (shape, film level around it, solid box).
     fn shapes_found(&self) -> Vec<(super::Hole, u8, bool)> {
@@ -821,11 +872,11 @@ impl<'a> Pass<'a> {
 
     /// Keep the candidates but ring electrodes (a device, alone), each regrown into the edge
     /// band it was cut at, a solid box with its holes filled.
-    fn keep(&self, cands: &[(&super::Hole, u8, bool)]) -> Kept {
+    fn keep(&self, cands: &[(&super::Hole, Candidate)]) -> Kept {
         let (w, h) = (self.w, self.h);
         let boxes: Vec<(usize, usize, usize, usize)> = cands
             .iter()
-            .map(|(c, _, _)| (c.x0, c.y0, c.x1, c.y1))
+            .map(|(c, _)| (c.x0, c.y0, c.x1, c.y1))
             .collect();
         let mut k = Kept {
             keep: vec![0u8; w * h],
@@ -833,7 +884,8 @@ impl<'a> Pass<'a> {
             bg: vec![0u8; w * h],
             count: 0,
         };
-        for (i, &(c, b, boxy)) in cands.iter().enumerate() {
+        for (i, &(c, m)) in cands.iter().enumerate() {
+            let b = m.around;
             if shapes::is_ring_electrode(w, c, self.scale, &boxes, i) {
                 if trace() {
                     let at = (c.x0, c.y0, c.x1, c.y1);
@@ -853,11 +905,50 @@ impl<'a> Pass<'a> {
             let regrown =
                 shapes::regrow_into_band(self.g, w, h, &self.cleared, &k.keep, c, b, need);
             regrown.into_iter().for_each(|p| add(&mut k, p));
-            if boxy {
+            if m.boxy {
                 fill_holes(&mut k.keep, &mut k.list, w, c);
+            }
+            if m.lone {
+                self.grow_lone(&mut k, c, &m);
             }
         }
         k
+    }
+
+    /// A lone marker's dimmer parts (the thinner arm of a lead L, the plate under it where it
+    /// fades): flooded from its pixels over what clears the film around it by a third of the
+    /// marker's own clearance (15 levels at least), within its box widened by half its size;
+    /// then the holes of all it covers are filled (a plate's punched holes).
+    fn grow_lone(&self, k: &mut Kept, c: &super::Hole, m: &Candidate) {
+        let (g, w, h) = (self.g, self.w, self.h);
+        let lift = ((m.level - m.around as f32) / 3.0).max(15.0);
+        let floor = (m.around as f32 + lift).min(255.0) as u8;
+        let reach = (c.x1 - c.x0).max(c.y1 - c.y0) / 2 + 1;
+        let (bx0, by0) = (c.x0.saturating_sub(reach), c.y0.saturating_sub(reach));
+        let (bx1, by1) = ((c.x1 + reach).min(w - 1), (c.y1 + reach).min(h - 1));
+        let mut grown = super::Hole {
+            pixels: Vec::new(),
+            ..*c
+        };
+        let mut stack: Vec<usize> = c.pixels.iter().map(|&p| p as usize).collect();
+        while let Some(p) = stack.pop() {
+            for q in shapes::neighbours(p % w, p / w, w, h) {
+                let (x, y) = (q % w, q / w);
+                let inside = (bx0..=bx1).contains(&x) && (by0..=by1).contains(&y);
+                if inside && k.keep[q] == 0 && g[q] >= floor {
+                    k.keep[q] = 1;
+                    k.bg[q] = m.around;
+                    k.list.push(q as u32);
+                    grown.pixels.push(q as u32);
+                    grown.x0 = grown.x0.min(x);
+                    grown.x1 = grown.x1.max(x);
+                    grown.y0 = grown.y0.min(y);
+                    grown.y1 = grown.y1.max(y);
+                    stack.push(q);
+                }
+            }
+        }
+        fill_holes(&mut k.keep, &mut k.list, w, &grown);
     }
 
     /// Grow the marks into their rims: anti-aliased edges (clearly brighter than their
@@ -2138,20 +2229,21 @@ mod tests {
 
     /// A lone lead L only 62 levels above the film (NIH's low-contrast markers) is kept: one
     /// flat plateau with crisp sides. The same L graded along its length (as bone and vessels
-    /// are) is a faint component with no clear mark beside it, and left alone.
+    /// are) is a faint component with no clear mark beside it, and left alone (at the film's
+    /// side, mid-height: in a corner, a lone marker, see the test below).
     #[test]
     fn a_flat_lone_glyph_is_a_mark_a_graded_one_is_not() {
         let side = 512;
         let film = |graded: bool| {
             let mut g = plain_film(side);
-            let base = g[40 * side + 460];
-            for y in 30..52 {
+            let base = g[240 * side + 460];
+            for y in 230..252 {
                 for x in 455..470 {
                     let stem = x < 460;
                     let foot = y >= 47;
                     if stem || foot {
                         let level = if graded {
-                            56 + ((y - 30) * 18 / 21) as u8
+                            56 + ((y - 230) * 18 / 21) as u8
                         } else {
                             62
                         };
@@ -2161,8 +2253,48 @@ mod tests {
             }
             detect(&g, None, side, side)
         };
-        assert_eq!(film(false).mask[40 * side + 457], 255);
+        assert_eq!(film(false).mask[240 * side + 457], 255);
         assert!(film(true).mask.iter().all(|&m| m == 0));
+    }
+
+    /// A lone graded lead L (faint: 56–74 levels above the film, as NIH's lone markers are) is
+    /// kept in a corner of the film, with its dim arm (30 levels up, too faint to seed) grown
+    /// in; the same L at the film's side, or a clip with a hole in the corner, is not.
+    #[test]
+    fn a_lone_marker_in_a_corner_is_kept_whole() {
+        let side = 512;
+        let film = |(x0, y0): (usize, usize), hole: bool| {
+            let mut g = plain_film(side);
+            let base = g[(y0 + 10) * side + x0 + 5];
+            for y in y0..y0 + 22 {
+                for x in x0..x0 + 15 {
+                    let shape = if hole {
+                        !(x0 + 5..x0 + 10).contains(&x) || !(y0 + 8..y0 + 14).contains(&y)
+                    } else {
+                        x < x0 + 5 || y >= y0 + 17
+                    };
+                    if shape {
+                        g[y * side + x] = base + 56 + ((y - y0) * 18 / 21) as u8;
+                    }
+                }
+            }
+            // The dim arm: up from the stem's top.
+            if !hole {
+                paint(&mut g, side, (x0, y0 - 8, x0 + 5, y0), base + 30);
+            }
+            detect(&g, None, side, side)
+        };
+        let corner = film((455, 30), false);
+        assert_eq!(corner.mask[40 * side + 457], 255, "the L in its corner");
+        assert_eq!(corner.mask[25 * side + 457], 255, "its dim arm");
+        assert!(
+            film((455, 230), false).mask.iter().all(|&m| m == 0),
+            "at the side"
+        );
+        assert!(
+            film((455, 30), true).mask.iter().all(|&m| m == 0),
+            "a clip with a hole"
+        );
     }
 
     /// A light lead disk joined to a raised marker-holder band: the flat raised region is too

@@ -180,6 +180,16 @@ pub fn is_central(c: &Hole, w: usize, h: usize) -> bool {
     inside(c.x0, c.x1, w) && inside(c.y0, c.y1, h)
 }
 
+/// Whether a component lies in a corner of the film: outside the central band on both axes
+/// (where markers are put, clear of the lungs).
+pub fn is_in_corner(c: &Hole, w: usize, h: usize) -> bool {
+    let outside = |a0: usize, a1: usize, n: usize| {
+        (a1 + 1) as f32 <= CENTRAL_MARGIN * n as f32
+            || a0 as f32 >= (1.0 - CENTRAL_MARGIN) * n as f32
+    };
+    outside(c.x0, c.x1, w) && outside(c.y0, c.y1, h)
+}
+
 /// A marker disk: 24–80 px across per 1024 px of side, aspect within 0.6–1.6, filling
 /// 0.68–0.88 of its box (an ellipse fills π/4), flat inside (the inner half of its box within a
 /// standard deviation of 8 levels) and at least 25 levels above the film on all four sides of
