@@ -506,9 +506,9 @@ impl<'a> Pass<'a> {
         self.judge_shape(&look, origin)?;
         let glyph = self.judge_glyph(&look, origin)?;
         let contrast = self.judge_contrast(&look, origin)?;
-        let lone = self.is_faint(&look, &glyph, &contrast)
-            && self.is_lone_marker(&look, &glyph, &contrast);
-        let doubtful = self.is_faint(&look, &glyph, &contrast) && !lone;
+        let doubtful = self.is_faint(&look, &glyph, &contrast);
+        let lone = doubtful && self.is_lone_marker(&look, &glyph, &contrast);
+        let doubtful = doubtful && !lone;
         Ok(Candidate {
             around: contrast.around.round() as u8,
             boxy: look.boxy,
