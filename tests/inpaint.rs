@@ -895,10 +895,10 @@ fn measure_on_real_films_reaches_its_floors() {
     }
 }
 
-/// Floors (and ceilings) of the real-film measure: the detector's figures on 2026-12-02
-/// (README; 2026-12-02 evening session), rounded down (up). The targets are 0.95, 0.95, 0.9, 0.02, 0.05, 0.05.
+/// Floors (and ceilings) of the real-film measure: the detector's figures on 2026-12-03
+/// (README), rounded down (up). The targets are 0.95, 0.95, 0.9, 0.02, 0.05, 0.05.
 const FLOORS: &[(&str, f64, bool)] = &[
-    ("recall text", 0.94, true),
+    ("recall text", 0.95, true),
     ("recall marker", 0.95, true),
     ("recall arrow", 0.94, true),
     ("device pixels touched", 0.015, false),

@@ -13,7 +13,8 @@
 //! strokes AND a backing plate that differs from the film (a black disk, a white label); the
 //! box is found when the mask covers at least 90 % of them. A box with no contrast above 12 is
 //! found when half of it is masked. Devices and borders: the share of their pixels (union of
-//! boxes per film) the mask touches.
+//! boxes per film, less the pixels inside the film's mark boxes: a mark over the edge strip is
+//! to be erased) the mask touches.
 
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -321,7 +322,16 @@ fn touched<'a>(
     w: usize,
     h: usize,
     boxes: impl Iterator<Item = &'a AnnotBox>,
+    marks: &[&AnnotBox],
 ) -> (u64, u64) {
+    // A pixel in a mark's box is the mark's: it is to be erased, so masking it is no fault
+    // (a letter printed over the film's edge strip lies in both boxes).
+    let in_mark = |x: usize, y: usize| {
+        marks.iter().any(|m| {
+            (m.x0 as usize..m.x1 as usize).contains(&x)
+                && (m.y0 as usize..m.y1 as usize).contains(&y)
+        })
+    };
     let mut seen = BTreeSet::new();
     let (mut t, mut n) = (0u64, 0u64);
     for b in boxes {
@@ -331,7 +341,7 @@ fn touched<'a>(
         for y in y0..y1 {
             for x in x0..x1 {
                 let p = y * w + x;
-                if seen.insert(p) {
+                if !in_mark(x, y) && seen.insert(p) {
                     n += 1;
                     t += (mask[p] != 0) as u64;
                 }
@@ -369,8 +379,8 @@ pub fn score_film(
     FilmScore {
         image: image.to_string(),
         marks,
-        device: touched(mask, w, h, of(BoxClass::Device)),
-        border: touched(mask, w, h, of(BoxClass::Border)),
+        device: touched(mask, w, h, of(BoxClass::Device), &all),
+        border: touched(mask, w, h, of(BoxClass::Border), &all),
         masked: mask.iter().filter(|&&m| m != 0).count() as u64,
     }
 }
@@ -732,6 +742,24 @@ mod tests {
         let s = score_film("a.png", &g, &mask, w, h, &[&marker, &text]);
         assert_eq!(s.marks[&BoxClass::Text], (1, 1));
         assert_eq!(s.marks[&BoxClass::Marker], (0, 1));
+    }
+
+    /// A letter printed over the film's edge strip lies in its text box and the border box:
+    /// those pixels are the mark's, left out of the border's count.
+    #[test]
+    fn a_border_leaves_out_the_pixels_of_mark_boxes_over_it() {
+        let (w, h) = (20, 20);
+        let g = vec![100u8; w * h];
+        let mut mask = vec![0u8; w * h];
+        mask[5 * w + 15..5 * w + 20].fill(255); // row 5, x 15..20
+        let border = bx(BoxClass::Border, 15, 0, 20, 20);
+        let text = bx(BoxClass::Text, 10, 4, 18, 7);
+        assert_eq!(
+            score_film("a.png", &g, &mask, w, h, &[&border]).border,
+            (5, 100)
+        );
+        let s = score_film("a.png", &g, &mask, w, h, &[&border, &text]);
+        assert_eq!(s.border, (2, 91), "x 18, 19 of row 5 outside the text box");
     }
 
     #[test]

@@ -184,6 +184,17 @@ enum Origin {
     Half,
     /// The saturated part of a wire: faint, kept only beside a mark.
     OffWire,
+    /// A part of a wire clear of the film's edge band ([`off_edge_parts`]): faint, kept only
+    /// beside a mark, and then grown back over the band pixels of `parent` (its index among
+    /// the judged components) next to it.
+    OffEdge { parent: usize },
+}
+
+impl Origin {
+    /// Parted from a wire: faint, and not parted from it again.
+    fn off_wire(self) -> bool {
+        matches!(self, Origin::OffWire | Origin::OffEdge { .. })
+    }
 }
 
 /// Why a component was dropped, and the parts of it to judge in its place.
@@ -473,7 +484,8 @@ impl<'a> Pass<'a> {
             // Why a component was kept or dropped, when PREP_DETECT_TRACE is set (tuning on
             // real films).
             let polarity = self.polarity;
-            match self.judge(c, *origin) {
+            let origin = *origin;
+            match self.judge(c, origin) {
                 Ok(m) => {
                     if trace() {
                         let what = if m.faint {
@@ -485,13 +497,22 @@ impl<'a> Pass<'a> {
                         };
                         eprintln!("detect {polarity:?} {at:?} area {area}: {what}");
                     }
+                    if let Origin::OffEdge { parent } = origin {
+                        let grown = grow_over_band(self.g, self.w, self.h, c, &comps[parent].0);
+                        comps[next].0 = grown;
+                    }
                     cands.push((next, m));
                 }
                 Err(r) => {
                     if trace() {
                         eprintln!("detect {polarity:?} {at:?} area {area}: {}", r.why);
                     }
-                    comps.extend(r.parts);
+                    // Parts off the edge band remember the component they were parted from.
+                    let of_this = |o: Origin| match o {
+                        Origin::OffEdge { .. } => Origin::OffEdge { parent: next },
+                        o => o,
+                    };
+                    comps.extend(r.parts.into_iter().map(|(p, o)| (p, of_this(o))));
                 }
             }
             next += 1;
@@ -513,8 +534,8 @@ impl<'a> Pass<'a> {
             around: contrast.around.round() as u8,
             boxy: look.boxy,
             level: contrast.level,
-            faint: origin == Origin::OffWire || doubtful,
-            lone: origin != Origin::OffWire && lone,
+            faint: origin.off_wire() || doubtful,
+            lone: !origin.off_wire() && lone,
         })
     }
 
@@ -715,8 +736,17 @@ impl<'a> Pass<'a> {
             // seeds joined to a line of bright anatomy (a white letter on a rib's edge) is its
             // saturated pixels: judged alone, and kept only beside a clear mark (a wire's
             // saturated stretch, an electrode's tip, is alone).
-            let parts = self.white_parts(c).into_iter().flatten();
-            return Err(Rejected::with("wire", parts, Origin::OffWire));
+            // A glyph printed at the film's edge can merge with the bright band along it (an
+            // NIH letter touching the edge strip, one long 'wire'): judged again off the band.
+            return Err(match self.white_parts(c) {
+                Some(white) => Rejected::with("wire", white, Origin::OffWire),
+                None if !origin.off_wire() => {
+                    // The parent's index is set where the parts are queued (judge_all).
+                    let parts = off_edge_parts(g, w, h, c);
+                    Rejected::with("wire", parts, Origin::OffEdge { parent: 0 })
+                }
+                None => Rejected::new("wire"),
+            });
         }
         Ok(GlyphLook {
             mean_th,
@@ -854,14 +884,17 @@ impl<'a> Pass<'a> {
             && shapes::enclosed(self.w, c) as f32 <= 0.05 * area as f32
     }
 
-    /// Marker disks (a faint glyph beside one is kept with it) and, on the dark pass, drawn
-    /// shapes: (shape, film level around it, solid box).
+    /// Marker disks (a faint glyph beside one is kept with it), dim glyphs on the unexposed
+    /// film and, on the dark pass, drawn shapes: (shape, film level around it, solid box).
     fn shapes_found(&self) -> Vec<(super::Hole, u8, bool)> {
         let (g, w, h, scale) = (self.g, self.w, self.h, self.scale);
         let mut found = Vec::new();
         if let Some(wide) = &self.wide {
             let disks = marker_disks(g, w, h, wide, scale, &self.seed);
             found.extend(disks.into_iter().map(|(d, around)| (d, around, true)));
+            let sizes = (self.glyph_area, self.big);
+            let dim = dim_glyphs(g, w, h, wide, scale, &self.seed, sizes);
+            found.extend(dim.into_iter().map(|(d, around)| (d, around, true)));
         }
         if self.polarity == Polarity::Dark {
             let drawn = drawn_shapes(g, w, h, &self.opening, scale);
@@ -1297,6 +1330,168 @@ fn opened_parts(c: &super::Hole, w: usize, r: usize) -> Vec<super::Hole> {
         }
     }
     parts
+}
+
+/// How far from the film's black edge (grey under [`EDGE_BLACK`]) the bright band along it
+/// reaches: NIH films have a band 5 px wide, rising toward the edge, at 220–250.
+const EDGE_BAND: usize = 6;
+const EDGE_BLACK: u8 = 30;
+
+/// Whether a pixel lies within [`EDGE_BAND`] px (along a row or a column) of the film's black
+/// edge.
+fn on_band(g: &[u8], w: usize, h: usize, p: u32) -> bool {
+    let (x, y, p) = (p as usize % w, p as usize / w, p as usize);
+    (1..=EDGE_BAND).any(|k| {
+        x + k < w && g[p + k] < EDGE_BLACK
+            || x >= k && g[p - k] < EDGE_BLACK
+            || y + k < h && g[p + k * w] < EDGE_BLACK
+            || y >= k && g[p - k * w] < EDGE_BLACK
+    })
+}
+
+/// The parts of a component clear of the film's edge band, when it reaches the band and is
+/// not all band (none otherwise).
+fn off_edge_parts(g: &[u8], w: usize, h: usize, c: &super::Hole) -> Vec<super::Hole> {
+    let band = c.pixels.iter().filter(|&&p| on_band(g, w, h, p)).count();
+    if band == 0 || band == c.pixels.len() {
+        return Vec::new();
+    }
+    components_within(c, w, |p| !on_band(g, w, h, p))
+}
+
+/// A part kept off the edge band, grown back over the band pixels of the component it was
+/// parted from within [`EDGE_BAND`] px of it: a glyph keeps the strokes that touch the band,
+/// the band's stretch away from it stays out.
+fn grow_over_band(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    part: &super::Hole,
+    parent: &super::Hole,
+) -> super::Hole {
+    let r = EDGE_BAND;
+    let (bx0, by0) = (part.x0.saturating_sub(r), part.y0.saturating_sub(r));
+    let (bw, bh) = (part.x1 + r + 1 - bx0, part.y1 + r + 1 - by0);
+    // The part dilated by r (square), in its widened box.
+    let mut near = vec![false; bw * bh];
+    for &p in &part.pixels {
+        let (x, y) = (p as usize % w - bx0, p as usize / w - by0);
+        for yy in y.saturating_sub(r)..(y + r + 1).min(bh) {
+            near[yy * bw + x.saturating_sub(r)..yy * bw + (x + r + 1).min(bw)].fill(true);
+        }
+    }
+    let mut grown = part.clone();
+    for &q in &parent.pixels {
+        let (x, y) = (q as usize % w, q as usize / w);
+        let inside = (bx0..bx0 + bw).contains(&x) && (by0..by0 + bh).contains(&y);
+        if inside && near[(y - by0) * bw + x - bx0] && on_band(g, w, h, q) {
+            grown.pixels.push(q);
+            (grown.x0, grown.y0) = (grown.x0.min(x), grown.y0.min(y));
+            (grown.x1, grown.y1) = (grown.x1.max(x), grown.y1.max(y));
+        }
+    }
+    grown
+}
+
+/// A dim glyph on the unexposed film: its least level, the most the black film around it may
+/// be, the least share of its ring (2–4 px out) that must be that black, the widest spread of
+/// its level (p90 − p10), and its largest box side at 1024 px.
+const DIM_LEVEL: u8 = 22;
+const DIM_BLACK: u8 = 10;
+const DIM_RING_BLACK: f32 = 0.95;
+const DIM_SPREAD: u8 = 20;
+const DIM_SIDE: f32 = 80.0;
+
+/// Glyphs printed dim on the unexposed (black) film outside the collimated field: an NIH
+/// lead L at 46 on 0–4 (top-hat 44, under the seeds' 56), the grey top of a marker holder.
+/// Pixels at least [`DIM_LEVEL`] where the wide opening is at most [`DIM_BLACK`] (a shape
+/// narrower than its window, on black film), grouped; kept when glyph-sized (from the glyph
+/// area to anatomy size, box sides at most [`DIM_SIDE`] px a 1024 px), clear of the image's
+/// edge, without a seed (the seeds' own), flat, and ringed by black film: unexposed film is
+/// black all round; devices and anatomy that reach it (a lead running out of the field, the
+/// field's edge) are long or reach the exposed film. On the 123 real films of the measure this
+/// found one missed marker and one holder top, nothing else. Returned with the film level
+/// around each.
+fn dim_glyphs(
+    g: &[u8],
+    w: usize,
+    h: usize,
+    wide: &Opening,
+    scale: f32,
+    seed: &[u8],
+    area: (f32, usize),
+) -> Vec<(super::Hole, u8)> {
+    let mut on = vec![0u8; w * h];
+    let mut up = vec![0u8; w];
+    for y in 0..h {
+        wide.row_into(y, &mut up);
+        let (gr, or) = (&g[y * w..(y + 1) * w], &mut on[y * w..(y + 1) * w]);
+        for x in 0..w {
+            or[x] = (gr[x] >= DIM_LEVEL) as u8 & (up[x] <= DIM_BLACK) as u8;
+        }
+    }
+    let side = DIM_SIDE * scale;
+    let margin = 4;
+    let mut out = Vec::new();
+    for c in components(&mut on, w, h) {
+        let n = c.pixels.len();
+        let (bw, bh) = (c.x1 - c.x0 + 1, c.y1 - c.y0 + 1);
+        let inside = c.x0 >= margin && c.y0 >= margin && c.x1 + margin < w && c.y1 + margin < h;
+        if (n as f32) < area.0 || n > area.1 || bw.max(bh) as f32 > side || !inside {
+            continue;
+        }
+        if c.pixels.iter().any(|&p| seed[p as usize] != 0) {
+            continue;
+        }
+        let mut v: Vec<u8> = c.pixels.iter().map(|&p| g[p as usize]).collect();
+        v.sort_unstable();
+        if v[n * 9 / 10] - v[n / 10] > DIM_SPREAD {
+            continue;
+        }
+        let Some(around) = black_ring(g, w, &c, margin) else {
+            continue;
+        };
+        if trace() {
+            eprintln!(
+                "detect dim {:?} area {n}: candidate",
+                (c.x0, c.y0, c.x1, c.y1)
+            );
+        }
+        out.push((c, around));
+    }
+    out
+}
+
+/// The median of the ring 2–4 px out of a component (its shape dilated, square), when
+/// [`DIM_RING_BLACK`] of it is at most [`DIM_BLACK`]. `m`: the ring's reach (the box is
+/// widened by it; the caller keeps the component that far from the image's edge).
+fn black_ring(g: &[u8], w: usize, c: &super::Hole, m: usize) -> Option<u8> {
+    let (x0, y0) = (c.x0 - m, c.y0 - m);
+    let (bw, bh) = (c.x1 - c.x0 + 1 + 2 * m, c.y1 - c.y0 + 1 + 2 * m);
+    // Chebyshev distance to the component, capped at m + 1.
+    let mut dist = vec![m as u8 + 1; bw * bh];
+    for &p in &c.pixels {
+        let (x, y) = (p as usize % w - x0, p as usize / w - y0);
+        for yy in y - m..=y + m {
+            for xx in x - m..=x + m {
+                let d = (xx.abs_diff(x)).max(yy.abs_diff(y)) as u8;
+                let cell = &mut dist[yy * bw + xx];
+                *cell = (*cell).min(d);
+            }
+        }
+    }
+    let mut ring: Vec<u8> = Vec::new();
+    for (i, &d) in dist.iter().enumerate() {
+        if (2..=m as u8).contains(&d) {
+            ring.push(g[(y0 + i / bw) * w + x0 + i % bw]);
+        }
+    }
+    let black = ring.iter().filter(|&&v| v <= DIM_BLACK).count();
+    if ring.is_empty() || (black as f32) < DIM_RING_BLACK * ring.len() as f32 {
+        return None;
+    }
+    let k = ring.len() / 2;
+    Some(*ring.select_nth_unstable(k).1)
 }
 
 /// Least rise of a marker disk over the wide opening.
@@ -2391,6 +2586,59 @@ mod tests {
         assert_eq!(d.mask[20 * side + 410], 255, "foot");
         assert_eq!(d.mask[3 * side + 403], 255, "stem inside the band");
         assert_eq!(d.mask[3 * side + 200], 0, "the band");
+    }
+
+    /// NIH letters printed at the film's edge touch the bright band along its black edge (a
+    /// 5-px strip rising to 245): letter and band seed one long component, judged a wire. Off
+    /// the band, the letter is judged alone (faint: beside the marker above it, kept) and grown
+    /// back over the band beside it; the band's stretch away from it stays film.
+    #[test]
+    fn a_letter_touching_the_films_edge_band_is_parted_from_it() {
+        let side = 1024;
+        let mut g = vec![180u8; side * side];
+        for y in 0..side {
+            for x in 970..side {
+                let lit = (100..300).contains(&y);
+                g[y * side + x] = match x {
+                    976.. => 12,
+                    _ if lit => 215 + 6 * (x - 970) as u8,
+                    _ => 200,
+                };
+            }
+        }
+        paint(&mut g, side, (950, 85, 966, 176), 252); // the marker's stem
+        paint(&mut g, side, (925, 160, 966, 176), 252); // its foot
+
+        // A letter (an E): its bars run into the band.
+        paint(&mut g, side, (950, 181, 954, 201), 240);
+        for y0 in [181, 189, 197] {
+            paint(&mut g, side, (950, y0, 973, y0 + 4), 240);
+        }
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[120 * side + 958], 255, "the marker");
+        assert_eq!(d.mask[183 * side + 960], 255, "the letter's bar");
+        assert_eq!(d.mask[192 * side + 952], 255, "the letter's stem");
+        assert_eq!(d.mask[191 * side + 971], 255, "its bar in the band");
+        assert_eq!(d.mask[280 * side + 972], 0, "the band away from it");
+    }
+
+    /// An NIH lead L printed dim (46) on the unexposed black film outside the field (0–4): too
+    /// faint to seed, found as a dim glyph; a lead wire as dim on the black film (long) and a
+    /// grey patch where the black film meets the exposed field are not.
+    #[test]
+    fn a_dim_glyph_on_the_unexposed_film_is_found_a_dim_wire_is_not() {
+        let side = 1024;
+        let mut g = plain_film(side);
+        paint(&mut g, side, (0, 0, side - 1, 120), 3); // unexposed film along the top
+        paint(&mut g, side, (930, 40, 938, 72), 46); // the L's stem
+        paint(&mut g, side, (930, 64, 960, 72), 46); // its foot
+        paint(&mut g, side, (100, 60, 400, 64), 46); // a lead, 300 px long
+        paint(&mut g, side, (600, 100, 630, 125), 46); // grey film at the field's edge
+        let d = detect(&g, None, side, side);
+        assert_eq!(d.mask[50 * side + 934], 255, "the L's stem");
+        assert_eq!(d.mask[68 * side + 955], 255, "its foot");
+        assert_eq!(d.mask[62 * side + 250], 0, "the lead");
+        assert_eq!(d.mask[110 * side + 615], 0, "the field's edge");
     }
 
     /// A flat lead L whose stem has soft sides (a 4-px ramp on its left and the lower half of
