@@ -1406,7 +1406,7 @@ const DIM_SIDE: f32 = 80.0;
 /// lead L at 46 on 0–4 (top-hat 44, under the seeds' 56), the grey top of a marker holder.
 /// Pixels at least [`DIM_LEVEL`] where the wide opening is at most [`DIM_BLACK`] (a shape
 /// narrower than its window, on black film), grouped; kept when glyph-sized (from the glyph
-/// area to anatomy size, box sides at most [`DIM_SIDE`] px a 1024 px), clear of the image's
+/// area to anatomy size, box sides at most [`DIM_SIDE`] px at 1024 px), clear of the image's
 /// edge, without a seed (the seeds' own), flat, and ringed by black film: unexposed film is
 /// black all round; devices and anatomy that reach it (a lead running out of the field, the
 /// field's edge) are long or reach the exposed film. On the 123 real films of the measure this
