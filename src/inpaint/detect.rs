@@ -1373,18 +1373,16 @@ fn grow_over_band(
     let (bx0, by0) = (part.x0.saturating_sub(r), part.y0.saturating_sub(r));
     let (bw, bh) = (part.x1 + r + 1 - bx0, part.y1 + r + 1 - by0);
     // The part dilated by r (square), in its widened box.
-    let mut near = vec![false; bw * bh];
+    let mut shape = vec![0u8; bw * bh];
     for &p in &part.pixels {
-        let (x, y) = (p as usize % w - bx0, p as usize / w - by0);
-        for yy in y.saturating_sub(r)..(y + r + 1).min(bh) {
-            near[yy * bw + x.saturating_sub(r)..yy * bw + (x + r + 1).min(bw)].fill(true);
-        }
+        shape[(p as usize / w - by0) * bw + p as usize % w - bx0] = 1;
     }
+    let near = dilate(&shape, bw, bh, r);
     let mut grown = part.clone();
     for &q in &parent.pixels {
         let (x, y) = (q as usize % w, q as usize / w);
         let inside = (bx0..bx0 + bw).contains(&x) && (by0..by0 + bh).contains(&y);
-        if inside && near[(y - by0) * bw + x - bx0] && on_band(g, w, h, q) {
+        if inside && near[(y - by0) * bw + x - bx0] != 0 && on_band(g, w, h, q) {
             grown.pixels.push(q);
             (grown.x0, grown.y0) = (grown.x0.min(x), grown.y0.min(y));
             (grown.x1, grown.y1) = (grown.x1.max(x), grown.y1.max(y));
@@ -1468,21 +1466,15 @@ fn dim_glyphs(
 fn black_ring(g: &[u8], w: usize, c: &super::Hole, m: usize) -> Option<u8> {
     let (x0, y0) = (c.x0 - m, c.y0 - m);
     let (bw, bh) = (c.x1 - c.x0 + 1 + 2 * m, c.y1 - c.y0 + 1 + 2 * m);
-    // Chebyshev distance to the component, capped at m + 1.
-    let mut dist = vec![m as u8 + 1; bw * bh];
+    let mut shape = vec![0u8; bw * bh];
     for &p in &c.pixels {
-        let (x, y) = (p as usize % w - x0, p as usize / w - y0);
-        for yy in y - m..=y + m {
-            for xx in x - m..=x + m {
-                let d = (xx.abs_diff(x)).max(yy.abs_diff(y)) as u8;
-                let cell = &mut dist[yy * bw + xx];
-                *cell = (*cell).min(d);
-            }
-        }
+        shape[(p as usize / w - y0) * bw + p as usize % w - x0] = 1;
     }
+    // The ring: within m of the shape (square), but not within 1.
+    let (far, near) = (dilate(&shape, bw, bh, m), dilate(&shape, bw, bh, 1));
     let mut ring: Vec<u8> = Vec::new();
-    for (i, &d) in dist.iter().enumerate() {
-        if (2..=m as u8).contains(&d) {
+    for (i, (&f, &n)) in far.iter().zip(&near).enumerate() {
+        if f != 0 && n == 0 {
             ring.push(g[(y0 + i / bw) * w + x0 + i % bw]);
         }
     }
